@@ -1,0 +1,40 @@
+# Two commands matter: `make demo` and `make test`. Each installs what it needs first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed
+NPM_STAMP := node_modules/.installed
+
+.PHONY: setup lint test test-fast demo devnet bench clean
+
+setup: $(PY_STAMP) $(NPM_STAMP)
+
+$(PY_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	chmod +x contracts/solc-wrapper
+	@touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+test-fast: setup
+	$(VENV)/bin/pytest -m "not slow"
+
+demo: setup
+	$(PY) -m trainmarket.cli demo $(ARGS)
+
+devnet: setup
+	$(PY) -m trainmarket.cli devnet $(ARGS)
+
+clean:
+	rm -rf $(VENV) node_modules runs .pytest_cache .mypy_cache .ruff_cache

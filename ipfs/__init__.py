@@ -1,0 +1,1 @@
+"""Everything about bytes that leave a machine: IPFS daemon and client, payload format, codecs, CIDs."""

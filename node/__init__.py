@@ -1,0 +1,1 @@
+"""The trainer: model, dataset and assignment, inner loop, publishing, CLI."""

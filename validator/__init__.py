@@ -1,0 +1,1 @@
+"""The validator: evaluation, filters, scoring, rounds, persisted state, service."""
