@@ -1,0 +1,202 @@
+"""The validator's domain nouns: what a contribution is, why one was rejected, every number behind a score,
+and the per-window report that goes to IPFS and is audited by third parties.
+
+Tensors live only in `Contribution` (the decoded payload); everything in a `WindowReport` is plain JSON so
+the report's bytes (and so its CID) are a deterministic function of its content."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+
+from torch import Tensor
+
+from trainmarket.errors import TrainmarketError
+
+ParamDict = dict[str, Tensor]
+
+REPORT_FORMAT_VERSION = 1
+
+
+class ValidatorError(TrainmarketError):
+    """Root of the validator's scoring-pipeline errors."""
+
+
+class EvaluationError(ValidatorError):
+    """A contribution cannot be evaluated against the model (unknown tensor, wrong shape, bad batch)."""
+
+    def __init__(self, reason: str, trainer: str | None = None) -> None:
+        self.reason = reason
+        self.trainer = trainer
+        who = f" (trainer {trainer})" if trainer else ""
+        super().__init__(f"cannot evaluate contribution{who}: {reason}")
+
+
+class ScoringError(ValidatorError):
+    """A scoring formula got an input outside its domain (negative weight, NaN, negative power)."""
+
+
+class ReportFormatError(ValidatorError):
+    """A window report's JSON does not parse into a `WindowReport` (tampered, truncated, other version)."""
+
+
+class RejectReason(StrEnum):
+    """Why a contribution got no score. Values are stable strings: they land in reports and the API."""
+
+    MISSING_REVEAL = "missing_reveal"
+    MALFORMED = "malformed"
+    UNRELIABLE = "unreliable"
+    STALE = "stale"
+    DUPLICATE_CID = "duplicate_cid"
+    COPY_OF_EARLIER = "copy_of_earlier"
+    MISSING_OWN_DATA = "missing_own_data"
+    NONFINITE_LOSS = "nonfinite_loss"
+
+
+class ContributionStatus(StrEnum):
+    PENDING = "pending"
+    SCORED = "scored"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class Contribution:
+    """One trainer's decoded pseudo-gradient for one window. Δ = θ_start − θ_end: applying it is θ − η·Δ.
+
+    `sync` and `penalty` are multipliers in [0, 1] that filters set (Sybil share, reliability) instead of
+    rejecting; they only ever shrink a positive score. `sybil_cluster` lists the trainers (sorted) of the
+    same-window cluster of near-identical updates this one belongs to; empty when it is alone."""
+
+    trainer: str
+    window: int
+    cid: str
+    base_model_cid: str
+    delta: ParamDict
+    indices: dict[str, Tensor]
+    status: ContributionStatus = ContributionStatus.PENDING
+    reason: str = ""
+    sync: float = 1.0
+    penalty: float = 1.0
+    sybil_cluster: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rejection:
+    trainer: str
+    window: int
+    reason: RejectReason
+    detail: str = ""
+    cid: str = ""
+
+
+@dataclass(frozen=True)
+class ContributionScore:
+    """Every number behind one contribution's weight, in the order they are computed."""
+
+    trainer: str
+    cid: str
+    loss_before_own: float
+    loss_after_own: float
+    loss_before_random: float
+    loss_after_random: float
+    s_i: float  # relative loss reduction on the common random data
+    own_gain: float  # relative loss reduction on the trainer's own data
+    random_gain: float
+    b_i: int  # +1 when own_gain > random_gain
+    binary_avg: float  # B_i after this window's update
+    mu: float
+    sigma: float
+    ordinal: float
+    sync: float
+    penalty: float
+    final: float
+    weight: float
+
+
+@dataclass(frozen=True)
+class AggregateInfo:
+    method: str
+    contributors: tuple[str, ...]
+    clip_norm: float
+    update_norm: float
+    learning_rate: float
+    delta_norms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowReportInputs:
+    """What the scores are a function of; an auditor starts from these."""
+
+    cids: dict[str, str]  # trainer -> revealed CID
+    block_hash: str  # closing block hash, seeds the common random batch
+    base_model_cid: str
+    eval_step_size: float
+    strategy: dict[str, Any]  # the pipeline's configuration, so a changed threshold is visible
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    window: int
+    inputs: WindowReportInputs
+    scores: tuple[ContributionScore, ...]
+    rejections: tuple[Rejection, ...]
+    accepted: tuple[str, ...]  # trainers whose Δ went into the aggregate
+    aggregate: AggregateInfo
+    model_cid: str | None = None  # filled in once the new global model is on IPFS
+    version: int = REPORT_FORMAT_VERSION
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace, no NaN (a NaN would not round-trip)."""
+        try:
+            return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        except ValueError as err:
+            raise ReportFormatError(f"window {self.window} report holds a non-finite number: {err}") from err
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WindowReport:
+        try:
+            raw = json.loads(text)
+            if raw.get("version") != REPORT_FORMAT_VERSION:
+                raise ReportFormatError(f"report version {raw.get('version')!r} is not {REPORT_FORMAT_VERSION}")
+            return cls(
+                window=int(raw["window"]),
+                inputs=_build(WindowReportInputs, raw["inputs"]),
+                scores=tuple(_build(ContributionScore, s) for s in raw["scores"]),
+                rejections=tuple(
+                    Rejection(
+                        trainer=r["trainer"],
+                        window=int(r["window"]),
+                        reason=RejectReason(r["reason"]),
+                        detail=r["detail"],
+                        cid=r["cid"],
+                    )
+                    for r in raw["rejections"]
+                ),
+                accepted=tuple(raw["accepted"]),
+                aggregate=_build(AggregateInfo, {**raw["aggregate"], "contributors": tuple(
+                    raw["aggregate"]["contributors"])}),
+                model_cid=raw["model_cid"],
+                version=int(raw["version"]),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ReportFormatError(f"not a window report: {err}") from err
+
+    def score_of(self, trainer: str) -> ContributionScore | None:
+        return next((s for s in self.scores if s.trainer == trainer), None)
+
+
+def _build(cls: type[Any], raw: dict[str, Any]) -> Any:
+    """Construct a flat dataclass from a dict, refusing unknown or missing keys (a tampered report)."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ReportFormatError(f"unknown fields in {cls.__name__}: {sorted(unknown)}")
+    obj = cls(**raw)
+    for f in fields(cls):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ReportFormatError(f"{cls.__name__}.{f.name} is not finite")
+    return obj
