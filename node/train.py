@@ -1,0 +1,171 @@
+"""The trainer's inner loop (H AdamW steps on the assigned batches -> pseudo-gradient) and the error
+feedback that carries what the codec dropped into the next window.
+
+A fresh AdamW is built every window, on purpose: each window starts from a new global model (the
+validators' aggregate), so moments carried over would describe a trajectory the node no longer follows;
+a fresh optimiser also makes the pseudo-gradient a function of (global model, assigned data, config)
+alone, which a validator could re-run, and a restarted node needs no optimiser state to resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from node.model import autocast_context
+from trainmarket.errors import TrainmarketError
+
+ProgressFn = Callable[[int, float], None]
+
+
+class InnerLoopError(TrainmarketError):
+    """Inner-loop inputs that cannot be trained on (bad batch shape, non-finite loss, bad state)."""
+
+
+@dataclass(frozen=True)
+class InnerLoopConfig:
+    """H = `steps` optimiser steps; the batches are split evenly across them; each step accumulates
+    gradients over micro-batches of `micro_batch_size` sequences (memory knob, does not change the math
+    beyond float rounding)."""
+
+    steps: int = 20
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    micro_batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.steps <= 0 or self.micro_batch_size <= 0 or self.lr <= 0 or self.grad_clip < 0:
+            raise InnerLoopError(f"invalid inner-loop config: {self}")
+
+
+@dataclass
+class InnerResult:
+    pseudo_gradient: dict[str, Tensor]  # θ_start − θ_end, float32, CPU, keyed like model.named_parameters()
+    losses: list[float]  # mean training loss of each step, before that step's update
+    tokens: int  # predicted tokens processed
+    seconds: float
+
+
+def snapshot_parameters(model: nn.Module) -> dict[str, Tensor]:
+    """A float32 copy of every parameter, on the parameters' own device."""
+    return {name: p.detach().float().clone() for name, p in model.named_parameters()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_inner(
+    model: nn.Module,
+    batches: Tensor,
+    cfg: InnerLoopConfig,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+) -> InnerResult:
+    """Train `model` in place for `cfg.steps` AdamW steps on `batches` ([steps·k, seq_len + 1] token ids)
+    and return the pseudo-gradient θ_start − θ_end. Losses stay on the device until the end (no per-step
+    host sync) unless a `progress(step, loss)` callback asks for them."""
+    if batches.dim() != 2 or batches.shape[1] < 2 or batches.shape[0] % cfg.steps != 0:
+        raise InnerLoopError(f"batches {tuple(batches.shape)} must be [steps·k, seq_len+1] with steps={cfg.steps}")
+    per_step = batches.shape[0] // cfg.steps
+    if per_step == 0:
+        raise InnerLoopError(f"{batches.shape[0]} sequences cannot feed {cfg.steps} steps")
+    model.to(device)
+    model.train()
+    start = snapshot_parameters(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=device.type == "cuda"
+    )
+    data = batches.to(device=device, dtype=torch.long, non_blocking=True)
+    step_losses = torch.zeros(cfg.steps, device=device)
+    _sync(device)
+    began = time.perf_counter()
+    for step in range(cfg.steps):
+        step_batch = data[step * per_step : (step + 1) * per_step]
+        n_micro = -(-per_step // cfg.micro_batch_size)
+        for micro in range(n_micro):
+            part = step_batch[micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size]
+            with autocast_context(device):
+                _, loss = model(part[:, :-1], part[:, 1:])
+            assert loss is not None
+            # Weight each micro-batch by its share of the step so unequal tails still average exactly.
+            scaled = loss * (part.shape[0] / per_step)
+            scaled.backward()
+            step_losses[step] += scaled.detach()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=device.type == "cuda")
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if progress is not None:
+            progress(step, float(step_losses[step]))
+    losses = step_losses.tolist()
+    _sync(device)
+    seconds = time.perf_counter() - began
+    if not all(map(_finite, losses)):
+        raise InnerLoopError(f"training loss became non-finite: {losses}")
+    with torch.no_grad():
+        delta = {name: (start[name] - p.detach().float()).cpu() for name, p in model.named_parameters()}
+    tokens = batches.shape[0] * (batches.shape[1] - 1)
+    return InnerResult(pseudo_gradient=delta, losses=losses, tokens=tokens, seconds=seconds)
+
+
+def _finite(x: float) -> bool:
+    return x == x and abs(x) != float("inf")
+
+
+@dataclass
+class ErrorFeedback:
+    """Decayed residual: acc = decay·residual + Δ; the codec compresses acc; residual = acc − estimate,
+    where estimate is what the receiver will decode. Whatever the codec drops is sent later, decayed."""
+
+    decay: float = 0.95
+    residual: dict[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.decay <= 1.0:
+            raise InnerLoopError(f"error-feedback decay must lie in [0, 1]: {self.decay}")
+
+    def accumulate(self, delta: dict[str, Tensor]) -> dict[str, Tensor]:
+        """acc = decay·residual + Δ (a missing residual counts as zero). Does not change the state."""
+        acc = {}
+        for name, d in delta.items():
+            d = d.detach().float().cpu()
+            prev = self.residual.get(name)
+            if prev is not None and prev.shape != d.shape:
+                raise InnerLoopError(f"residual {name} has shape {tuple(prev.shape)}, delta {tuple(d.shape)}")
+            acc[name] = d if prev is None else self.decay * prev + d
+        return acc
+
+    def record(self, acc: dict[str, Tensor], estimate: dict[str, Tensor]) -> None:
+        """residual = acc − estimate, once the payload built from `acc` is final."""
+        missing = set(acc) ^ set(estimate)
+        if missing:
+            raise InnerLoopError(f"estimate and accumulator name different tensors: {sorted(missing)}")
+        self.residual = {name: acc[name] - estimate[name].detach().float().cpu() for name in acc}
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: t.contiguous() for name, t in self.residual.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.residual = {name: t.detach().float().cpu() for name, t in state.items()}
+
+    def save(self, path: Path) -> None:
+        """safetensors on local disk (never pickle); written to a temp file then renamed."""
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(self.state_dict(), str(tmp), metadata={"decay": repr(self.decay)})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path, decay: float) -> ErrorFeedback:
+        feedback = cls(decay=decay)
+        feedback.load_state_dict(load_file(str(path)))
+        return feedback
