@@ -482,7 +482,9 @@ class ValidatorStore:
         if not rows:
             return None
         row = rows[0]
-        contributions = self._query("SELECT * FROM contributions WHERE window=? ORDER BY rank IS NULL, rank, trainer", (window,))
+        contributions = self._query(
+            "SELECT * FROM contributions WHERE window=? ORDER BY rank IS NULL, rank, trainer", (window,)
+        )
         return {
             "window": row["window"], "status": row["status"], "global_loss": row["global_loss"],
             "model_cid": row["model_cid"], "report_cid": row["report_cid"],
