@@ -1,0 +1,132 @@
+"""The typed Python client of the TrainingRun contract, used by trainers, validators, the demo and the tests.
+Transactions are signed locally with the client's account (see contracts/tx.py); reverts come back as
+`ContractReverted` naming the custom error and its arguments. Read-only views live in contracts/views.py."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.logs import DISCARD
+from web3.types import TxParams, TxReceipt, Wei
+
+from contracts.errors import TransactionFailed
+from contracts.tx import send_transaction, sign_transaction
+from contracts.types import RunParams
+from contracts.views import TrainingRunViews
+
+MAX_WEIGHT = 0xFFFF
+
+
+def commitment_hash(cid: str, salt: bytes) -> bytes:
+    """keccak256(abi.encodePacked(cid, salt)): what a trainer commits before revealing `cid`."""
+    if len(salt) != 32:
+        raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
+    return keccak(cid.encode("utf-8") + salt)
+
+
+def pack_weights(weights: Sequence[int]) -> bytes:
+    """A validator's weight vector as the contract reads it: big-endian uint16 per trainer index."""
+    for index, weight in enumerate(weights):
+        if not 0 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"weight {weight} of trainer {index} is outside 0..{MAX_WEIGHT}")
+    return b"".join(int(w).to_bytes(2, "big") for w in weights)
+
+
+class TrainingRunClient(TrainingRunViews):
+    """One account's handle on a deployed TrainingRun contract: typed transactions plus all views."""
+
+    def __init__(self, web3: Web3, address: str, account: LocalAccount, from_block: int = 0) -> None:
+        super().__init__(web3, address, from_block)
+        self.account = account
+
+    @property
+    def address_of_account(self) -> str:
+        return str(self.account.address)
+
+    def with_account(self, account: LocalAccount) -> TrainingRunClient:
+        """The same contract seen by another account."""
+        return TrainingRunClient(self.web3, self.contract.address, account, self.from_block)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _tx(self, call: ContractFunction, name: str, value: int = 0) -> TxReceipt:
+        return send_transaction(self.web3, self.account, self._params(call, value), name, self.decoder)
+
+    def _params(self, call: ContractFunction, value: int) -> TxParams:
+        params: TxParams = {"to": self.contract.address, "data": call._encode_transaction_data()}
+        if value:
+            params["value"] = Wei(value)
+        return params
+
+    def signed(self, call: ContractFunction, name: str, value: int = 0, gas: int | None = None) -> bytes:
+        """A signed raw transaction without sending it (benchmarks batch these). With `gas`, nothing is
+        estimated, so it can be signed ahead of the state it needs."""
+        params = self._params(call, value)
+        if gas is not None:
+            params["gas"] = gas
+        return sign_transaction(self.web3, self.account, params, name, self.decoder)
+
+    def _event_arg(self, receipt: TxReceipt, event: str, arg: str) -> int:
+        for log in getattr(self.contract.events, event)().process_receipt(receipt, errors=DISCARD):
+            return int(log["args"][arg])
+        raise TransactionFailed(event, receipt["transactionHash"].hex(), f"no {event} event in the receipt")
+
+    # ------------------------------------------------------------------ runs and membership
+
+    def create_run(self, params: RunParams, value: int = 0) -> int:
+        """Create a run (optionally seeding its pool with `value` wei); returns the run id."""
+        receipt = self._tx(self.contract.functions.createRun(params.as_tuple()), "createRun", value)
+        return self._event_arg(receipt, "RunCreated", "runId")
+
+    def fund(self, run_id: int, amount: int) -> TxReceipt:
+        return self._tx(self.contract.functions.fund(run_id), "fund", amount)
+
+    def register_trainer(self, run_id: int, stake: int) -> TxReceipt:
+        return self._tx(self.contract.functions.registerTrainer(run_id), "registerTrainer", stake)
+
+    def add_stake(self, run_id: int, amount: int) -> TxReceipt:
+        return self._tx(self.contract.functions.addStake(run_id), "addStake", amount)
+
+    def register_validator(self, run_id: int, stake: int) -> TxReceipt:
+        return self._tx(self.contract.functions.registerValidator(run_id), "registerValidator", stake)
+
+    def request_unstake(self, run_id: int) -> TxReceipt:
+        return self._tx(self.contract.functions.requestUnstake(run_id), "requestUnstake")
+
+    def withdraw_stake(self, run_id: int) -> TxReceipt:
+        return self._tx(self.contract.functions.withdrawStake(run_id), "withdrawStake")
+
+    # ------------------------------------------------------------------ commit–reveal
+
+    def commit(self, run_id: int, window: int, commitment: bytes) -> TxReceipt:
+        return self._tx(self.contract.functions.commit(run_id, window, commitment), "commit")
+
+    def reveal(self, run_id: int, window: int, cid: str, salt: bytes) -> TxReceipt:
+        return self._tx(self.contract.functions.reveal(run_id, window, cid, salt), "reveal")
+
+    def report_missed_reveal(self, run_id: int, window: int, trainer: str) -> TxReceipt:
+        call = self.contract.functions.reportMissedReveal(run_id, window, Web3.to_checksum_address(trainer))
+        return self._tx(call, "reportMissedReveal")
+
+    # ------------------------------------------------------------------ validators and settlement
+
+    def publish_window(self, run_id: int, window: int, model_cid: str, report_cid: str) -> TxReceipt:
+        call = self.contract.functions.publishWindow(run_id, window, model_cid, report_cid)
+        return self._tx(call, "publishWindow")
+
+    def submit_weights(self, run_id: int, epoch: int, weights: Sequence[int]) -> TxReceipt:
+        """Submit uint16 weights indexed by trainer index (any scale: the contract normalises)."""
+        call = self.contract.functions.submitWeights(run_id, epoch, pack_weights(weights))
+        return self._tx(call, "submitWeights")
+
+    def finalize_epoch(self, run_id: int, epoch: int) -> TxReceipt:
+        return self._tx(self.contract.functions.finalizeEpoch(run_id, epoch), "finalizeEpoch")
+
+    def claim(self, run_id: int) -> int:
+        """Withdraw everything due in `run_id`; returns the amount paid (wei)."""
+        receipt = self._tx(self.contract.functions.claim(run_id), "claim")
+        return self._event_arg(receipt, "Claimed", "amount")

@@ -1,0 +1,71 @@
+"""Deploy the committed TrainingRun artifact and save/load where it went (a small JSON file)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import Web3
+from web3.exceptions import Web3Exception
+
+from contracts.compile import load_artifact
+from contracts.errors import ChainUnreachable, DeploymentError
+from contracts.tx import send_transaction
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the contract lives: enough for any process to connect to it."""
+
+    address: str
+    chain_id: int
+    block: int
+    deployer: str
+    tx_hash: str
+    rpc_url: str = ""
+    compiler: str = ""
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+            return cls(**data)
+        except FileNotFoundError as err:
+            raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
+        except (json.JSONDecodeError, TypeError) as err:
+            raise DeploymentError(f"deployment file {path} is invalid: {err}") from err
+
+
+def deploy(web3: Web3, account: LocalAccount) -> Deployment:
+    """Deploy TrainingRun from `account` (locally signed) and wait for the receipt."""
+    artifact = load_artifact()
+    factory = web3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    try:
+        tx = factory.constructor().build_transaction({"from": account.address})
+        chain_id = web3.eth.chain_id
+    except (Web3Exception, OSError) as err:
+        raise ChainUnreachable(_rpc_url(web3), str(err)) from err
+    receipt = send_transaction(web3, account, tx, "deploy")
+    address = receipt["contractAddress"]
+    if address is None or len(web3.eth.get_code(address)) == 0:
+        raise DeploymentError(f"deployment transaction {receipt['transactionHash'].hex()} created no contract")
+    return Deployment(
+        address=str(address),
+        chain_id=int(chain_id),
+        block=int(receipt["blockNumber"]),
+        deployer=account.address,
+        tx_hash="0x" + receipt["transactionHash"].hex().removeprefix("0x"),
+        rpc_url=_rpc_url(web3),
+        compiler=str(artifact["compiler"]),
+    )
+
+
+def _rpc_url(web3: Web3) -> str:
+    return str(getattr(web3.provider, "endpoint_uri", ""))
