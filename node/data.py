@@ -281,8 +281,7 @@ def _offsets(domain: bytes, seed_material: bytes, n_seqs: int, span: int, n_toke
         raise DatasetError(f"split of {n_tokens} tokens is shorter than one sequence of {span}")
     base = hashlib.sha256(domain + seed_material).digest()
     return [
-        int.from_bytes(hashlib.sha256(base + i.to_bytes(8, "big")).digest()[:8], "big") % limit
-        for i in range(n_seqs)
+        int.from_bytes(hashlib.sha256(base + i.to_bytes(8, "big")).digest()[:8], "big") % limit for i in range(n_seqs)
     ]
 
 
