@@ -8,6 +8,7 @@ against recent windows never materialises dense N×P matrices."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -294,8 +295,9 @@ def similarity_matrices(fps: Sequence[UpdateFingerprint], size: int) -> tuple[Te
     cols = torch.cat([fp.keys for fp in fps])
     vals = torch.cat([fp.values for fp in fps])
     index = torch.stack([rows, cols])
-    dense_gram = _gram(torch.sparse_coo_tensor(index, vals, (n, size)))
-    overlap = _gram(torch.sparse_coo_tensor(index, torch.ones_like(vals), (n, size)))
+    # Checked construction: keys come from hostile payloads, an out-of-range key must fail, not corrupt memory.
+    dense_gram = _gram(torch.sparse_coo_tensor(index, vals, (n, size), check_invariants=True))
+    overlap = _gram(torch.sparse_coo_tensor(index, torch.ones_like(vals), (n, size), check_invariants=True))
     norms = dense_gram.diagonal().clamp_min(0).sqrt()
     denom = norms[:, None] * norms[None, :]
     cosine = torch.where(denom > 0, dense_gram / denom.clamp_min(1e-300), torch.zeros_like(denom))
@@ -307,4 +309,7 @@ def similarity_matrices(fps: Sequence[UpdateFingerprint], size: int) -> tuple[Te
 
 def _gram(matrix: Tensor) -> Tensor:
     m = matrix.coalesce()
-    return torch.sparse.mm(m, m.t()).to_dense()
+    with warnings.catch_warnings():
+        # torch routes sparse×sparse through its CSR kernels and warns that CSR is "beta" on every call.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        return torch.sparse.mm(m, m.t()).to_dense()

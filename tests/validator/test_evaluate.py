@@ -60,7 +60,7 @@ def test_batched_evaluation_equals_naive(setup: tuple[ParamDict, list[ParamDict]
 def test_evaluation_is_deterministic_and_leaves_base_untouched(
     setup: tuple[ParamDict, list[ParamDict], list[torch.Tensor], torch.Tensor],
 ) -> None:
-    params, deltas, own, random_batch = setup
+    _, deltas, own, random_batch = setup
     model = make_model()
     snapshot = {n: t.clone() for n, t in base_params(model).items()}
     first = evaluate_contributions(model, deltas, own, random_batch, 0.5, "cpu")

@@ -1,0 +1,155 @@
+"""The whole scoring chain on a tiny GPT over two windows: four honest trainers, a copier of an earlier
+window, a noise sender, a zero sender, a missing reveal and a Sybil pair. Honest trainers get the weight."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from tests.validator.pipeline_fixtures import (
+    contribution,
+    corpus,
+    make_model,
+    noise_update,
+    perturbed,
+    random_rows,
+    rows,
+    sparsify,
+    train_delta,
+    zero_update,
+)
+from validator.aggregate import MeanAggregator
+from validator.domain import ParamDict, Rejection, RejectReason, WindowReport
+from validator.evaluate import base_params
+from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs
+
+HONEST = ["0xh0", "0xh1", "0xh2", "0xh3"]
+
+
+@dataclass
+class TwoWindows:
+    inputs: list[WindowInputs]
+    reports: list[WindowReport]
+    params: list[ParamDict]
+    states: list[ValidatorState]
+
+
+def _own(tokens: torch.Tensor, trainer: str, window: int) -> torch.Tensor:
+    slot = (["0xh0", "0xh1", "0xh2", "0xh3", "0xcopier", "0xnoise", "0xzero", "0xsyb0", "0xsyb1"].index(trainer))
+    return rows(tokens, 3_000 + 20_000 * slot + 1_000 * window, 4)
+
+
+def _window_inputs(window: int, params: ParamDict, earlier_honest: ParamDict | None,
+                   earlier_idx: dict[str, torch.Tensor] | None) -> tuple[WindowInputs, dict[str, ParamDict]]:
+    tokens = corpus()
+    model = make_model()
+    base = f"bafk-model-{window}"
+    own = {t: _own(tokens, t, window) for t in HONEST}
+    updates = {t: sparsify(train_delta(model, params, own[t])) for t in HONEST}
+    contribs = [contribution(t, window, *updates[t], base=base) for t in HONEST]
+    rejections: list[Rejection] = []
+    if earlier_honest is not None and earlier_idx is not None:
+        own.update({t: _own(tokens, t, window) for t in ["0xcopier", "0xnoise", "0xzero"]})
+        contribs.append(contribution("0xcopier", window, perturbed(earlier_honest, earlier_idx, 0.1, 5),
+                                     earlier_idx, base=base))
+        contribs.append(contribution("0xnoise", window, *noise_update(params, 0.05, seed=window), base=base))
+        contribs.append(contribution("0xzero", window, *zero_update(params), base=base))
+        rejections.append(Rejection("0xlazy", window, RejectReason.MISSING_REVEAL, "no reveal"))
+    inputs = WindowInputs(window=window, block_hash=f"0x{window:064x}", base_model_cid=base, params=params,
+                          contributions=contribs, own_batches=own,
+                          random_batch=random_rows(tokens, 32, seed=100 + window), prior_rejections=rejections)
+    return inputs, {t: u[0] for t, u in updates.items()} | {f"idx:{t}": u[1] for t, u in updates.items()}
+
+
+@pytest.fixture(scope="module")
+def run() -> TwoWindows:
+    strategy = ScoringStrategy(make_model(), device="cpu")
+    params0 = {n: t.clone() for n, t in base_params(make_model()).items()}
+    in0, updates0 = _window_inputs(0, params0, None, None)
+    report0, params1, state1 = strategy.score_window(in0, ValidatorState())
+    in1, _ = _window_inputs(1, params1, updates0["0xh0"], updates0["idx:0xh0"])
+    report1, params2, state2 = strategy.score_window(in1, state1)
+    return TwoWindows([in0, in1], [report0, report1], [params0, params1, params2], [state1, state2])
+
+
+def test_honest_trainers_get_all_the_weight(run: TwoWindows) -> None:
+    report = run.reports[1]
+    weights = {s.trainer: s.weight for s in report.scores}
+    assert sum(weights[t] for t in HONEST) == pytest.approx(1.0)
+    assert sum(1 for t in HONEST if weights[t] > 0) >= 3
+    assert weights["0xnoise"] == 0.0 and weights["0xzero"] == 0.0
+    assert "0xcopier" not in weights
+
+
+def test_adversaries_are_recorded_with_their_reasons(run: TwoWindows) -> None:
+    report = run.reports[1]
+    reasons = {r.trainer: r.reason for r in report.rejections}
+    assert reasons == {"0xcopier": RejectReason.COPY_OF_EARLIER, "0xlazy": RejectReason.MISSING_REVEAL}
+    noise, zero = report.score_of("0xnoise"), report.score_of("0xzero")
+    assert noise is not None and noise.s_i < 0 and noise.final == 0.0
+    assert zero is not None and zero.s_i == 0.0 and zero.b_i == -1 and zero.final == 0.0
+    assert run.states[1].missed_windows == {"0xlazy": (1,)}
+
+
+def test_only_improving_updates_are_aggregated(run: TwoWindows) -> None:
+    report = run.reports[1]
+    assert set(report.accepted) <= set(HONEST)
+    assert all(s.s_i > 0 for s in report.scores if s.trainer in report.accepted)
+    assert report.aggregate.contributors == report.accepted
+
+
+def test_global_model_improves_over_the_windows(run: TwoWindows) -> None:
+    from node.model import evaluate_loss
+
+    held_out = random_rows(corpus(), 64, seed=999)
+    losses = []
+    for params in run.params:
+        model = make_model()
+        model.load_state_dict({**model.state_dict(), **params})
+        losses.append(evaluate_loss(model, held_out))
+    assert losses[2] < losses[1] < losses[0]
+
+
+def test_report_round_trips_and_scoring_is_reproducible(run: TwoWindows) -> None:
+    report = run.reports[1]
+    assert WindowReport.from_json(report.to_json()) == report
+    assert report.inputs.cids["0xcopier"] == "bafk-0xcopier-1"
+    strategy = ScoringStrategy(make_model(), device="cpu")
+    again, params, _ = strategy.score_window(run.inputs[1], run.states[0])
+    assert again.to_json() == report.to_json()
+    assert all(torch.equal(params[n], run.params[2][n]) for n in params)
+
+
+def test_newcomers_start_low_and_earn_their_way_up(run: TwoWindows) -> None:
+    first = {s.trainer: s.ordinal for s in run.reports[0].scores}
+    second = {s.trainer: s.ordinal for s in run.reports[1].scores}
+    best = max(HONEST, key=lambda t: second[t])
+    assert second[best] > first[best] > 0.0
+    assert second["0xnoise"] < 0.0
+
+
+def test_sybil_pair_shares_one_contribution_and_enters_aggregate_once(run: TwoWindows) -> None:
+    base_inputs = run.inputs[1]
+    h = base_inputs.contributions[0]
+    pair = [contribution(t, 1, perturbed(h.delta, h.indices, 0.02, seed=i), h.indices, base=h.base_model_cid)
+            for i, t in enumerate(["0xsyb0", "0xsyb1"])]
+    tokens = corpus()
+    inputs = WindowInputs(
+        window=1, block_hash=base_inputs.block_hash, base_model_cid=base_inputs.base_model_cid,
+        params=base_inputs.params, contributions=[*base_inputs.contributions[1:4], *pair],
+        own_batches={**base_inputs.own_batches, **{t: _own(tokens, t, 1) for t in ["0xsyb0", "0xsyb1"]}},
+        random_batch=base_inputs.random_batch,
+    )
+    report, _, _ = ScoringStrategy(make_model(), device="cpu").score_window(inputs, run.states[0])
+    syb = [report.score_of(t) for t in ["0xsyb0", "0xsyb1"]]
+    assert all(s is not None and s.sync == 0.5 for s in syb)
+    assert sum(1 for t in report.accepted if t.startswith("0xsyb")) == 1
+
+
+def test_aggregator_swap_changes_only_the_aggregate(run: TwoWindows) -> None:
+    strategy = ScoringStrategy(make_model(), aggregator=MeanAggregator(lr=1.0), device="cpu")
+    report, _, _ = strategy.score_window(run.inputs[1], run.states[0])
+    assert report.aggregate.method == "mean"
+    assert report.scores == run.reports[1].scores
