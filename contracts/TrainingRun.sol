@@ -11,7 +11,8 @@ pragma solidity 0.8.28;
 ///   revealed counts the miss, so nothing escapes the miss counter when the ring wraps. Registration writes
 ///   a non-zero marker into every ring slot, so even a trainer's first commit rewrites a live slot.
 /// - Validators' weights are packed uint16 per trainer index. One SSTORE per (validator, trainer) would cost
-///   ~22k gas per trainer per validator; packed, 16 trainers share a slot.
+///   ~22k gas per trainer per validator; packed, 16 trainers share a slot, and the slots are reused every epoch
+///   (weights are accepted only for the epoch being settled).
 /// - Finalisation stores the consensus once (packed uint16, scaled to the epoch's maximum) with its sum;
 ///   a trainer's reward is computed lazily by `claim`/`claimable` from those words, so settlement never writes
 ///   one slot per trainer.
@@ -67,26 +68,25 @@ contract TrainingRun {
         uint32 nextClaimEpoch; // epochs before this one are already paid
     }
 
-    /// @notice A validator's state in one run (one slot).
+    /// @notice A validator's state in one run. One slot, credit included, so finalisation credits a validator
+    /// by rewriting a live slot (~5k gas) instead of allocating one (~22k).
     struct Validator {
-        uint96 stake;
-        uint64 unbondingAt;
-        uint32 nextSubmitEpoch; // weights are submitted in increasing epoch order
-        uint32 nextPublishWindow; // windows are published in increasing order
+        uint88 stake;
+        uint88 credit; // rewards not yet claimed
+        uint40 unbondingAt; // 0 = active; else the block from which the stake can be withdrawn
+        uint32 nextSubmitEpoch; // epochs before this one are already submitted
         bool registered;
-        bool active;
     }
 
-    /// @notice One validator's weight vector for an epoch.
-    struct Submission {
+    /// @notice Who submitted weights for the epoch being settled, in submission order.
+    struct Submitter {
         address validator;
         uint96 stake; // the validator's stake when it submitted
-        bytes weights; // big-endian uint16 per trainer index
     }
 
     /// @notice Settlement state of an epoch.
     struct Epoch {
-        uint128 trainerReward; // reward split among trainers by consensus weight
+        uint128 rewardPerWeight; // wei per unit of stored consensus weight (trainer i earns q_i × this)
         uint64 weightSum; // sum of the stored (quantised) consensus weights
         uint16 submissions;
         bool finalized;
@@ -137,9 +137,13 @@ contract TrainingRun {
     mapping(bytes32 => bool) private _firstRevealerSlashed;
     mapping(uint256 => mapping(address => string)) private _latestModelCid;
     mapping(uint256 => mapping(uint256 => Epoch)) private _epochs;
-    mapping(uint256 => mapping(uint256 => mapping(uint256 => Submission))) private _submissions;
+    // Only the epoch being settled has live submissions, so each validator's weight buffer and the submitter
+    // list are rewritten every epoch (non-zero → non-zero SSTOREs: ~5k instead of ~22k gas per slot).
+    // The WeightsSubmitted event keeps every vector for audits.
+    mapping(uint256 => mapping(address => bytes)) private _weightBuffer;
+    mapping(uint256 => mapping(uint256 => Submitter)) private _submitters;
     mapping(uint256 => mapping(uint256 => mapping(uint256 => uint256))) private _consensusWords;
-    mapping(uint256 => mapping(address => uint256)) private _validatorCredit;
+    mapping(uint256 => mapping(address => uint256)) private _nextPublishWindow;
     uint256 private _lock = 1;
 
     // ------------------------------------------------------------------ errors
@@ -198,6 +202,8 @@ contract TrainingRun {
     error UnbondingNotOver(uint256 runId, address account, uint256 availableAt);
     /// @notice There is no stake left to withdraw.
     error NothingToWithdraw(uint256 runId, address account);
+    /// @notice An ETH amount too large for the packed storage field that holds it.
+    error AmountTooLarge(uint256 amount, uint256 max);
     /// @notice Sending ETH failed.
     error TransferFailed(address to, uint256 amount);
     /// @notice A guarded function was re-entered.
@@ -230,7 +236,7 @@ contract TrainingRun {
         uint256 indexed runId, uint256 indexed window, address indexed validator, string modelCid, string reportCid
     );
     /// @notice A validator submitted its weight vector for an epoch.
-    event WeightsSubmitted(uint256 indexed runId, uint256 indexed epoch, address indexed validator, uint256 entries);
+    event WeightsSubmitted(uint256 indexed runId, uint256 indexed epoch, address indexed validator, bytes weights);
     /// @notice An epoch was settled.
     event EpochFinalized(
         uint256 indexed runId, uint256 indexed epoch, uint256 trainerReward, uint256 validatorReward, uint256 submissions
@@ -309,6 +315,7 @@ contract TrainingRun {
             revert AlreadyRegistered(runId, msg.sender);
         }
         if (msg.value < run.minTrainerStake) revert StakeTooLow(runId, msg.sender, msg.value, run.minTrainerStake);
+        if (msg.value > type(uint96).max) revert AmountTooLarge(msg.value, type(uint96).max);
         uint32 index = run.trainerCount;
         if (index >= MAX_TRAINERS) revert RunFull(runId, MAX_TRAINERS);
         run.trainerCount = index + 1;
@@ -332,6 +339,7 @@ contract TrainingRun {
     function addStake(uint256 runId) external payable {
         Trainer storage t = _activeTrainer(runId);
         if (msg.value == 0) revert ZeroValue();
+        if (msg.value > type(uint96).max - t.stake) revert AmountTooLarge(msg.value, type(uint96).max - t.stake);
         t.stake += uint96(msg.value);
         emit StakeAdded(runId, msg.sender, msg.value, t.stake);
     }
@@ -347,13 +355,13 @@ contract TrainingRun {
         }
         if (run.validatorCount >= MAX_VALIDATORS) revert RunFull(runId, MAX_VALIDATORS);
         run.validatorCount += 1;
+        if (msg.value > type(uint88).max) revert AmountTooLarge(msg.value, type(uint88).max);
         _validators[runId][msg.sender] = Validator({
-            stake: uint96(msg.value),
+            stake: uint88(msg.value),
+            credit: 0,
             unbondingAt: 0,
             nextSubmitEpoch: run.nextEpoch,
-            nextPublishWindow: 0,
-            registered: true,
-            active: true
+            registered: true
         });
         emit ValidatorRegistered(runId, msg.sender, msg.value);
     }
@@ -370,9 +378,8 @@ contract TrainingRun {
         } else {
             Validator storage v = _validators[runId][msg.sender];
             if (!v.registered) revert NotTrainer(runId, msg.sender);
-            if (!v.active) revert Unbonding(runId, msg.sender);
-            v.active = false;
-            v.unbondingAt = availableAt;
+            if (v.unbondingAt != 0) revert Unbonding(runId, msg.sender);
+            v.unbondingAt = uint40(availableAt);
             run.validatorCount -= 1;
         }
         emit UnstakeRequested(runId, msg.sender, availableAt);
@@ -482,24 +489,26 @@ contract TrainingRun {
         Validator storage v = _activeValidator(runId);
         uint256 endsAt = _revealEnd(run, window);
         if (block.number < endsAt) revert RevealPeriodNotOver(runId, window, endsAt);
-        if (window < v.nextPublishWindow) revert AlreadyPublished(runId, window, msg.sender);
+        if (window < _nextPublishWindow[runId][msg.sender]) revert AlreadyPublished(runId, window, msg.sender);
         uint256 length = bytes(modelCid).length;
         if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
         length = bytes(reportCid).length;
         if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
-        v.nextPublishWindow = uint32(window + 1);
+        _nextPublishWindow[runId][msg.sender] = window + 1;
         _latestModelCid[runId][msg.sender] = modelCid;
         emit WindowPublished(runId, window, msg.sender, modelCid, reportCid);
     }
 
     /// @notice Submit the validator's weights for `epoch`: big-endian uint16 per trainer index (trailing trainers
-    /// may be omitted: weight 0). Only after the epoch's last reveal period; once per epoch, in increasing order.
+    /// may be omitted: weight 0). Only after the epoch's last reveal period, only for the epoch being settled
+    /// (the oldest not finalised), once per epoch.
     function submitWeights(uint256 runId, uint256 epoch, bytes calldata packedWeights) external {
         Run storage run = _existingRun(runId);
         Validator storage v = _activeValidator(runId);
         uint256 endsAt = _epochEnd(run, epoch);
         if (block.number < endsAt) revert EpochNotOver(runId, epoch, endsAt);
-        if (epoch < v.nextSubmitEpoch || epoch < run.nextEpoch) revert AlreadySubmitted(runId, epoch, msg.sender);
+        if (epoch != run.nextEpoch) revert EpochOutOfOrder(runId, epoch, run.nextEpoch);
+        if (epoch < v.nextSubmitEpoch) revert AlreadySubmitted(runId, epoch, msg.sender);
         uint256 length = packedWeights.length;
         if (length % 2 != 0 || length / 2 > run.trainerCount) {
             revert InvalidWeights(runId, length, run.trainerCount);
@@ -508,11 +517,9 @@ contract TrainingRun {
         Epoch storage e = _epochs[runId][epoch];
         uint256 slot = e.submissions;
         e.submissions = uint16(slot + 1);
-        Submission storage s = _submissions[runId][epoch][slot];
-        s.validator = msg.sender;
-        s.stake = v.stake;
-        s.weights = packedWeights;
-        emit WeightsSubmitted(runId, epoch, msg.sender, length / 2);
+        _submitters[runId][slot] = Submitter({validator: msg.sender, stake: v.stake});
+        _weightBuffer[runId][msg.sender] = packedWeights;
+        emit WeightsSubmitted(runId, epoch, msg.sender, packedWeights);
     }
 
     // ------------------------------------------------------------------ settlement
@@ -556,9 +563,10 @@ contract TrainingRun {
             if (amount == 0) revert NothingToClaim(runId, msg.sender);
             t.nextClaimEpoch = uint32(upTo);
         } else {
-            amount = _validatorCredit[runId][msg.sender];
+            Validator storage v = _validators[runId][msg.sender];
+            amount = v.credit;
             if (amount == 0) revert NothingToClaim(runId, msg.sender);
-            _validatorCredit[runId][msg.sender] = 0;
+            v.credit = 0;
         }
         emit Claimed(runId, msg.sender, amount);
         _send(msg.sender, amount);
@@ -624,7 +632,7 @@ contract TrainingRun {
         view
         returns (string memory modelCid, uint256 windowPlusOne)
     {
-        return (_latestModelCid[runId][validator], _validators[runId][validator].nextPublishWindow);
+        return (_latestModelCid[runId][validator], _nextPublishWindow[runId][validator]);
     }
 
     /// @notice Settlement state of an epoch.
@@ -637,16 +645,18 @@ contract TrainingRun {
         return (_consensusWords[runId][epoch][index / 16] >> (240 - 16 * (index % 16))) & 0xffff;
     }
 
-    /// @notice A validator's submission for an epoch, by submission order.
-    function submissionAt(uint256 runId, uint256 epoch, uint256 slot) external view returns (Submission memory) {
-        return _submissions[runId][epoch][slot];
+    /// @notice The `slot`-th submitter for the epoch being settled and its weights (stale once that epoch is
+    /// finalised; the WeightsSubmitted events hold the history).
+    function submissionAt(uint256 runId, uint256 slot) external view returns (Submitter memory, bytes memory) {
+        Submitter memory submitter = _submitters[runId][slot];
+        return (submitter, _weightBuffer[runId][submitter.validator]);
     }
 
     /// @notice What `claim(runId)` would pay `account` now.
     function claimable(uint256 runId, address account) external view returns (uint256) {
         Trainer storage t = _trainers[runId][account];
         if (t.registered) return _trainerDue(runId, t.index, t.nextClaimEpoch, _runs[runId].nextEpoch);
-        return _validatorCredit[runId][account];
+        return _validators[runId][account].credit;
     }
 
     // ------------------------------------------------------------------ internals
@@ -664,7 +674,7 @@ contract TrainingRun {
 
     function _activeValidator(uint256 runId) private view returns (Validator storage v) {
         v = _validators[runId][msg.sender];
-        if (!v.active) revert NotValidator(runId, msg.sender);
+        if (!v.registered || v.unbondingAt != 0) revert NotValidator(runId, msg.sender);
     }
 
     function _revealEnd(Run storage run, uint256 window) private view returns (uint256) {
@@ -727,9 +737,9 @@ contract TrainingRun {
     {
         for (uint256 epoch = from; epoch < upTo; ++epoch) {
             Epoch storage e = _epochs[runId][epoch];
-            uint256 weightSum = e.weightSum;
-            if (weightSum == 0) continue;
-            amount += uint256(e.trainerReward) * consensusWeight(runId, epoch, index) / weightSum;
+            uint256 unit = e.rewardPerWeight;
+            if (unit == 0) continue;
+            amount += unit * consensusWeight(runId, epoch, index);
         }
     }
 
@@ -750,7 +760,7 @@ contract TrainingRun {
         private
         returns (uint256 trainerPaid, uint256 validatorPaid)
     {
-        Tally memory tally = _loadSubmissions(runId, epoch, n);
+        Tally memory tally = _loadSubmissions(runId, n);
         _consensus(tally);
         if (tally.maxConsensus > 0) {
             trainerPaid = _creditTrainers(runId, epoch, tally.consensus, tally.maxConsensus, trainerReward);
@@ -758,15 +768,15 @@ contract TrainingRun {
         validatorPaid = _creditValidators(runId, epoch, n, tally.stakes, tally.agreement, validatorReward);
     }
 
-    function _loadSubmissions(uint256 runId, uint256 epoch, uint256 n) private view returns (Tally memory tally) {
+    function _loadSubmissions(uint256 runId, uint256 n) private view returns (Tally memory tally) {
         tally.vectors = new bytes[](n);
         tally.stakes = new uint256[](n);
         tally.sums = new uint256[](n);
         tally.agreement = new uint256[](n);
         uint256 entries;
         for (uint256 v; v < n; ++v) {
-            Submission storage s = _submissions[runId][epoch][v];
-            bytes memory w = s.weights;
+            Submitter storage s = _submitters[runId][v];
+            bytes memory w = _weightBuffer[runId][s.validator];
             tally.vectors[v] = w;
             tally.stakes[v] = s.stake;
             tally.totalStake += s.stake;
@@ -777,7 +787,8 @@ contract TrainingRun {
         tally.consensus = new uint256[](entries);
     }
 
-    /// @dev Stores the quantised consensus and returns the exact total that trainers' claims will pay.
+    /// @dev Stores the quantised consensus; trainers earn a whole number of wei per weight unit, so what they
+    /// can ever claim is exactly weightSum × rewardPerWeight (the remainder, < weightSum wei, stays in the pool).
     function _creditTrainers(
         uint256 runId,
         uint256 epoch,
@@ -787,14 +798,10 @@ contract TrainingRun {
     ) private returns (uint256 paid) {
         uint256 weightSum = _storeConsensus(runId, epoch, consensus, maxConsensus);
         if (weightSum == 0) return 0;
-        unchecked {
-            for (uint256 i; i < consensus.length; ++i) {
-                paid += trainerReward * _quantise(consensus[i], maxConsensus) / weightSum;
-            }
-        }
-        Epoch storage e = _epochs[runId][epoch];
-        e.trainerReward = uint128(trainerReward);
-        e.weightSum = uint64(weightSum);
+        uint256 unit = trainerReward / weightSum;
+        _epochs[runId][epoch].rewardPerWeight = uint128(unit);
+        _epochs[runId][epoch].weightSum = uint64(weightSum);
+        paid = unit * weightSum;
     }
 
     function _creditValidators(
@@ -810,8 +817,12 @@ contract TrainingRun {
         if (total == 0 || validatorReward == 0) return 0;
         for (uint256 v; v < n; ++v) {
             uint256 amount = validatorReward * (stakes[v] * agreement[v]) / total;
-            address who = _submissions[runId][epoch][v].validator;
-            _validatorCredit[runId][who] += amount;
+            address who = _submitters[runId][v].validator;
+            Validator storage val = _validators[runId][who];
+            // Beyond uint88 (3e8 ETH) the excess stays in the pool rather than blocking settlement.
+            uint256 room = type(uint88).max - val.credit;
+            if (amount > room) amount = room;
+            val.credit += uint88(amount);
             paid += amount;
             emit ValidatorCredited(runId, epoch, who, amount, agreement[v]);
         }
@@ -821,50 +832,68 @@ contract TrainingRun {
     /// consensus (the largest weight that a strict stake majority gives at least), and add each validator's
     /// weight clipped to the consensus to its agreement (for normalised vectors Σ min(w, c) = 1 − ½·L1).
     function _consensus(Tally memory tally) private pure {
-        bytes[] memory vectors = tally.vectors;
-        uint256[] memory stakes = tally.stakes;
-        uint256[] memory sums = tally.sums;
-        uint256[] memory consensus = tally.consensus;
-        uint256[] memory agreement = tally.agreement;
-        uint256 totalStake = tally.totalStake;
-        uint256 maxConsensus;
-        uint256 n = vectors.length;
+        uint256 n = tally.vectors.length;
         uint256[] memory values = new uint256[](n);
         uint256[] memory order = new uint256[](n);
-        unchecked {
-            for (uint256 i; i < consensus.length; ++i) {
-                for (uint256 v; v < n; ++v) {
-                    uint256 value = _weightAt(vectors[v], i);
-                    if (value != 0) value = value * SCALE / sums[v];
-                    // insertion sort, descending by value (n is at most MAX_VALIDATORS)
-                    uint256 j = v;
-                    while (j > 0 && values[j - 1] < value) {
-                        values[j] = values[j - 1];
-                        order[j] = order[j - 1];
-                        --j;
+        // Assembly because this loop runs (trainers × validators) times: checked array access and internal calls
+        // made it ~5k gas per trainer. Tally fields are read by offset (0 vectors, 32 stakes, 64 sums,
+        // 96 totalStake, 128 consensus, 160 agreement, 192 maxConsensus); writes stay inside those arrays.
+        assembly ("memory-safe") {
+            let entries := mload(mload(add(tally, 128)))
+            let vecs := add(mload(tally), 32)
+            let vals := add(values, 32)
+            let ords := add(order, 32)
+            let maxConsensus := 0
+            for { let i := 0 } lt(i, entries) { i := add(i, 1) } {
+                // gather normalised weights, insertion-sorted descending (n <= MAX_VALIDATORS)
+                for { let v := 0 } lt(v, n) { v := add(v, 1) } {
+                    let w := mload(add(vecs, shl(5, v)))
+                    let value := 0
+                    if lt(shl(1, i), mload(w)) {
+                        value := shr(240, mload(add(add(w, 32), shl(1, i))))
+                        if value {
+                            value := div(mul(value, SCALE), mload(add(add(mload(add(tally, 64)), 32), shl(5, v))))
+                        }
                     }
-                    values[j] = value;
-                    order[j] = v;
+                    let j := v
+                    for {} gt(j, 0) {} {
+                        let prev := mload(add(vals, shl(5, sub(j, 1))))
+                        if iszero(lt(prev, value)) { break }
+                        mstore(add(vals, shl(5, j)), prev)
+                        mstore(add(ords, shl(5, j)), mload(add(ords, shl(5, sub(j, 1)))))
+                        j := sub(j, 1)
+                    }
+                    mstore(add(vals, shl(5, j)), value)
+                    mstore(add(ords, shl(5, j)), v)
                 }
-                uint256 cumulative;
-                uint256 c;
-                for (uint256 k; k < n; ++k) {
-                    cumulative += stakes[order[k]];
-                    if (2 * cumulative > totalStake) {
-                        c = values[k];
-                        break;
+                // the largest value that a strict stake majority gives at least
+                let c := 0
+                {
+                    let stakes := add(mload(add(tally, 32)), 32)
+                    let half := mload(add(tally, 96))
+                    let cumulative := 0
+                    for { let k := 0 } lt(k, n) { k := add(k, 1) } {
+                        cumulative := add(cumulative, mload(add(stakes, shl(5, mload(add(ords, shl(5, k)))))))
+                        if gt(shl(1, cumulative), half) {
+                            c := mload(add(vals, shl(5, k)))
+                            break
+                        }
                     }
                 }
-                consensus[i] = c;
-                if (c > maxConsensus) maxConsensus = c;
-                if (c == 0) continue;
-                for (uint256 k; k < n; ++k) {
-                    uint256 value = values[k];
-                    agreement[order[k]] += value < c ? value : c;
+                mstore(add(add(mload(add(tally, 128)), 32), shl(5, i)), c)
+                if gt(c, maxConsensus) { maxConsensus := c }
+                if c {
+                    let agreement := add(mload(add(tally, 160)), 32)
+                    for { let k := 0 } lt(k, n) { k := add(k, 1) } {
+                        let value := mload(add(vals, shl(5, k)))
+                        if gt(value, c) { value := c }
+                        let cell := add(agreement, shl(5, mload(add(ords, shl(5, k)))))
+                        mstore(cell, add(mload(cell), value))
+                    }
                 }
             }
+            mstore(add(tally, 192), maxConsensus)
         }
-        tally.maxConsensus = maxConsensus;
     }
 
     function _storeConsensus(uint256 runId, uint256 epoch, uint256[] memory consensus, uint256 maxConsensus)
@@ -873,34 +902,40 @@ contract TrainingRun {
     {
         mapping(uint256 => uint256) storage words = _consensusWords[runId][epoch];
         uint256 entries = consensus.length;
-        unchecked {
-            for (uint256 base; base < entries; base += 16) {
-                uint256 word;
-                for (uint256 k; k < 16 && base + k < entries; ++k) {
-                    uint256 q = _quantise(consensus[base + k], maxConsensus);
-                    weightSum += q;
-                    word |= q << (240 - 16 * k);
+        for (uint256 base; base < entries; base += 16) {
+            uint256 word;
+            uint256 sum;
+            assembly ("memory-safe") {
+                let end := add(base, 16)
+                if gt(end, entries) { end := entries }
+                for { let i := base } lt(i, end) { i := add(i, 1) } {
+                    let q := div(mul(mload(add(add(consensus, 32), shl(5, i))), 0xffff), maxConsensus)
+                    sum := add(sum, q)
+                    word := or(word, shl(sub(240, shl(4, sub(i, base))), q))
                 }
-                if (word != 0) words[base / 16] = word;
             }
+            weightSum += sum;
+            if (word != 0) words[base / 16] = word;
         }
     }
 
-    function _quantise(uint256 value, uint256 maxValue) private pure returns (uint256) {
-        return value * 0xffff / maxValue;
-    }
-
-    function _weightAt(bytes memory w, uint256 i) private pure returns (uint256 value) {
-        if (2 * i + 2 > w.length) return 0;
-        assembly {
-            value := shr(240, mload(add(add(w, 32), mul(i, 2))))
-        }
-    }
-
+    /// @dev Sum of a packed uint16 vector: whole words are folded lane-wise (16 entries in ~20 operations).
     function _sum(bytes memory w) private pure returns (uint256 total) {
-        uint256 len = w.length / 2;
-        unchecked {
-            for (uint256 i; i < len; ++i) total += _weightAt(w, i);
+        assembly ("memory-safe") {
+            let start := add(w, 32)
+            let end := add(start, mload(w))
+            let fullEnd := add(start, and(mload(w), not(31)))
+            let m16 := 0x0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff0000ffff
+            let m32 := 0x00000000ffffffff00000000ffffffff00000000ffffffff00000000ffffffff
+            let m64 := 0x0000000000000000ffffffffffffffff0000000000000000ffffffffffffffff
+            for { let p := start } lt(p, fullEnd) { p := add(p, 32) } {
+                let x := mload(p)
+                x := add(and(x, m16), and(shr(16, x), m16))
+                x := add(and(x, m32), and(shr(32, x), m32))
+                x := add(and(x, m64), and(shr(64, x), m64))
+                total := add(total, add(and(x, 0xffffffffffffffffffffffffffffffff), shr(128, x)))
+            }
+            for { let p := fullEnd } lt(p, end) { p := add(p, 2) } { total := add(total, shr(240, mload(p))) }
         }
     }
 

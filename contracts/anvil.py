@@ -5,6 +5,7 @@ Anvil's interval mining with `block_time`)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -44,6 +45,8 @@ class AnvilNode:
         accounts: int = len(DEV_PRIVATE_KEYS),
         balance_eth: int = 10_000,
         no_mining: bool = False,
+        gas_limit: int | None = None,
+        extra_args: Sequence[str] = (),
         log_path: Path | None = None,
     ) -> None:
         self.port = port or free_port()
@@ -52,6 +55,8 @@ class AnvilNode:
         self.accounts = accounts
         self.balance_eth = balance_eth
         self.no_mining = no_mining
+        self.gas_limit = gas_limit
+        self.extra_args = list(extra_args)
         self.log_path = log_path or state_dir() / "logs" / f"anvil-{self.port}.log"
         self._process: ManagedProcess | None = None
 
@@ -72,10 +77,12 @@ class AnvilNode:
             argv += ["--block-time", str(self.block_time)]
         if self.no_mining:
             argv.append("--no-mining")
+        if self.gas_limit is not None:
+            argv += ["--gas-limit", str(self.gas_limit)]
         if self.state_path is not None:
             # --state loads the file when it exists and dumps to it on exit.
             argv += ["--state", str(self.state_path)]
-        return argv
+        return argv + self.extra_args
 
     def start(self) -> AnvilNode:
         binary = anvil_binary()
@@ -135,6 +142,9 @@ class AnvilNode:
 
     def set_automine(self, enabled: bool) -> None:
         self.rpc("evm_setAutomine", [enabled])
+
+    def set_balance(self, address: str, wei: int) -> None:
+        self.rpc("anvil_setBalance", [address, hex(wei)])
 
     def __enter__(self) -> AnvilNode:
         return self.start()

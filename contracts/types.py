@@ -84,16 +84,19 @@ class TrainerInfo:
 @dataclass(frozen=True)
 class ValidatorInfo:
     stake: int
-    unbonding_at: int
+    credit: int  # rewards not yet claimed
+    unbonding_at: int  # 0 = active
     next_submit_epoch: int
-    next_publish_window: int
     registered: bool
-    active: bool
+
+    @property
+    def active(self) -> bool:
+        return self.registered and self.unbonding_at == 0
 
 
 @dataclass(frozen=True)
 class EpochInfo:
-    trainer_reward: int
+    reward_per_weight: int  # wei per unit of stored consensus weight
     weight_sum: int
     submissions: int
     finalized: bool

@@ -123,7 +123,10 @@ class TrainingRunViews:
         logs = self._logs("WindowPublished", {"runId": run_id, "window": window})
         return {
             str(g["args"]["validator"]): Publication(
-                str(g["args"]["validator"]), window, str(g["args"]["modelCid"]), str(g["args"]["reportCid"]),
+                str(g["args"]["validator"]),
+                window,
+                str(g["args"]["modelCid"]),
+                str(g["args"]["reportCid"]),
                 g["blockNumber"],
             )
             for g in logs
