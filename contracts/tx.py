@@ -100,6 +100,11 @@ class NonceTracker:
         with self._lock:
             self._next.pop(address, None)
 
+    def reset(self) -> None:
+        """Forget every account (after evm_revert the chain's nonces go back)."""
+        with self._lock:
+            self._next.clear()
+
 
 NONCES = NonceTracker()
 
