@@ -9,7 +9,7 @@ from typing import Any
 import requests
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import (
     ContractCustomError,
@@ -49,7 +49,9 @@ class ErrorDecoder:
         if selector not in self._errors:
             return None
         name, names, types = self._errors[selector]
-        values = abi_decode(types, body)
+        values = [
+            to_checksum_address(v) if t == "address" else v for t, v in zip(types, abi_decode(types, body), strict=True)
+        ]
         return name, dict(zip(names, values, strict=True))
 
 
