@@ -44,6 +44,11 @@ def deployment_path() -> Path:
     return state_dir() / "devnet" / "deployment.json"
 
 
+def devnet_summary_path() -> Path:
+    """What `describe()` printed (RPC URL, run id, params, accounts), for other processes of a demo."""
+    return state_dir() / "devnet" / "devnet.json"
+
+
 @dataclass
 class Devnet:
     """A running devnet: the chain, where the contract is, the demo run and the funded dev keys."""
@@ -93,8 +98,10 @@ def start_devnet(
 def run_devnet(args: argparse.Namespace) -> int:
     devnet = start_devnet(port=args.port, block_time=args.block_time)
     try:
-        print(json.dumps(devnet.describe(), indent=2))
-        print(f"deployment written to {deployment_path()}")
+        summary = json.dumps(devnet.describe(), indent=2)
+        devnet_summary_path().write_text(summary + "\n")
+        print(summary)
+        print(f"deployment written to {deployment_path()}, summary to {devnet_summary_path()}")
         if args.hold:
             print("chain is up; Ctrl-C stops it", flush=True)
             stop = threading.Event()
