@@ -65,8 +65,8 @@ def _abi_type(item: dict[str, Any]) -> str:
 def revert_data(err: Exception) -> bytes | None:
     """The raw revert bytes carried by a web3 contract error, if any."""
     data = getattr(err, "data", None)
-    if isinstance(data, dict):
-        data = data.get("data")
+    if isinstance(data, dict):  # Ganache puts the revert bytes under "result"
+        data = data.get("data") or data.get("result")
     if isinstance(data, str) and data.startswith("0x"):
         return bytes.fromhex(data[2:])
     return None

@@ -78,9 +78,7 @@ class Devnet:
         }
 
 
-def start_devnet(
-    port: int | None = None, block_time: float | None = None, params: RunParams = DEMO_PARAMS
-) -> Devnet:
+def start_devnet(port: int | None = None, block_time: float | None = None, params: RunParams = DEMO_PARAMS) -> Devnet:
     """Start Anvil, deploy, create and fund a run, write the deployment file. The caller stops `node`."""
     node = AnvilNode(port=port, block_time=block_time).start()
     try:
