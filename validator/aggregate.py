@@ -37,6 +37,11 @@ def delta_norm(delta: ParamDict) -> float:
     return math.sqrt(math.fsum(float(delta[n].double().pow(2).sum()) for n in sorted(delta)))
 
 
+def support_norm(c: Contribution) -> float:
+    """‖Δ‖ from the chosen coefficients only (Δ is zero elsewhere once format-checked): k values, not P."""
+    return math.sqrt(math.fsum(float(vals.double().pow(2).sum()) for _, vals in c.support.values()))
+
+
 def _unchanged(params: ParamDict, momentum: ParamDict, method: str, lr: float) -> AggregateResult:
     info = AggregateInfo(method=method, contributors=(), clip_norm=0.0, update_norm=0.0, learning_rate=lr)
     return AggregateResult(params=dict(params), momentum=dict(momentum), info=info)
@@ -62,19 +67,24 @@ class MedianNormClipMean:
             # No accepted update: the model and the optimiser state stay as they are.
             return _unchanged(params, momentum, self.name, self.lr)
         ordered = sorted(contributions, key=lambda c: c.trainer)
-        norms = {c.trainer: delta_norm(c.delta) for c in ordered}
+        norms = {c.trainer: support_norm(c) for c in ordered}
         clip = statistics.median(norms.values())
         scales = [min(1.0, clip / norms[c.trainer]) if norms[c.trainer] > 0 else 1.0 for c in ordered]
         grad: ParamDict = {}
         for name in sorted(params):
-            total = torch.zeros_like(params[name], dtype=torch.float32)
-            count = torch.zeros_like(params[name], dtype=torch.float32)
+            # Sparse accumulation over each update's chosen coefficients, in trainer order, so every
+            # coordinate sees the same sequence of float32 additions as a dense sum would.
+            total = torch.zeros(params[name].numel(), dtype=torch.float32, device=params[name].device)
+            count = torch.zeros_like(total)
             for c, scale in zip(ordered, scales, strict=True):
-                if name in c.delta:
-                    d = c.delta[name].to(total.device, torch.float32)
-                    total = total + scale * d
-                    count = count + d.ne(0).float()
-            grad[name] = torch.where(count > 0, total / count.clamp_min(1.0), torch.zeros_like(total))
+                if name in c.support:
+                    idx, vals = c.support[name]
+                    chosen = vals.ne(0)
+                    idx, vals = idx[chosen].to(total.device), vals[chosen].to(total.device, torch.float32)
+                    total.index_add_(0, idx, scale * vals)
+                    count.index_add_(0, idx, torch.ones_like(vals))
+            mean = torch.where(count > 0, total / count.clamp_min(1.0), torch.zeros_like(total))
+            grad[name] = mean.view_as(params[name])
         new_params, new_momentum = self._outer_step(params, grad, momentum)
         info = AggregateInfo(
             method=self.name, contributors=tuple(c.trainer for c in ordered), clip_norm=float(clip),

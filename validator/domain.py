@@ -10,8 +10,10 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from trainmarket.errors import TrainmarketError
@@ -81,6 +83,20 @@ class Contribution:
     sync: float = 1.0
     penalty: float = 1.0
     sybil_cluster: tuple[str, ...] = ()
+
+    @cached_property
+    def support(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Per tensor: the chosen flat indices (sorted, unique; the nonzeros where no indices were sent) and
+        Δ's values there. Once the format filter has checked that Δ is zero elsewhere this *is* the update, and
+        similarity, norms and the aggregate work on it instead of the dense tensors. Cached: it is read by
+        several filters and the aggregator (a `replace()`d copy recomputes it once)."""
+        out: dict[str, tuple[Tensor, Tensor]] = {}
+        for name in sorted(self.delta):
+            flat = self.delta[name].reshape(-1)
+            idx = self.indices[name].long() if name in self.indices else flat.nonzero().flatten()
+            idx = torch.unique(idx)  # sorted; a repeated index must not count twice
+            out[name] = (idx, flat[idx])
+        return out
 
 
 @dataclass(frozen=True)

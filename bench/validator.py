@@ -1,0 +1,230 @@
+"""Validator evaluation throughput: what scoring every contribution of a window costs.
+
+For N = 8, 32, 128 contributions it measures, in the same run,
+  * t_fwd: one forward pass of the eval (common random) batch, the unit of cost;
+  * the batched evaluator (`evaluate_contributions`): wall time / (N · t_fwd) = forward-pass equivalents per
+    contribution (target ≤ 1.5; the evaluator's own cost model predicts 1 + 2·o/R + 1/N);
+  * the whole `ScoringStrategy.score_window` (filters, evaluation, OpenSkill, weighting, aggregation):
+    contributions scored per second;
+  * the naive 3N+1 evaluation (separate before/after passes per contribution) at N = 8, as the baseline ratio.
+
+    python -m bench.validator                    # CPU: tiny and small presets
+    python -m bench.validator --device cuda      # adds the GPU runs when CUDA is present
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from node.model import GPT, preset_config, select_device
+from validator.domain import Contribution, ParamDict
+from validator.evaluate import (
+    base_params,
+    evaluate_contributions,
+    forward_equivalents,
+    own_rows_for_budget,
+    per_row_losses,
+)
+from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs
+
+RESULTS = Path(__file__).resolve().parent / "results" / "validator.json"
+SIZES = (8, 32, 128)
+EVAL_ROWS = {"tiny": 32, "small": 32, "base": 32}
+DISTINCT_DELTAS = 8  # evaluation cost does not depend on the values; cycling 8 keeps memory small at N=128
+TOPK_FRACTION = 0.05
+BASE_CID = "bafkbench"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
+    """Median wall seconds of `repeats` calls after one warm-up call."""
+    fn()
+    _sync(device)
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def paired_cost(fn: Callable[[], object], forward: Callable[[], object], n: int, device: torch.device,
+                repeats: int) -> tuple[float, float, float]:
+    """(median seconds of `fn`, median forward seconds, median of per-repeat fn / (n · forward)).
+
+    Each repeat times the forward pass right before and after `fn`, so the ratio stays meaningful on a
+    shared machine whose load drifts during the run (absolute seconds do not)."""
+    fn()
+    forward()
+    _sync(device)
+    fn_s: list[float] = []
+    fwd_s: list[float] = []
+    ratios: list[float] = []
+    for _ in range(repeats):
+        around = [timed(forward, device, 3)]
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        around.append(timed(forward, device, 3))
+        fwd = statistics.median(around)
+        fn_s.append(elapsed)
+        fwd_s.append(fwd)
+        ratios.append(elapsed / (n * fwd))
+    return statistics.median(fn_s), statistics.median(fwd_s), statistics.median(ratios)
+
+
+def sparse_delta(params: ParamDict, seed: int) -> tuple[ParamDict, dict[str, Tensor]]:
+    """A top-k-sparse update of realistic magnitude (1e-3 of the weights' scale)."""
+    g = torch.Generator().manual_seed(seed)
+    delta: ParamDict = {}
+    indices: dict[str, Tensor] = {}
+    for name, p in params.items():
+        n = p.numel()
+        k = max(1, int(n * TOPK_FRACTION))
+        idx = torch.sort(torch.randperm(n, generator=g)[:k]).values
+        flat = torch.zeros(n)
+        flat[idx] = 1e-3 * torch.randn(k, generator=g)
+        delta[name] = flat.view(p.shape)
+        indices[name] = idx
+    return delta, indices
+
+
+def naive_evaluation(model: GPT, params: ParamDict, deltas: list[ParamDict], own: list[Tensor],
+                     random_batch: Tensor, device: torch.device) -> None:
+    """The baseline: 1 + 3N separate forward passes (own before, own after, random after; random before once)."""
+    buffers = dict(model.named_buffers())
+    with torch.inference_mode():
+        per_row_losses(model, {**params, **buffers}, random_batch)
+        for delta, own_batch in zip(deltas, own, strict=True):
+            per_row_losses(model, {**params, **buffers}, own_batch)
+            shifted = {n: p - delta[n].to(device) for n, p in params.items()}
+            per_row_losses(model, {**shifted, **buffers}, own_batch)
+            per_row_losses(model, {**shifted, **buffers}, random_batch)
+
+
+def bench_preset(preset: str, device: torch.device, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    cfg = preset_config(preset)
+    model = GPT.from_seed(cfg, 0).to(device)
+    params = {n: t.detach().clone() for n, t in base_params(model).items()}
+    eval_rows = EVAL_ROWS[preset]
+    own_rows = own_rows_for_budget(eval_rows)
+    g = torch.Generator().manual_seed(1)
+    width = cfg.block_size + 1
+    random_batch = torch.randint(0, cfg.vocab_size, (eval_rows, width), generator=g).to(device)
+    cpu_params = {n: t.cpu() for n, t in params.items()}
+    pool = [sparse_delta(cpu_params, seed) for seed in range(DISTINCT_DELTAS)]
+    pool_on_device = [{n: t.to(device) for n, t in d.items()} for d, _ in pool]
+    buffers = dict(model.named_buffers())
+
+    def one_forward() -> None:
+        with torch.inference_mode():
+            per_row_losses(model, {**params, **buffers}, random_batch)
+
+    t_fwd = timed(one_forward, device, repeats=max(5, repeats * 3))
+    out: dict[str, Any] = {
+        "preset": preset, "device": str(device), "params": sum(t.numel() for t in params.values()),
+        "eval_rows": eval_rows, "own_rows": own_rows, "block_size": cfg.block_size,
+        "forward_s": t_fwd, "by_n": {},
+    }
+    for n in sizes:
+        deltas = [pool_on_device[i % DISTINCT_DELTAS] for i in range(n)]
+        own = [torch.randint(0, cfg.vocab_size, (own_rows, width), generator=g).to(device) for _ in range(n)]
+        t_eval, fwd_eval, fe_eval = paired_cost(
+            partial(evaluate_contributions, model, deltas, own, random_batch, 1.0, device, base=params),
+            one_forward, n, device, repeats)
+        inputs = WindowInputs(
+            window=1, block_hash="0x" + "11" * 32, base_model_cid=BASE_CID, params=params,
+            contributions=[Contribution(trainer=f"0x{i:040x}", window=1, cid=f"bafk{i}", base_model_cid=BASE_CID,
+                                        delta=pool[i % DISTINCT_DELTAS][0], indices=pool[i % DISTINCT_DELTAS][1])
+                           for i in range(n)],
+            own_batches={f"0x{i:040x}": own[i] for i in range(n)}, random_batch=random_batch,
+        )
+        strategy = ScoringStrategy(model, device=device)
+        t_window, _, fe_window = paired_cost(partial(strategy.score_window, inputs, ValidatorState()),
+                                             one_forward, n, device, max(1, repeats // 2))
+        row: dict[str, Any] = {
+            "evaluate_s": t_eval,
+            "forward_s": fwd_eval,
+            "forward_equivalents_per_contribution": fe_eval,
+            "predicted_forward_equivalents": forward_equivalents(n, own_rows, eval_rows),
+            "evaluated_per_s": n / t_eval,
+            "score_window_s": t_window,
+            "contributions_scored_per_s": n / t_window,
+            "score_window_forward_equivalents_per_contribution": fe_window,
+        }
+        if n == min(sizes):
+            t_naive, _, fe_naive = paired_cost(
+                partial(naive_evaluation, model, params, deltas, own, random_batch, device),
+                one_forward, n, device, repeats)
+            row["naive_3n_evaluate_s"] = t_naive
+            row["naive_forward_equivalents_per_contribution"] = fe_naive
+            row["speedup_vs_naive"] = fe_naive / fe_eval
+        out["by_n"][str(n)] = row
+        print(f"{preset:>5} {device.type:>4} N={n:<4} fwd={fwd_eval * 1e3:7.2f} ms  eval={t_eval:7.3f} s  "
+              f"FE/contrib={fe_eval:.3f} (predicted {row['predicted_forward_equivalents']:.3f})  "
+              f"window={t_window:7.3f} s (FE {fe_window:.2f})  scored/s={row['contributions_scored_per_s']:.1f}"
+              + (f"  naive FE={fe_naive:.2f}" if n == min(sizes) else ""))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (auto also runs CPU when CUDA is present)")
+    parser.add_argument("--cpu-presets", default="tiny,small")
+    parser.add_argument("--cuda-presets", default="tiny,small,base")
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = tuple(int(x) for x in args.sizes.split(","))
+    devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        devices.append(select_device("cuda"))
+    runs: list[dict[str, Any]] = []
+    for device in devices:
+        presets = args.cpu_presets if device.type == "cpu" else args.cuda_presets
+        runs.extend(bench_preset(p, device, sizes, args.repeats) for p in presets.split(",") if p)
+
+    def fe_at_32(device_type: str) -> float | None:
+        # The largest preset run on that device is the representative one (the tiny model is overhead-bound).
+        candidates = [r for r in runs if r["device"].startswith(device_type) and "32" in r["by_n"]]
+        return candidates[-1]["by_n"]["32"]["forward_equivalents_per_contribution"] if candidates else None
+
+    result: dict[str, Any] = {
+        "forward_equivalents_per_contribution": fe_at_32("cpu") if fe_at_32("cpu") is not None else fe_at_32("cuda"),
+        "forward_equivalents_per_contribution_cuda": fe_at_32("cuda"),
+        "forward_equivalents_target": 1.5,
+        # Placeholder on purpose: the end-to-end window run (chain + IPFS + loop) fills this in; no fake number.
+        "scored_fraction": None,
+        "scored_fraction_note": "TODO: set by the end-to-end validator window run (contributions scored / "
+                                "revealed and well-formed); this benchmark only measures the scoring pipeline.",
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "runs": runs,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(f"forward_equivalents_per_contribution (N=32) = {result['forward_equivalents_per_contribution']:.3f}"
+          f"  -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
