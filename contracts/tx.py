@@ -84,28 +84,34 @@ def as_reverted(err: Exception, function: str, decoder: ErrorDecoder | None) -> 
 
 
 class NonceTracker:
-    """Hands out consecutive nonces for one account; resynchronises from the chain after a failure."""
+    """Hands out consecutive nonces per (RPC endpoint, account); resynchronises from the chain after a failure.
+    Keyed by endpoint too: one process may talk to several chains with the same dev keys."""
 
     def __init__(self) -> None:
-        self._next: dict[str, int] = {}
+        self._next: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
 
     def take(self, web3: Web3, address: str) -> int:
+        key = (_endpoint(web3), address)
         with self._lock:
-            if address not in self._next:
-                self._next[address] = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
-            nonce = self._next[address]
-            self._next[address] = nonce + 1
+            if key not in self._next:
+                self._next[key] = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+            nonce = self._next[key]
+            self._next[key] = nonce + 1
             return nonce
 
-    def forget(self, address: str) -> None:
+    def forget(self, web3: Web3, address: str) -> None:
         with self._lock:
-            self._next.pop(address, None)
+            self._next.pop((_endpoint(web3), address), None)
 
     def reset(self) -> None:
         """Forget every account (after evm_revert the chain's nonces go back)."""
         with self._lock:
             self._next.clear()
+
+
+def _endpoint(web3: Web3) -> str:
+    return str(getattr(web3.provider, "endpoint_uri", id(web3.provider)))
 
 
 NONCES = NonceTracker()
@@ -115,7 +121,7 @@ def sign_transaction(
     web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None
 ) -> bytes:
     """Estimate (surfacing reverts), fill nonce/gas/price, sign; returns the raw signed transaction."""
-    endpoint = str(getattr(web3.provider, "endpoint_uri", ""))
+    endpoint = _endpoint(web3)
     tx = dict(tx)  # type: ignore[assignment]
     tx["from"] = account.address
     try:
@@ -130,6 +136,8 @@ def sign_transaction(
         raise as_reverted(err, function, decoder) from None
     except (requests.ConnectionError, ConnectionError, OSError) as err:
         raise ChainUnreachable(endpoint, str(err)) from err
+    except Web3Exception as err:  # e.g. insufficient funds for the value + gas
+        raise TransactionFailed(function, "(not sent)", str(err)) from err
     tx.pop("from", None)
     signed = account.sign_transaction(tx)  # type: ignore[arg-type]
     return bytes(signed.raw_transaction)
@@ -140,21 +148,21 @@ def send_transaction(
 ) -> TxReceipt:
     """Sign, send and await one transaction; raises ContractReverted / TransactionFailed / ChainUnreachable."""
     raw = sign_transaction(web3, account, tx, function, decoder)
-    endpoint = str(getattr(web3.provider, "endpoint_uri", ""))
+    endpoint = _endpoint(web3)
     try:
         tx_hash = web3.eth.send_raw_transaction(raw)
         receipt = web3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.01)
     except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
-        NONCES.forget(account.address)
+        NONCES.forget(web3, account.address)
         raise as_reverted(err, function, decoder) from None
     except TimeExhausted as err:
-        NONCES.forget(account.address)
+        NONCES.forget(web3, account.address)
         raise TransactionFailed(function, "(pending)", f"no receipt after {RECEIPT_TIMEOUT_S:.0f}s") from err
     except (requests.ConnectionError, ConnectionError, OSError) as err:
-        NONCES.forget(account.address)
+        NONCES.forget(web3, account.address)
         raise ChainUnreachable(endpoint, str(err)) from err
     except Web3Exception as err:
-        NONCES.forget(account.address)
+        NONCES.forget(web3, account.address)
         raise TransactionFailed(function, "(not sent)", str(err)) from err
     if receipt["status"] != 1:
         raise TransactionFailed(function, receipt["transactionHash"].hex(), "reverted after estimation")

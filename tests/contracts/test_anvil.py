@@ -10,12 +10,12 @@ from web3 import Web3
 
 from contracts.anvil import DEV_PRIVATE_KEYS, AnvilNode
 from contracts.client import TrainingRunClient
-from contracts.deploy import Deployment
+from contracts.deploy import Deployment, deploy
 from contracts.errors import ChainUnreachable, DeploymentError
 from trainmarket.errors import ToolMissingError
 from trainmarket.process import free_port, port_open
 
-from .conftest import Chain
+from .conftest import ETH, PARAMS, Chain
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -67,3 +67,13 @@ def test_deployment_file_round_trip(chain: Chain, tmp_path: Path) -> None:
     assert len(chain.web3.eth.get_code(chain.deployment.address)) > 0
     with pytest.raises(DeploymentError):
         Deployment.load(tmp_path / "missing.json")
+
+
+def test_nonces_are_tracked_per_chain(chain: Chain) -> None:
+    """The same dev key on a second chain must not shift the nonces used on the first."""
+    with AnvilNode() as other:
+        other_web3 = Web3(Web3.HTTPProvider(other.rpc_url))
+        account = chain.sponsor.account
+        deploy(other_web3, account)
+        deploy(other_web3, account)
+    chain.sponsor.fund(chain.sponsor.create_run(PARAMS), ETH)  # would hang on a nonce gap
