@@ -79,6 +79,37 @@ class ValidatorState:
     def miss_counts(self, window: int, horizon: int) -> dict[str, int]:
         return {t: sum(1 for w in ws if window - horizon <= w < window) for t, ws in self.missed_windows.items()}
 
+    def to_parts(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """(JSON-able dict, flat tensor dict for safetensors): how the store persists the state."""
+        plain = {
+            "ratings": {t: [r.mu, r.sigma] for t, r in sorted(self.ratings.items())},
+            "binary_avg": dict(sorted(self.binary_avg.items())),
+            "missed_windows": {t: list(ws) for t, ws in sorted(self.missed_windows.items())},
+            "recent_accepted": [[fp.trainer, fp.window, fp.cid] for fp in self.recent_accepted],
+            "last_window": self.last_window,
+        }
+        tensors = {f"momentum/{n}": t.detach().cpu().contiguous() for n, t in self.momentum.items()}
+        for i, fp in enumerate(self.recent_accepted):
+            tensors[f"fingerprint/{i}/keys"] = fp.keys.contiguous()
+            tensors[f"fingerprint/{i}/values"] = fp.values.contiguous()
+        return plain, tensors
+
+    @classmethod
+    def from_parts(cls, plain: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> ValidatorState:
+        fps = tuple(
+            UpdateFingerprint(trainer=str(t), window=int(w), cid=str(cid), keys=tensors[f"fingerprint/{i}/keys"],
+                              values=tensors[f"fingerprint/{i}/values"])
+            for i, (t, w, cid) in enumerate(plain["recent_accepted"])
+        )
+        return cls(
+            ratings={t: Rating(mu=float(mu), sigma=float(sigma)) for t, (mu, sigma) in plain["ratings"].items()},
+            binary_avg={t: float(b) for t, b in plain["binary_avg"].items()},
+            missed_windows={t: tuple(int(w) for w in ws) for t, ws in plain["missed_windows"].items()},
+            recent_accepted=fps,
+            momentum={k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")},
+            last_window=plain["last_window"],
+        )
+
 
 class ScoringStrategy:
     def __init__(

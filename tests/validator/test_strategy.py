@@ -153,3 +153,20 @@ def test_aggregator_swap_changes_only_the_aggregate(run: TwoWindows) -> None:
     report, _, _ = strategy.score_window(run.inputs[1], run.states[0])
     assert report.aggregate.method == "mean"
     assert report.scores == run.reports[1].scores
+
+
+def test_state_survives_a_json_and_safetensors_round_trip(run: TwoWindows) -> None:
+    import json
+
+    from safetensors.torch import load, save
+
+    state = run.states[1]
+    plain, tensors = state.to_parts()
+    restored = ValidatorState.from_parts(json.loads(json.dumps(plain)), load(save(tensors)))
+    assert restored.ratings == state.ratings and restored.binary_avg == state.binary_avg
+    assert restored.missed_windows == state.missed_windows and restored.last_window == state.last_window
+    assert all(torch.equal(restored.momentum[n], state.momentum[n]) for n in state.momentum)
+    assert [(f.trainer, f.window, f.cid) for f in restored.recent_accepted] == \
+        [(f.trainer, f.window, f.cid) for f in state.recent_accepted]
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+               for a, b in zip(restored.recent_accepted, state.recent_accepted, strict=True))
