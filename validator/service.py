@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -76,7 +76,7 @@ class HealthView(BaseModel):
     last_processed_window: int | None
     unpublished_windows: list[int]
     loop: Literal["absent", "running", "stopped", "failed"]
-    loop_error: str | None = None
+    loop_error: str | None = Field(default=None, description="Why the validator loop ended, if it failed")
 
 
 class ContributionView(BaseModel):
@@ -197,24 +197,29 @@ class StoreCollector(Collector):
 @dataclass
 class LoopState:
     thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
 
     @property
     def name(self) -> Literal["absent", "running", "stopped", "failed"]:
         if self.thread is None:
             return "absent"
-        if self.error is not None:
-            return "failed"
-        return "running" if self.thread.is_alive() else "stopped"
+        if self.thread.is_alive():
+            return "running"
+        # The loop only ends on shutdown; ending before it (an error, or a bug's traceback) is a failure.
+        return "stopped" if self.stop.is_set() and self.error is None else "failed"
 
 
-def _run_loop(loop: BackgroundLoop, stop: threading.Event, state: LoopState) -> None:
+def _run_loop(loop: BackgroundLoop, state: LoopState) -> None:
     try:
-        loop(stop)
+        loop(state.stop)
     except TrainmarketError as err:
         # The service keeps serving the stored state; /health reports the failure.
         state.error = str(err)
         log.error("validator loop stopped: %s", err)
+        return
+    if not state.stop.is_set():
+        state.error = "the loop returned before shutdown"
 
 
 def create_app(
@@ -225,16 +230,15 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        stop = threading.Event()
         if background is not None:
             loop_state.thread = threading.Thread(
-                target=_run_loop, args=(background, stop, loop_state), name="validator-loop", daemon=True
+                target=_run_loop, args=(background, loop_state), name="validator-loop", daemon=True
             )
             loop_state.thread.start()
         try:
             yield
         finally:
-            stop.set()
+            loop_state.stop.set()
             if loop_state.thread is not None:
                 loop_state.thread.join(timeout=30)
 

@@ -24,15 +24,15 @@ CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
 
 def chromium_binary() -> str:
     override = os.environ.get("TRAINMARKET_CHROMIUM")
-    for candidate in ((override,) if override else CHROMIUM_CANDIDATES):
-        if candidate and shutil.which(candidate):
+    candidates = (override,) if override else CHROMIUM_CANDIDATES
+    for candidate in candidates:
+        if shutil.which(candidate):
             return candidate
     if os.environ.get("TRAINMARKET_SKIP_BROWSER") == "1":
         pytest.skip("chromium not installed and TRAINMARKET_SKIP_BROWSER=1")
     pytest.fail(
-        "headless Chromium not found (looked for "
-        f"{', '.join(CHROMIUM_CANDIDATES)}): run `make setup` (apt-get install -y chromium) "
-        "or set TRAINMARKET_SKIP_BROWSER=1 to skip the browser test"
+        f"headless Chromium not found (looked for {', '.join(candidates)}): "
+        "run `make setup` (apt-get install -y chromium) or set TRAINMARKET_SKIP_BROWSER=1 to skip the browser test"
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ LOSSES = [4.0, 3.6, 3.3, 3.1, 2.95]
 def seed_store(store: ValidatorStore) -> None:
     """Five windows: trainers 1-3 scored every window (1 best), trainer 4 rejected twice then absent."""
     for window, loss in enumerate(LOSSES):
-        scores = [
+        scores: list[dict[str, Any]] = [
             {
                 "trainer": trainer, "cid": f"bafk{window}{rank}", "s": 0.1 / rank, "b": 1.0, "B": 0.05 * window,
                 "mu": 25.0 + window / rank, "sigma": 8.0 - window * 0.3, "ordinal": 2.0 * window / rank,
@@ -37,7 +37,9 @@ def seed_store(store: ValidatorStore) -> None:
               "detail": f"cosine 0.99 with {TRAINERS[0]}"}]
             if window < 2 else []
         )
-        ratings = {row["trainer"]: {"mu": row["mu"], "sigma": row["sigma"], "B": row["B"]} for row in scores}
+        ratings: dict[str, dict[str, Any]] = {
+            row["trainer"]: {"mu": row["mu"], "sigma": row["sigma"], "B": row["B"]} for row in scores
+        }
         if window < 2:
             ratings[TRAINERS[3]] = {"mu": 20.0, "sigma": 8.3, "B": 0.0, "misses": window + 1}
         store.record_window(
@@ -211,18 +213,41 @@ def test_background_loop_runs_with_the_app(tmp_path: Path) -> None:
         assert store.get_value("loop_stopped_cleanly") == "yes"
 
 
-def test_failed_loop_degrades_health(tmp_path: Path) -> None:
-    def loop(stop: threading.Event) -> None:
-        raise TrainmarketError("chain unreachable")
+def crash_with_a_bug(stop: threading.Event) -> None:
+    raise ZeroDivisionError("a bug, not a TrainmarketError")
 
+
+def return_early(stop: threading.Event) -> None:
+    return
+
+
+def fail_on_purpose(stop: threading.Event) -> None:
+    raise TrainmarketError("chain unreachable")
+
+
+@pytest.mark.parametrize(
+    ("loop", "error"),
+    [
+        (fail_on_purpose, "chain unreachable"),
+        (return_early, "the loop returned before shutdown"),
+        pytest.param(
+            crash_with_a_bug, None,
+            marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
+        ),
+    ],
+)
+def test_failed_loop_degrades_health(
+    tmp_path: Path, loop: Callable[[threading.Event], None], error: str | None
+) -> None:
     with ValidatorStore(tmp_path / "service.sqlite3") as store:
         settings = service_settings(tmp_path)
-        with running_service(create_app(store, settings, background=loop), settings) as url:
-            for _ in range(200):  # the loop thread fails right away; poll until /health has seen it
+        app = create_app(store, settings, background=loop)
+        with running_service(app, settings) as url:
+            for _ in range(500):  # the loop thread ends right away; poll until /health has seen it
                 health = httpx.get(f"{url}/health", timeout=10).json()
                 if health["loop"] != "running":
                     break
-            assert health == {**health, "status": "degraded", "loop": "failed", "loop_error": "chain unreachable"}
+            assert (health["status"], health["loop"], health["loop_error"]) == ("degraded", "failed", error)
 
 
 def test_settings_refuse_non_loopback_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
