@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = tuple(int(x) for x in args.sizes.split(","))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
     devices = [torch.device("cpu")] if args.device in ("auto", "cpu") else []
     if args.device in ("auto", "cuda") and torch.cuda.is_available():
         devices.append(select_device("cuda"))

@@ -37,8 +37,9 @@ class TwoWindows:
 
 
 def _own(tokens: torch.Tensor, trainer: str, window: int) -> torch.Tensor:
-    slot = (["0xh0", "0xh1", "0xh2", "0xh3", "0xcopier", "0xnoise", "0xzero", "0xsyb0", "0xsyb1"].index(trainer))
-    return rows(tokens, 3_000 + 20_000 * slot + 1_000 * window, 4)
+    slot = (["0xh0", "0xh1", "0xh2", "0xh3", "0xcopier", "0xnoise", "0xzero", "0xsyb0", "0xsyb1", "0xflip",
+             "0xscaled"].index(trainer))
+    return rows(tokens, 3_000 + 17_000 * slot + 1_000 * window, 4)
 
 
 def _window_inputs(window: int, params: ParamDict, earlier_honest: ParamDict | None,
@@ -170,3 +171,27 @@ def test_state_survives_a_json_and_safetensors_round_trip(run: TwoWindows) -> No
         [(f.trainer, f.window, f.cid) for f in state.recent_accepted]
     assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
                for a, b in zip(restored.recent_accepted, state.recent_accepted, strict=True))
+
+
+def test_sign_flipped_and_scaled_up_updates_get_no_weight(run: TwoWindows) -> None:
+    """Both trained on their own data like an honest node, then published negated / ×50."""
+    base_inputs = run.inputs[1]
+    tokens = corpus()
+    model = make_model()
+    bad = {}
+    for trainer, factor in (("0xflip", -1.0), ("0xscaled", 50.0)):
+        delta, idx = sparsify(train_delta(model, base_inputs.params, _own(tokens, trainer, 1)))
+        bad[trainer] = contribution(trainer, 1, {n: factor * t for n, t in delta.items()}, idx,
+                                    base=base_inputs.base_model_cid)
+    inputs = WindowInputs(
+        window=1, block_hash=base_inputs.block_hash, base_model_cid=base_inputs.base_model_cid,
+        params=base_inputs.params, contributions=[*base_inputs.contributions[:4], *bad.values()],
+        own_batches={**base_inputs.own_batches, **{t: _own(tokens, t, 1) for t in bad}},
+        random_batch=base_inputs.random_batch,
+    )
+    report, _, _ = ScoringStrategy(make_model(), device="cpu").score_window(inputs, run.states[0])
+    for trainer in bad:
+        score = report.score_of(trainer)
+        assert score is not None and score.s_i < 0 and score.weight == 0.0
+        assert trainer not in report.accepted
+    assert sum(s.weight for s in report.scores if s.trainer in HONEST) == pytest.approx(1.0)
