@@ -1,0 +1,164 @@
+"""A small real network for the validator loop's tests: Anvil with the contract deployed and a run whose
+config digest is a real `RunConfig`, a dataset and config on a real IPFS daemon, trainers that train the tiny
+model in-process (node.train.train_inner), encode their Δ with the real payload codec, commit and reveal.
+
+Blocks are mined explicitly; nothing sleeps on a clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from eth_account import Account
+from eth_utils import keccak
+from web3 import Web3
+
+from contracts.anvil import AnvilNode
+from contracts.client import TrainingRunClient, commitment_hash
+from contracts.deploy import deploy
+from contracts.types import RunParams
+from node.data import BlobStore, Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
+from node.protocol import RunConfig
+from node.train import InnerLoopConfig, train_inner
+from validator.domain import ParamDict
+from validator.loop import ValidatorLoop, build_model
+from validator.store import ValidatorStore
+from validator.window_inputs import PayloadFormat, RunContext, sorted_params
+
+ETH = 10**18
+EncodeFn = Callable[[ParamDict, dict[str, object]], bytes]  # (Δ, manifest) -> payload bytes
+
+CONFIG = RunConfig(
+    model_preset="tiny",
+    model_overrides={"block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 32},
+    seq_len=16,
+    inner_steps=2,
+    seqs_per_step=4,
+    inner_lr=3e-3,
+    eval_own_seqs=4,
+    eval_random_seqs=8,
+    max_payload_bytes=1 << 20,
+)
+RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=4, unbonding_blocks=6,
+           validator_share_bps=2000, slash_bps=1000, miss_threshold=3, min_trainer_stake=ETH,
+           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH)
+
+
+def corpus() -> list[tuple[str, bytes]]:
+    """Real text without a download: a few standard-library modules."""
+    root = Path(json.__file__).parent.parent
+    files = sorted(root.glob("*.py"))[:40]
+    return [(p.name, p.read_bytes()) for p in files]
+
+
+@dataclass
+class Net:
+    node: AnvilNode
+    sponsor: TrainingRunClient
+    run_id: int
+    config: RunConfig
+    config_cid: str
+    blobs: BlobStore
+    payloads: PayloadFormat
+    encode: EncodeFn
+    dataset: Dataset
+    cache_dir: Path
+    validators: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 1..3
+    trainers: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 4..8
+
+    def ctx(self, client: TrainingRunClient) -> RunContext:
+        from node.model import model_spec
+
+        return RunContext(views=client, run_id=self.run_id, config=self.config, dataset=self.dataset,
+                          blobs=self.blobs, payloads=self.payloads, spec=model_spec(build_model(self.config)))
+
+    def mine_to(self, block: int) -> None:
+        """Mine so that the chain's head is at least `block`."""
+        missing = block - self.node.block_number()
+        if missing > 0:
+            self.node.mine(missing)
+
+    def bounds(self, window: int) -> tuple[int, int, int]:
+        b = self.sponsor.window_bounds(self.run_id, window)
+        return b.start, b.end, b.reveal_end
+
+    def loop(self, validator: TrainingRunClient, home: Path) -> ValidatorLoop:
+        store = ValidatorStore(home / "state.sqlite3")
+        return ValidatorLoop(self.ctx(validator), validator, store, home / "state")
+
+
+def start_net(tmp: Path, blobs: BlobStore, payloads: PayloadFormat, encode: EncodeFn, n_trainers: int = 5,
+              n_validators: int = 1) -> Net:
+    built = build_dataset(corpus(), shard_bytes=64 * 1024, heldout_fraction=0.2)
+    dataset_cid = publish_dataset(blobs, built)
+    config = CONFIG.model_copy(update={"dataset_cid": dataset_cid})
+    config_cid = blobs.add(config.to_json_bytes())
+    node = AnvilNode().start()
+    try:
+        web3 = Web3(Web3.HTTPProvider(node.rpc_url))
+        accounts = [Account.from_key(k) for k in node.private_keys]
+        deployment = deploy(web3, accounts[0])
+        sponsor = TrainingRunClient(web3, deployment.address, accounts[0], deployment.block)
+        run_id = sponsor.create_run(RunParams(config_digest=config.digest(), **RUN), 100 * ETH)
+        net = Net(node, sponsor, run_id, config, config_cid, blobs, payloads, encode,
+                  fetch_dataset(blobs, dataset_cid, tmp / "datasets"), tmp / "datasets")
+        net.validators = [sponsor.with_account(a) for a in accounts[1:4]]
+        net.trainers = [sponsor.with_account(a) for a in accounts[4:4 + n_trainers]]
+        for trainer in net.trainers:
+            trainer.register_trainer(run_id, ETH)
+        for validator in net.validators[:n_validators]:
+            validator.register_validator(run_id, 2 * ETH)
+    except BaseException:
+        node.stop()
+        raise
+    return net
+
+
+def honest_delta(net: Net, trainer: str, window: int, base: ParamDict) -> ParamDict:
+    model = build_model(net.config)
+    model.load_state_dict(base, strict=False)
+    cfg = net.config
+    batches = assigned_batches(net.dataset, cfg.run_seed, trainer, window, cfg.inner_steps * cfg.seqs_per_step,
+                               cfg.seq_len)
+    result = train_inner(model, batches, InnerLoopConfig(steps=cfg.inner_steps, lr=cfg.inner_lr),
+                         torch.device("cpu"))
+    return result.pseudo_gradient
+
+
+def play_window(net: Net, window: int, base_cid: str, base: ParamDict, garbage: int | None = None,
+                silent: int | None = None) -> dict[str, str]:
+    """Every trainer commits in `window` and reveals after it; trainer index `garbage` publishes bytes that
+    are no payload, `silent` commits but never reveals. Leaves the chain at the window's reveal end."""
+    start, end, reveal_end = net.bounds(window)
+    net.mine_to(start)
+    cids: dict[str, str] = {}
+    for i, trainer in enumerate(net.trainers):
+        address = trainer.address_of_account.lower()
+        if i == garbage:
+            data = b"not a safetensors payload " + address.encode()
+        else:
+            manifest: dict[str, object] = {"window": window, "trainer": address, "base_model_cid": base_cid}
+            data = net.encode(honest_delta(net, address, window, base), manifest)
+        cid = net.blobs.add(data)
+        cids[address] = cid
+        trainer.commit(net.run_id, window, commitment_hash(cid, salt(cid)))
+    assert net.node.block_number() < end, "commits spilled out of the window: raise window_blocks"
+    net.mine_to(end - 1)
+    for i, trainer in enumerate(net.trainers):
+        if i != silent:
+            cid = cids[trainer.address_of_account.lower()]
+            trainer.reveal(net.run_id, window, cid, salt(cid))
+    assert net.node.block_number() < reveal_end, "reveals spilled out of the reveal period"
+    net.mine_to(reveal_end)
+    return cids
+
+
+def salt(cid: str) -> bytes:
+    return keccak(text=f"salt-{cid}")
+
+
+def initial_params(net: Net) -> ParamDict:
+    return sorted_params(dict(build_model(net.config).named_parameters()))

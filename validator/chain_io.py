@@ -1,0 +1,118 @@
+"""The validator's transactions, sent at most once across crashes.
+
+Every settling transaction (publish a window, submit an epoch's weights) goes through `send_once`:
+  1. if the chain already shows the effect (`done()`), nothing is sent;
+  2. if the store holds a tx recorded as sent for the same (kind, key), its receipt is looked up by hash;
+     a mined tx is the answer, a tx the chain never saw is sent again only if `done()` is still false;
+  3. otherwise the tx is signed, recorded as pending *with its hash and nonce*, and only then broadcast.
+So a SIGKILL between any two steps leaves a state a restart resolves without a blind second send."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import rlp
+from eth_utils import keccak
+from web3.contract.contract import ContractFunction
+from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
+
+from contracts.client import TrainingRunClient
+from contracts.errors import ChainUnreachable, TransactionFailed
+from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
+from validator.store import ValidatorStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SentTx:
+    tx_hash: str  # 0x-prefixed
+    nonce: int
+    resumed: bool  # True when found on chain from an earlier (killed) run instead of being sent now
+
+
+def nonce_of(raw: bytes) -> int:
+    """The nonce of a signed raw transaction (legacy RLP list, or typed: type byte + RLP list)."""
+    body = raw[1:] if raw and raw[0] < 0x7F else raw
+    fields = rlp.decode(body)
+    # Typed (EIP-2930/1559) txs start with chain id, then nonce; legacy ones with the nonce.
+    index = 1 if body is not raw else 0
+    return int.from_bytes(fields[index], "big")
+
+
+def tx_hash_of(raw: bytes) -> str:
+    return "0x" + keccak(raw).hex()
+
+
+class TxSender:
+    """Crash-safe sending of one validator account's settlement transactions."""
+
+    def __init__(self, client: TrainingRunClient, store: ValidatorStore) -> None:
+        self.client = client
+        self.store = store
+
+    def send_once(self, kind: str, key: str, call: ContractFunction, name: str,
+                  done: Callable[[], bool]) -> SentTx | None:
+        """Send `call` unless its effect is on chain; None when nothing had to be sent (done elsewhere/earlier).
+
+        Raises ContractReverted / TransactionFailed / ChainUnreachable from the chain."""
+        pending = self.store.pending_tx(kind, key)
+        if pending is not None and pending.status == "confirmed":
+            return SentTx(pending.tx_hash, pending.nonce, resumed=True)
+        if pending is not None:
+            mined = self._receipt(pending.tx_hash)
+            if mined is True:
+                log.info("%s %s: found earlier tx %s mined", kind, key, pending.tx_hash)
+                return SentTx(pending.tx_hash, pending.nonce, resumed=True)
+            # Broadcast but not mined yet: wait for it rather than racing a second tx.
+            if mined is None and self._wait(pending.tx_hash):
+                return SentTx(pending.tx_hash, pending.nonce, resumed=True)
+        if done():
+            return None
+        raw = self.client.signed(call, name)
+        sent = SentTx(tx_hash_of(raw), nonce_of(raw), resumed=False)
+        self.store.record_pending_tx(kind, key, sent.tx_hash, sent.nonce)
+        web3 = self.client.web3
+        try:
+            web3.eth.send_raw_transaction(raw)
+        except (OSError, ConnectionError) as err:
+            NONCES.forget(web3, self.client.account.address)
+            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
+        except Web3Exception as err:
+            NONCES.forget(web3, self.client.account.address)
+            raise TransactionFailed(name, sent.tx_hash, str(err)) from err
+        if not self._wait(sent.tx_hash):
+            raise TransactionFailed(name, sent.tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s")
+        return sent
+
+    def _receipt(self, tx_hash: str) -> bool | None:
+        """True: mined and succeeded; False: mined and failed, or unknown to the node; None: in the mempool."""
+        web3 = self.client.web3
+        try:
+            receipt = web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+        except TransactionNotFound:
+            try:
+                web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return False
+            return None
+        except (OSError, Web3Exception) as err:
+            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
+        return bool(receipt["status"] == 1)
+
+    def _wait(self, tx_hash: str) -> bool:
+        web3 = self.client.web3
+        try:
+            receipt = web3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05  # type: ignore[arg-type]
+            )
+        except TimeExhausted:
+            return False
+        except (OSError, Web3Exception) as err:
+            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
+        if receipt["status"] != 1:
+            NONCES.forget(web3, self.client.account.address)
+            raise TransactionFailed("(resumed tx)", tx_hash, "reverted on chain")
+        return True

@@ -1,0 +1,108 @@
+"""Connecting a validator (or an auditor) to a run: chain client, IPFS client, the run's config checked
+against its on-chain digest, the dataset, the payload codecs. The CLI and the tests build the loop this way."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from web3 import Web3
+
+from contracts.client import TrainingRunClient
+from contracts.errors import DeploymentError
+from node.data import BlobStore, fetch_dataset
+from node.model import model_spec
+from node.protocol import RunConfig
+from trainmarket.paths import state_dir
+from validator.domain import ParamDict, ValidatorError
+from validator.loop import build_model
+from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext
+
+CONFIG_MAX_BYTES = 1024 * 1024
+
+
+class ValidatorSetupError(ValidatorError):
+    """The validator cannot connect to its run (no deployment file, no config CID, missing storage)."""
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    """The fields of a deployment file the validator reads (extra keys such as `config_cid` are allowed)."""
+
+    address: str
+    block: int
+    rpc_url: str
+    config_cid: str
+    run_id: int
+
+
+def read_deployment(path: Path) -> DeploymentInfo:
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        return DeploymentInfo(address=str(raw["address"]), block=int(raw.get("block", 0)),
+                              rpc_url=str(raw.get("rpc_url", "")), config_cid=str(raw.get("config_cid", "")),
+                              run_id=int(raw.get("run_id", 0)))
+    except FileNotFoundError as err:
+        raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise DeploymentError(f"deployment file {path} is invalid: {err}") from err
+
+
+class IpfsPayloadFormat:
+    """Adapter from ipfs/payload.py to the loop's `PayloadFormat` (imported lazily: ipfs/ pulls in its codecs)."""
+
+    def __init__(self) -> None:
+        try:
+            from ipfs import payload
+        except ImportError as err:
+            raise ValidatorSetupError(f"the storage package ipfs/ is not available: {err}") from err
+        self._payload = payload
+        self.errors: tuple[type[Exception], ...] = (payload.PayloadError,)
+
+    def decode_contribution(self, data: bytes, spec: ModelSpec, max_bytes: int) -> DecodedPayload:
+        manifest, delta, indices = self._payload.decode_contribution(data, spec, max_bytes)
+        return DecodedPayload(trainer=str(manifest["trainer"]), window=int(manifest["window"]),
+                              base_model_cid=str(manifest["base_model_cid"]), delta=delta, indices=indices)
+
+    def encode_model(self, params: ParamDict) -> bytes:
+        return bytes(self._payload.encode_model(params))
+
+    def decode_model(self, data: bytes, spec: ModelSpec, max_bytes: int) -> ParamDict:
+        return dict(self._payload.decode_model(data, spec, max_bytes))
+
+
+def ipfs_client(api_url: str) -> BlobStore:
+    try:
+        from ipfs.client import IpfsClient
+    except ImportError as err:
+        raise ValidatorSetupError(f"the storage package ipfs/ is not available: {err}") from err
+    client: BlobStore = IpfsClient(api_url)
+    return client
+
+
+def chain_client(rpc_url: str, contract: str, private_key: str, from_block: int = 0) -> TrainingRunClient:
+    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    return TrainingRunClient(web3, contract, Account.from_key(private_key), from_block)
+
+
+def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, config_cid: str) -> RunConfig:
+    """The run's config by CID, refused unless it hashes to the digest the run fixed on chain."""
+    if not config_cid:
+        raise ValidatorSetupError("no run config CID: pass --config-cid or add config_cid to the deployment file")
+    digest = client.get_run(run_id).config_digest
+    return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=bytes(digest))
+
+
+def open_run(client: TrainingRunClient, run_id: int, blobs: BlobStore, config: RunConfig,
+             payloads: PayloadFormat, cache_dir: Path | None = None) -> RunContext:
+    dataset = fetch_dataset(blobs, config.dataset_cid, cache_dir or state_dir() / "datasets")
+    spec = model_spec(build_model(config))
+    return RunContext(views=client, run_id=run_id, config=config, dataset=dataset, blobs=blobs,
+                      payloads=payloads, spec=spec)
+
+
+def validator_home(address: str) -> Path:
+    return state_dir() / "validator" / address.lower()

@@ -1,0 +1,332 @@
+"""The validator's per-window round: chain and IPFS I/O around the pure `ScoringStrategy`.
+
+The chain is the clock: the loop polls the block number and processes window w once its reveal period is
+over, strictly in window order. Per window:
+  gather inputs (window_inputs.py) → score (pure) → model + report to IPFS → model/state files →
+  record the window in SQLite (one transaction) → publish both CIDs on chain (at most once, chain_io.py).
+Per epoch, once its windows are published and its last reveal period is over: submit the epoch's weight
+vector, then finalize it when the contract allows, and record the rewards it credited.
+
+Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
+power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-index
+order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
+
+Crash safety: a window already recorded is never rescored; a recorded but unpublished window is published
+from what was stored; the outer optimiser state and the current model live in safetensors files beside the
+DB, keyed by window, so the state a restart loads is the one of the last recorded window."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from contracts.client import TrainingRunClient
+from contracts.errors import ContractReverted
+from node.model import GPT, evaluate_loss, preset_config
+from node.protocol import RunConfig
+from validator.aggregate import MedianNormClipMean
+from validator.chain_io import TxSender
+from validator.domain import ParamDict, ValidatorError, WindowReport
+from validator.scoring import to_u16_weights
+from validator.store import TX_PUBLISH, TX_SUBMIT_WEIGHTS, ValidatorStore
+from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
+from validator.window_inputs import (
+    GatheredWindow,
+    RunContext,
+    allowed_base_models,
+    current_base_model,
+    gather_window,
+    sorted_params,
+)
+
+log = logging.getLogger(__name__)
+
+EVAL_THREADS = 2  # fixed so that two validators (and an auditor) sum floats in the same order
+KEEP_STATE_FILES = 3
+
+
+class LoopError(ValidatorError):
+    """The loop's own records disagree (a state file is missing or does not match its report)."""
+
+
+def configure_determinism(threads: int = EVAL_THREADS) -> None:
+    """Same inputs → same floats → same CIDs across validators: fixed thread count, deterministic kernels."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def build_model(config: RunConfig) -> GPT:
+    return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
+
+
+def build_strategy(config: RunConfig, device: torch.device | str = "cpu") -> ScoringStrategy:
+    """The pipeline every validator of the run uses (and the audit rebuilds), configured from the run config."""
+    return ScoringStrategy(
+        build_model(config),
+        aggregator=MedianNormClipMean(lr=config.outer_lr, momentum=config.outer_momentum),
+        config=StrategyConfig(eval_step_size=config.eval_step_size),
+        device=device,
+    )
+
+
+def initial_model(ctx: RunContext) -> tuple[str, ParamDict]:
+    """(CID, params) of the run's initial model: fetched when the config names it, else built from the seed."""
+    if ctx.config.initial_model_cid:
+        data = ctx.blobs.cat(ctx.config.initial_model_cid, ctx.config.max_model_bytes)
+        return ctx.config.initial_model_cid, ctx.payloads.decode_model(data, ctx.spec, ctx.config.max_model_bytes)
+    params = sorted_params(dict(build_model(ctx.config).named_parameters()))
+    return ctx.blobs.add(ctx.payloads.encode_model(params)), params
+
+
+class ValidatorLoop:
+    """One validator account's rounds over one run. `step()` does the next piece of due work; `run()` polls."""
+
+    def __init__(self, ctx: RunContext, client: TrainingRunClient, store: ValidatorStore, work_dir: Path,
+                 device: torch.device | str = "cpu", start_window: int = 0) -> None:
+        self.ctx = ctx
+        self.client = client
+        self.store = store
+        self.work_dir = Path(work_dir)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.device = torch.device(device)
+        self.strategy = build_strategy(ctx.config, self.device)
+        self.sender = TxSender(client, store)
+        if store.get_value("start_window") is None:
+            store.set_value("start_window", str(start_window))
+        self.start_window = int(store.get_value("start_window") or 0)
+        init = store.get_value("initial_model_cid")
+        if init is None:
+            init, _ = initial_model(ctx)
+            store.set_value("initial_model_cid", init)
+        self.initial_cid = init
+
+    # -- the clock ---------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
+        """Work until `stop` is set; waits between polls only when nothing was due."""
+        while not stop.is_set():
+            if not self.step():
+                stop.wait(poll_seconds)
+
+    def step(self) -> bool:
+        """Finish an unpublished window, else process the next due window, else settle an epoch."""
+        for window in self.store.unpublished_windows():
+            self.publish(window)
+            return True
+        window = self.next_window()
+        if self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end:
+            self.process_window(window)
+            return True
+        return self.settle_epochs()
+
+    def next_window(self) -> int:
+        last = self.store.last_processed_window()
+        return self.start_window if last is None else last + 1
+
+    # -- one window --------------------------------------------------------------------------------------
+
+    def model_history(self, before: int) -> dict[int, str]:
+        """window → model CID produced by it, for the windows this validator recorded before `before`."""
+        out: dict[int, str] = {}
+        horizon = max(self.ctx.config.max_stale_windows, 1)
+        for w in range(max(self.start_window, before - horizon), before):
+            recorded = self.store.window_status(w) in ("scored", "published")
+            cid = self.stored_report(w).model_cid if recorded else None
+            if cid:
+                out[w] = cid
+        return out
+
+    def stored_report(self, window: int) -> WindowReport:
+        stored = self.store.window_report(window)
+        if stored is None or stored["report"] is None:
+            raise LoopError(f"window {window} has no stored report")
+        return WindowReport.from_json(json.dumps(stored["report"]))
+
+    def process_window(self, window: int) -> WindowReport:
+        """Score `window` and record it (then publish). A window already recorded is only published."""
+        if self.store.window_status(window) in ("scored", "published"):
+            self.publish(window)
+            return self.stored_report(window)
+        self.store.begin_window(window)
+        previous = self.store.last_processed_window()
+        state, params = self.load_state(previous)
+        history = self.model_history(window)
+        base_cid = current_base_model(history, self.initial_cid, window)
+        allowed = allowed_base_models(history, self.initial_cid, window, self.ctx.config.max_stale_windows)
+        gathered = gather_window(self.ctx, window, base_cid, params, allowed)
+        self.report_missed(window, gathered)
+        report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)
+        canonical = sorted_params(new_params)
+        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical))
+        report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
+        self.save_state(window, new_state, canonical)
+        loss = self.global_loss(canonical, gathered)
+        self.store.record_window(
+            window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
+            {s.trainer: {"mu": s.mu, "sigma": s.sigma, "B": s.binary_avg, "last_window": window}
+             for s in report.scores},
+            loss,
+        )
+        self.store.set_value(f"window_stats:{window}", json.dumps(
+            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
+        log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
+                 len(report.rejections), model_cid)
+        self.publish(window)
+        return report
+
+    def global_loss(self, params: ParamDict, gathered: GatheredWindow) -> float:
+        model = self.strategy.model
+        model.load_state_dict(params, strict=False)
+        return evaluate_loss(model, gathered.inputs.random_batch)
+
+    def report_missed(self, window: int, gathered: GatheredWindow) -> None:
+        """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it."""
+        for trainer in gathered.missed_reveals:
+            try:
+                self.client.report_missed_reveal(self.ctx.run_id, window, trainer)
+            except ContractReverted as err:
+                if err.error_name not in ("AlreadyRevealed", "NoCommitment"):
+                    raise
+
+    def publish(self, window: int) -> None:
+        """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""
+        report = self.stored_report(window)
+        if report.model_cid is None:
+            raise LoopError(f"window {window} was recorded without its model CID")
+        _, params = self.load_state(window)
+        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(params))
+        if model_cid != report.model_cid:
+            raise LoopError(f"window {window}: stored model encodes to {model_cid}, report says {report.model_cid}")
+        report_cid = self.ctx.blobs.add(report.to_json().encode())
+        me = self.client.address_of_account.lower()
+        call = self.client.contract.functions.publishWindow(self.ctx.run_id, window, model_cid, report_cid)
+
+        def done() -> bool:
+            return any(v.lower() == me for v in self.client.publications(self.ctx.run_id, window))
+
+        sent = self.sender.send_once(TX_PUBLISH, str(window), call, "publishWindow", done)
+        tx_hash = sent.tx_hash if sent else ""
+        self.store.mark_published(window, model_cid, report_cid, tx_hash or "(published earlier)")
+        log.info("window %d published: model %s report %s", window, model_cid, report_cid)
+
+    # -- state files -------------------------------------------------------------------------------------
+
+    def _paths(self, window: int) -> tuple[Path, Path, Path]:
+        stem = self.work_dir / f"window-{window:08d}"
+        return stem.with_suffix(".model.safetensors"), stem.with_suffix(".state.safetensors"), \
+            stem.with_suffix(".state.json")
+
+    def save_state(self, window: int, state: ValidatorState, params: ParamDict) -> None:
+        model_path, tensor_path, json_path = self._paths(window)
+        plain, tensors = state.to_parts()
+        _atomic_safetensors(model_path, params)
+        _atomic_safetensors(tensor_path, tensors)
+        tmp = json_path.with_name(json_path.name + ".tmp")
+        tmp.write_text(json.dumps(plain, sort_keys=True))
+        tmp.replace(json_path)
+        for old in sorted(self.work_dir.glob("window-*.safetensors")) + sorted(self.work_dir.glob("window-*.json")):
+            number = int(old.name.split(".")[0].removeprefix("window-"))
+            if number < window - KEEP_STATE_FILES:
+                old.unlink(missing_ok=True)
+
+    def load_state(self, window: int | None) -> tuple[ValidatorState, ParamDict]:
+        """The state and global model after `window` (None: before any window — fresh state, initial model)."""
+        if window is None:
+            data = self.ctx.blobs.cat(self.initial_cid, self.ctx.config.max_model_bytes)
+            params = self.ctx.payloads.decode_model(data, self.ctx.spec, self.ctx.config.max_model_bytes)
+            return ValidatorState(), sorted_params(params)
+        model_path, tensor_path, json_path = self._paths(window)
+        try:
+            plain = json.loads(json_path.read_text())
+            tensors = load_file(str(tensor_path)) if tensor_path.stat().st_size else {}
+            params = load_file(str(model_path))
+        except (OSError, ValueError) as err:
+            raise LoopError(f"state files of window {window} in {self.work_dir} are unreadable: {err}") from err
+        return ValidatorState.from_parts(plain, tensors), sorted_params(params)
+
+    # -- epochs ------------------------------------------------------------------------------------------
+
+    def settle_epochs(self) -> bool:
+        """Submit and finalize the oldest unsettled epoch whose windows are all published. True if it acted."""
+        run = self.client.get_run(self.ctx.run_id)
+        epoch = run.next_epoch
+        first, last = epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch - 1
+        if last < self.start_window:
+            return self.finalize(epoch)  # an epoch before this validator joined: settle it, submit nothing
+        if self.store.window_status(last) != "published":
+            return False
+        if self.client.block_number() < self.client.epoch_end_block(self.ctx.run_id, epoch):
+            return False
+        acted = False
+        if not self.store.epoch_submitted(epoch):
+            self.submit_epoch(epoch, range(max(first, self.start_window), last + 1))
+            acted = True
+        return self.finalize(epoch) or acted
+
+    def finalize(self, epoch: int) -> bool:
+        """Anyone may finalize; False while the contract still waits for other validators (or its grace)."""
+        if self.client.block_number() < self.client.epoch_end_block(self.ctx.run_id, epoch):
+            return False
+        try:
+            self.client.finalize_epoch(self.ctx.run_id, epoch)
+        except ContractReverted as err:
+            if err.error_name == "EpochNotFinalizable":
+                return False  # retried on a later poll
+            if err.error_name != "EpochOutOfOrder":  # finalized by someone else meanwhile
+                raise
+        self.record_rewards(epoch)
+        return True
+
+    def epoch_weights(self, windows: range) -> dict[str, float]:
+        """Mean of the windows' weights per trainer (see the module docstring)."""
+        totals: dict[str, float] = {}
+        for w in windows:
+            if self.store.window_status(w) is None:
+                continue
+            for s in self.stored_report(w).scores:
+                totals[s.trainer] = totals.get(s.trainer, 0.0) + s.weight
+        n = max(1, len(windows))
+        return {t: v / n for t, v in sorted(totals.items())}
+
+    def submit_epoch(self, epoch: int, windows: range) -> None:
+        weights = self.epoch_weights(windows)
+        order = [t.lower() for t in self.client.trainers(self.ctx.run_id)]
+        vector = to_u16_weights([weights.get(t, 0.0) for t in order])
+        call = self.client.contract.functions.submitWeights(
+            self.ctx.run_id, epoch, b"".join(int(w).to_bytes(2, "big") for w in vector))
+
+        def done() -> bool:
+            return self.client.validator_info(self.ctx.run_id, self.client.address_of_account).next_submit_epoch > epoch
+
+        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "submitWeights", done)
+        self.store.record_epoch_submission(epoch, weights, sent.tx_hash if sent else "(submitted earlier)")
+        log.info("epoch %d weights submitted: %s", epoch, vector)
+
+    def record_rewards(self, epoch: int) -> None:
+        info = self.client.epoch_info(self.ctx.run_id, epoch)
+        if not info.finalized:
+            return
+        rewards: dict[str, int] = {}
+        for index, trainer in enumerate(self.client.trainers(self.ctx.run_id)):
+            amount = self.client.consensus_weight(self.ctx.run_id, epoch, index) * info.reward_per_weight
+            if amount:
+                rewards[trainer.lower()] = amount
+        self.store.record_rewards(epoch, rewards)
+
+
+def _shallow(report: WindowReport) -> dict[str, Any]:
+    return {name: getattr(report, name) for name in report.__dataclass_fields__}
+
+
+def _atomic_safetensors(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(path)

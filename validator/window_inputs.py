@@ -1,0 +1,168 @@
+"""Read-only I/O of one window: reveals and commits from chain events, payloads from IPFS, the evaluation data
+from the run's dataset. The loop and the audit both build `WindowInputs` here, so an auditor feeds the pure
+strategy exactly what the validator fed it.
+
+Network payloads are hostile: every fetch is CID-verified and capped at `max_payload_bytes`, decoded from
+safetensors only, and every failure becomes a `Rejection` with its reason (never an exception that stops the
+window)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+
+from contracts.views import TrainingRunViews
+from node.data import BlobStore, Dataset, assigned_batches, heldout_batches
+from node.protocol import RunConfig
+from trainmarket.errors import TrainmarketError
+from validator.domain import Contribution, ParamDict, Rejection, RejectReason
+from validator.strategy import WindowInputs
+
+ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
+
+
+@dataclass(frozen=True)
+class DecodedPayload:
+    """What the validator needs from a trainer's payload (manifest fields + the dense Δ and its indices)."""
+
+    trainer: str
+    window: int
+    base_model_cid: str
+    delta: ParamDict
+    indices: dict[str, Tensor]
+
+
+class PayloadFormat(Protocol):
+    """The payload and model codecs (ipfs/payload.py); a Protocol so the loop does not fix their module layout."""
+
+    errors: tuple[type[Exception], ...]  # what decoding raises on a bad payload
+
+    def decode_contribution(self, data: bytes, spec: ModelSpec, max_bytes: int) -> DecodedPayload: ...
+
+    def encode_model(self, params: ParamDict) -> bytes: ...
+
+    def decode_model(self, data: bytes, spec: ModelSpec, max_bytes: int) -> ParamDict: ...
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Everything fixed for the run that window I/O needs."""
+
+    views: TrainingRunViews
+    run_id: int
+    config: RunConfig
+    dataset: Dataset
+    blobs: BlobStore
+    payloads: PayloadFormat
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class GatheredWindow:
+    inputs: WindowInputs
+    missed_reveals: tuple[str, ...]  # committed, never revealed (to be reported on chain)
+    reveal_count: int
+    well_formed: int  # revealed payloads that fetched and decoded
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def allowed_base_models(history: Mapping[int, str], initial_cid: str, window: int, max_stale: int) -> set[str]:
+    """Base models a window-`window` contribution may have trained from: the global models produced by the
+    last `max_stale` windows before it, plus the initial model while fewer than `max_stale` were produced."""
+    recent = [history[w] for w in sorted(history) if window - max_stale <= w < window]
+    produced_before = [w for w in history if w < window]
+    allowed = set(recent)
+    if len(produced_before) < max_stale:
+        allowed.add(initial_cid)
+    return allowed
+
+
+def current_base_model(history: Mapping[int, str], initial_cid: str, window: int) -> str:
+    """The global model window `window` is evaluated against: the most recent one produced before it."""
+    before = [w for w in history if w < window]
+    return history[max(before)] if before else initial_cid
+
+
+def own_rows(ds: Dataset, config: RunConfig, trainer: str, window: int) -> Tensor:
+    """The first `eval_own_seqs` rows of what the trainer trained on in `window` (the same function it used)."""
+    rows = assigned_batches(ds, config.run_seed, trainer, window, config.inner_steps * config.seqs_per_step,
+                            config.seq_len)
+    return rows[: config.eval_own_seqs]
+
+
+def closing_block_hash(views: TrainingRunViews, run_id: int, window: int) -> bytes:
+    """Hash of the last block of the window's reveal period: it did not exist when trainers committed."""
+    bounds = views.window_bounds(run_id, window)
+    block = views.web3.eth.get_block(bounds.reveal_end - 1)
+    return bytes(block["hash"])
+
+
+def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: ParamDict,
+                  allowed_bases: set[str]) -> GatheredWindow:
+    """Build the strategy's inputs for `window` (whose reveal period must be over)."""
+    reveals = ctx.views.reveals(ctx.run_id, window)
+    revealed = {r.trainer.lower() for r in reveals}
+    missed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} - revealed)
+    rejections = [Rejection(t, window, RejectReason.MISSING_REVEAL, "committed but never revealed") for t in missed]
+    contributions: list[Contribution] = []
+    for reveal in reveals:
+        trainer = reveal.trainer.lower()
+        decoded = fetch_contribution(ctx, trainer, window, reveal.cid, allowed_bases, base_cid)
+        if isinstance(decoded, Rejection):
+            rejections.append(decoded)
+        else:
+            contributions.append(decoded)
+    block_hash = closing_block_hash(ctx.views, ctx.run_id, window)
+    random_batch = heldout_batches(ctx.dataset, block_hash, ctx.config.eval_random_seqs, ctx.config.seq_len)
+    well_formed = len(contributions) + sum(1 for r in rejections if r.reason == RejectReason.STALE)
+    inputs = WindowInputs(
+        window=window,
+        block_hash="0x" + block_hash.hex(),
+        base_model_cid=base_cid,
+        params=base_params,
+        contributions=sorted(contributions, key=lambda c: c.trainer),
+        own_batches={c.trainer: own_rows(ctx.dataset, ctx.config, c.trainer, window) for c in contributions},
+        random_batch=random_batch,
+        prior_rejections=tuple(sorted(rejections, key=lambda r: (r.trainer, r.reason.value))),
+    )
+    return GatheredWindow(inputs, tuple(missed), len(reveals), well_formed)
+
+
+def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str, allowed_bases: set[str],
+                       current_cid: str) -> Contribution | Rejection:
+    """Fetch, verify and decode one revealed payload; any failure is a rejection with its reason."""
+    limit = ctx.config.max_payload_bytes
+    try:
+        data = ctx.blobs.cat(cid, limit)
+    except TrainmarketError as err:
+        return Rejection(trainer, window, RejectReason.MALFORMED, f"fetch failed: {err}"[:500], cid)
+    if len(data) > limit:
+        return Rejection(trainer, window, RejectReason.MALFORMED, f"payload of {len(data)} bytes > {limit}", cid)
+    try:
+        payload = ctx.payloads.decode_contribution(data, ctx.spec, limit)
+    except ctx.payloads.errors as err:
+        return Rejection(trainer, window, RejectReason.MALFORMED, f"undecodable: {err}"[:500], cid)
+    if payload.trainer.lower() != trainer or payload.window != window:
+        detail = f"manifest names trainer {payload.trainer} window {payload.window}"
+        return Rejection(trainer, window, RejectReason.MALFORMED, detail[:500], cid)
+    if payload.base_model_cid not in allowed_bases:
+        detail = f"base model {payload.base_model_cid} is not one of {sorted(allowed_bases)}"
+        return Rejection(trainer, window, RejectReason.STALE, detail[:500], cid)
+    # Every allowed base is evaluated against the current model (the protocol's rule); the strategy's own
+    # staleness filter then sees the current CID and keeps the contribution.
+    return Contribution(trainer=trainer, window=window, cid=cid, base_model_cid=current_cid,
+                        delta=payload.delta, indices=payload.indices)
+
+
+def model_spec_of(params: ParamDict) -> dict[str, tuple[tuple[int, ...], str]]:
+    return {n: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in params.items()}
+
+
+def sorted_params(params: Mapping[str, Tensor]) -> ParamDict:
+    """A CPU float32 contiguous copy in name order: the canonical form that is encoded and hashed."""
+    return {n: params[n].detach().to("cpu", torch.float32).contiguous() for n in sorted(params)}
+
