@@ -1,0 +1,106 @@
+"""Audit on a real Anvil and a real IPFS daemon: an honest validator's window passes, a report with one
+edited number (published on chain by a second validator) is caught, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+
+from tests.validator.loop_harness import Net, initial_params, play_window, start_net
+from trainmarket.cli import main
+from validator.audit import audit_window, render
+from validator.domain import ParamDict, WindowReport
+from validator.loop import configure_determinism
+
+ipfs_daemon = pytest.importorskip("ipfs.daemon", reason="ipfs/ (storage) is not written yet")
+ipfs_client = pytest.importorskip("ipfs.client", reason="ipfs/ (storage) is not written yet")
+ipfs_payload = pytest.importorskip("ipfs.payload", reason="ipfs/ (storage) is not written yet")
+ipfs_codecs = pytest.importorskip("ipfs.codecs", reason="ipfs/ (storage) is not written yet")
+
+
+def encode_payload(delta: ParamDict, manifest: dict[str, object]) -> bytes:
+    encoded = ipfs_payload.encode_contribution(delta, ipfs_codecs.DEFAULT_CODEC, {**manifest, "tokens": 0})
+    return bytes(encoded.data)
+
+
+@dataclass
+class Audited:
+    net: Net
+    api_url: str
+    honest: str  # validator addresses
+    tamperer: str
+    edited_trainer: str
+    deployment: Path
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
+    from validator.context import IpfsPayloadFormat
+
+    configure_determinism()
+    tmp = tmp_path_factory.mktemp("audit")
+    with ipfs_daemon.IpfsDaemon(tmp / "ipfs") as daemon:
+        blobs = ipfs_client.IpfsClient(daemon.api_url)
+        payloads = IpfsPayloadFormat()
+        net = start_net(tmp, blobs, payloads, encode_payload, n_trainers=4, n_validators=2)
+        try:
+            base = initial_params(net)
+            base_cid = blobs.add(payloads.encode_model(base))
+            play_window(net, 0, base_cid, base, garbage=3)
+            honest, tamperer = net.validators[0], net.validators[1]
+            loop = net.loop(honest, tmp / "honest")
+            assert loop.step()
+            pub = net.sponsor.publications(net.run_id, 0)[honest.address_of_account]
+            report = WindowReport.from_json(blobs.cat(pub.report_cid, 1 << 20))
+            victim = report.scores[0]
+            edited = replace(report, scores=(replace(victim, s_i=victim.s_i + 0.01), *report.scores[1:]))
+            tampered_cid = blobs.add(edited.to_json().encode())
+            tamperer.publish_window(net.run_id, 0, pub.model_cid, tampered_cid)
+            deployment = tmp / "deployment.json"
+            deployment.write_text(json.dumps({
+                "address": net.sponsor.contract.address, "block": net.sponsor.from_block,
+                "rpc_url": net.node.rpc_url, "config_cid": net.config_cid, "run_id": net.run_id,
+            }))
+            yield Audited(net, daemon.api_url, honest.address_of_account, tamperer.address_of_account,
+                          victim.trainer, deployment)
+        finally:
+            net.node.stop()
+
+
+def test_honest_window_passes(audited: Audited) -> None:
+    net = audited.net
+    result = audit_window(net.ctx(net.sponsor), 0, audited.honest)
+    assert result.ok, render(result, only_mismatches=True)
+    paths = {c.path for c in result.checks}
+    assert f"scores.{audited.edited_trainer}.s_i" in paths and "aggregate.update_norm" in paths
+    assert len(result.checks) > 50
+
+
+def test_tampered_score_is_detected(audited: Audited) -> None:
+    net = audited.net
+    result = audit_window(net.ctx(net.sponsor), 0, audited.tamperer)
+    assert not result.ok
+    assert [c.path for c in result.mismatches] == [f"scores.{audited.edited_trainer}.s_i"]
+    bad = result.mismatches[0]
+    assert isinstance(bad.published, float) and isinstance(bad.recomputed, float)
+    assert abs(bad.published - bad.recomputed - 0.01) < 1e-9
+
+
+def test_cli_audit_exit_codes(audited: Audited, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TRAINMARKET_HOME", str(tmp_path))
+    common = ["validator", "audit", "--deployment", str(audited.deployment), "--ipfs-api", audited.api_url,
+              "--window", "0"]
+    assert main([*common, "--validator", audited.honest]) == 0
+    assert "PASS" in capsys.readouterr().out
+    assert main([*common, "--validator", audited.tamperer, "--mismatches-only"]) == 1
+    out = capsys.readouterr().out
+    assert f"MISMATCH scores.{audited.edited_trainer}.s_i" in out and "FAIL (1 mismatches)" in out
+    # Two validators published window 0: the auditor must say whose report it checks.
+    assert main(common) == 2
+    assert "pick one with --validator" in capsys.readouterr().err
+

@@ -1,0 +1,185 @@
+"""The validator's window round on a real Anvil and a real IPFS daemon: trainers train in-process and
+commit/reveal real payloads; the loop scores, publishes, submits the epoch's weights once, and resumes after a
+SIGKILL at three points between scoring and the publish being recorded, without a second publish."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from contracts.tx import NONCES
+from contracts.types import CommitStatus
+from tests.validator.loop_harness import ETH, Net, initial_params, play_window, start_net
+from validator.domain import ParamDict, RejectReason, WindowReport
+from validator.loop import ValidatorLoop, configure_determinism
+from validator.store import TX_PUBLISH
+
+ipfs_daemon = pytest.importorskip("ipfs.daemon", reason="ipfs/ (storage) is not written yet")
+ipfs_client = pytest.importorskip("ipfs.client", reason="ipfs/ (storage) is not written yet")
+ipfs_payload = pytest.importorskip("ipfs.payload", reason="ipfs/ (storage) is not written yet")
+ipfs_codecs = pytest.importorskip("ipfs.codecs", reason="ipfs/ (storage) is not written yet")
+
+REPO = Path(__file__).resolve().parents[2]
+GARBAGE, SILENT = 3, 4  # trainer indices: publishes non-payload bytes / commits but never reveals
+
+
+def encode_payload(delta: ParamDict, manifest: dict[str, object]) -> bytes:
+    encoded = ipfs_payload.encode_contribution(delta, ipfs_codecs.DEFAULT_CODEC, {**manifest, "tokens": 0})
+    return bytes(encoded.data)
+
+
+@dataclass
+class Played:
+    net: Net
+    api_url: str
+    base_cid: str
+    cids: dict[str, str]
+    loop: ValidatorLoop
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
+    from validator.context import IpfsPayloadFormat
+
+    configure_determinism()
+    tmp = tmp_path_factory.mktemp("loop")
+    with ipfs_daemon.IpfsDaemon(tmp / "ipfs") as daemon:
+        blobs = ipfs_client.IpfsClient(daemon.api_url)
+        payloads = IpfsPayloadFormat()
+        net = start_net(tmp, blobs, payloads, encode_payload)
+        try:
+            base = initial_params(net)
+            base_cid = blobs.add(payloads.encode_model(base))
+            cids = play_window(net, 0, base_cid, base, garbage=GARBAGE, silent=SILENT)
+            loop = net.loop(net.validators[0], tmp / "validator-a")
+            assert loop.initial_cid == base_cid  # the loop derives the same initial model from the config
+            assert loop.step()  # window 0: score and publish
+            yield Played(net, daemon.api_url, base_cid, cids, loop, tmp)
+        finally:
+            net.node.stop()
+
+
+def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> None:
+    net, store = played.net, played.loop.store
+    stored = store.window_report(0)
+    assert stored is not None and stored["status"] == "published"
+    on_chain = net.sponsor.publications(net.run_id, 0)[net.validators[0].address_of_account]
+    assert (on_chain.model_cid, on_chain.report_cid) == (stored["model_cid"], stored["report_cid"])
+
+    report = WindowReport.from_json(net.blobs.cat(on_chain.report_cid, 1 << 20))
+    assert report.model_cid == on_chain.model_cid and report.inputs.base_model_cid == played.base_cid
+    trainers = [t.address_of_account.lower() for t in net.trainers]
+    honest = {t for i, t in enumerate(trainers) if i not in (GARBAGE, SILENT)}
+    assert {s.trainer for s in report.scores} == honest
+    reasons = {r.trainer: r.reason for r in report.rejections}
+    assert reasons == {trainers[GARBAGE]: RejectReason.MALFORMED, trainers[SILENT]: RejectReason.MISSING_REVEAL}
+    assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
+    # The new global model is on IPFS and decodes to the model's shapes.
+    params = net.payloads.decode_model(net.blobs.cat(on_chain.model_cid, 1 << 24), played.net.ctx(
+        net.sponsor).spec, 1 << 24)
+    assert set(params) == set(initial_params(net))
+    # The silent trainer's miss was reported to the contract.
+    silent = net.trainers[SILENT].address_of_account
+    assert net.sponsor.commitment_of(net.run_id, 0, silent)[1] == CommitStatus.MISSED
+    assert net.sponsor.trainer_info(net.run_id, silent).misses == 1
+
+
+def test_a_recorded_window_is_not_rescored(played: Played) -> None:
+    before = played.loop.store.window_report(0)
+    report = played.loop.process_window(0)  # a recorded window is only (re)published, never rescored
+    assert before is not None and report.model_cid == before["model_cid"]
+    assert played.loop.store.window_report(0) == before
+    assert len(played.net.sponsor._logs("WindowPublished", {"runId": played.net.run_id, "window": 0})) == 1
+
+
+def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played) -> None:
+    net, loop = played.net, played.loop
+    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
+    assert loop.step()  # submit weights for epoch 0, then finalize (the only validator has submitted)
+    assert not loop.step()  # nothing due: window 1's reveal period is not over
+    submitted = net.sponsor._logs("WeightsSubmitted", {"runId": net.run_id, "epoch": 0})
+    assert len(submitted) == 1
+    info = net.sponsor.epoch_info(net.run_id, 0)
+    assert info.finalized and info.submissions == 1
+    weights = loop.store.epoch_weights(0)
+    assert weights is not None and max(weights, key=lambda t: weights[t]) in played.cids
+    rewards = {t: sum(r["amount_wei"] for r in loop.store.trainer_rewards(t)) for t in played.cids}
+    assert sum(rewards.values()) > 0
+    best = max(weights, key=lambda t: weights[t])
+    assert rewards[best] == max(rewards.values())
+    assert net.sponsor.claimable(net.run_id, best) == rewards[best]
+
+
+CRASH = """
+import os, signal, sys
+from pathlib import Path
+from validator.context import IpfsPayloadFormat, chain_client, ipfs_client, load_run_config, open_run
+from validator.loop import ValidatorLoop, configure_determinism
+from validator.store import ValidatorStore
+rpc, contract, key, block, run_id, api, config_cid, home, point = sys.argv[1:]
+
+def die(*_a, **_k):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "after_record":
+    ValidatorLoop.publish = die
+elif point == "after_pending":
+    original = ValidatorStore.record_pending_tx
+    def record_then_die(self, *a, **k):
+        original(self, *a, **k)
+        die()
+    ValidatorStore.record_pending_tx = record_then_die
+elif point == "after_send":
+    ValidatorStore.mark_published = die
+configure_determinism()
+client = chain_client(rpc, contract, key, int(block))
+blobs = ipfs_client(api)
+config = load_run_config(client, int(run_id), blobs, config_cid)
+ctx = open_run(client, int(run_id), blobs, config, IpfsPayloadFormat(), Path(home) / "datasets")
+store = ValidatorStore(Path(home) / "state.sqlite3")
+ValidatorLoop(ctx, client, store, Path(home) / "state").step()
+print("survived")
+"""
+
+
+@pytest.mark.parametrize(("point", "key_index"), [("after_record", 2), ("after_pending", 3), ("after_send", 9)])
+def test_resume_after_sigkill_publishes_exactly_once_with_the_same_cids(played: Played, point: str,
+                                                                          key_index: int) -> None:
+    net = played.net
+    validator = net.sponsor.with_account(Account.from_key(net.node.private_keys[key_index]))
+    validator.register_validator(net.run_id, 2 * ETH)
+    home = played.tmp / f"crash-{point}"
+    argv = [net.node.rpc_url, net.sponsor.contract.address, validator.account.key.hex(), str(net.sponsor.from_block),
+            str(net.run_id), played.api_url, net.config_cid, str(home), point]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", CRASH, *argv], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+    assert done.returncode == -9, done.stdout + done.stderr
+    NONCES.reset()
+
+    loop = net.loop(validator, home)
+    assert loop.store.window_status(0) == "scored"  # recorded, publish not confirmed
+    loop.step()
+    stored = loop.store.window_report(0)
+    assert stored is not None and stored["status"] == "published"
+    me = validator.address_of_account
+    events = [e for e in net.sponsor._logs("WindowPublished", {"runId": net.run_id, "window": 0})
+              if e["args"]["validator"] == me]
+    assert len(events) == 1
+    reference = played.loop.store.window_report(0)
+    assert reference is not None
+    # Two validators, one killed and restarted, agree byte for byte.
+    assert (stored["model_cid"], stored["report_cid"]) == (reference["model_cid"], reference["report_cid"])
+    pending = loop.store.pending_tx(TX_PUBLISH, "0")
+    assert pending is not None and pending.status == "confirmed"
+    if point != "after_record":
+        assert pending.tx_hash.removeprefix("0x") == events[0]["transactionHash"].hex().removeprefix("0x")
+    loop.store.close()
