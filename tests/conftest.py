@@ -1,0 +1,24 @@
+"""Fixtures shared by every test package: one real IPFS daemon per session (js-ipfs, offline, loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon
+
+
+@pytest.fixture(scope="session")
+def ipfs_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsDaemon]:
+    repo: Path = tmp_path_factory.mktemp("ipfs") / "repo"
+    with IpfsDaemon(repo) as daemon:
+        yield daemon
+
+
+@pytest.fixture()
+def ipfs_client(ipfs_daemon: IpfsDaemon) -> Iterator[IpfsClient]:
+    with IpfsClient(ipfs_daemon.api_url, timeout=10.0, retries=1, backoff=0.05) as client:
+        yield client

@@ -1,0 +1,99 @@
+"""The IPFS client against a real js-ipfs daemon: round trips, CID verification, size caps, failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from ipfs.cid import DagVerifier, content_cid, parse_cid, raw_cid
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon
+from ipfs.errors import CidMismatch, InvalidCid, IpfsTimeout, IpfsUnavailable, PayloadTooLarge
+from trainmarket.process import free_port
+
+
+def test_version_answers(ipfs_client: IpfsClient) -> None:
+    assert ipfs_client.version()
+
+
+@pytest.mark.parametrize("size", [0, 1, 262_144, 262_145, 5_000_000])
+def test_add_cat_round_trip_and_local_cid(ipfs_client: IpfsClient, size: int) -> None:
+    data = os.urandom(size)
+    cid = ipfs_client.add(data)
+    assert cid == content_cid(data)
+    assert cid.startswith("bafkrei" if size <= 262_144 else "bafybei")
+    assert ipfs_client.cat(cid, max_bytes=size) == data
+
+
+def test_multi_level_dag_matches_daemon(ipfs_client: IpfsClient, tmp_path: Path) -> None:
+    # 175 leaves: the first size that needs a second level of dag-pb nodes.
+    data = os.urandom(174 * 262_144 + 1)
+    path = tmp_path / "big.bin"
+    path.write_bytes(data)
+    cid = ipfs_client.add(path)
+    assert cid == content_cid(data)
+    assert ipfs_client.cat(cid, max_bytes=len(data)) == data
+
+
+def test_only_hash_adds_nothing(ipfs_client: IpfsClient) -> None:
+    data = os.urandom(1000)
+    cid = ipfs_client.add(data, only_hash=True)
+    assert cid == raw_cid(data)
+    with pytest.raises(IpfsTimeout):
+        IpfsClient(ipfs_client.api_url, timeout=1.0, retries=0).cat(cid, max_bytes=2000)
+
+
+def test_cat_stops_at_size_limit(ipfs_client: IpfsClient) -> None:
+    data = os.urandom(3_000_000)
+    cid = ipfs_client.add(data)
+    with pytest.raises(PayloadTooLarge) as info:
+        ipfs_client.cat(cid, max_bytes=1_000_000)
+    assert info.value.limit == 1_000_000
+
+
+def test_pin_add_and_rm(ipfs_client: IpfsClient) -> None:
+    cid = ipfs_client.add(b"pinned payload", pin=False)
+    ipfs_client.pin_add(cid)
+    ipfs_client.pin_rm(cid)
+    assert ipfs_client.cat(cid, max_bytes=100) == b"pinned payload"
+
+
+def test_malformed_cid_is_refused_before_asking(ipfs_client: IpfsClient) -> None:
+    for bad in ["", "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG", "bafy!!", "b" + "a" * 100]:
+        with pytest.raises(InvalidCid):
+            ipfs_client.cat(bad, max_bytes=10)
+
+
+def test_verifier_detects_tampered_bytes() -> None:
+    data = os.urandom(600_000)
+    cid = content_cid(data)
+    tampered = bytearray(data)
+    tampered[300_000] ^= 1
+    verifier = DagVerifier()
+    verifier.update(bytes(tampered))
+    assert verifier.cid() != cid
+    codec, digest = parse_cid(cid)
+    assert codec == 0x70 and len(digest) == 32
+
+
+def test_cid_mismatch_error_names_both() -> None:
+    err = CidMismatch("bafkexpected", "bafkactual")
+    assert "bafkexpected" in str(err) and "bafkactual" in str(err)
+
+
+def test_daemon_down_is_a_clear_error() -> None:
+    client = IpfsClient(f"http://127.0.0.1:{free_port()}", timeout=2.0, retries=1, backoff=0.01)
+    with pytest.raises(IpfsUnavailable) as info:
+        client.version()
+    assert "unreachable" in str(info.value)
+
+
+def test_daemon_restarts_on_same_repo(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    with IpfsDaemon(repo) as first:
+        cid = IpfsClient(first.api_url).add(b"survives a restart")
+    with IpfsDaemon(repo) as second:
+        assert IpfsClient(second.api_url).cat(cid, max_bytes=100) == b"survives a restart"
+    assert not second.running
