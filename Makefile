@@ -6,9 +6,15 @@ PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: setup lint test test-fast demo devnet bench clean
+.PHONY: setup chromium lint test test-fast demo devnet bench clean
 
-setup: $(PY_STAMP) $(NPM_STAMP)
+setup: $(PY_STAMP) $(NPM_STAMP) chromium
+
+# The dashboard test drives a real headless Chromium (Debian's package; apt needs root).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (or set TRAINMARKET_SKIP_BROWSER=1)"; fi; }
 
 $(PY_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
