@@ -1,0 +1,87 @@
+"""What a node sends each window, as a pluggable policy. `UpdatePolicy` itself is the honest node: train
+from the latest global model, send the payload as encoded, always reveal. An adversary (demo, tests)
+subclasses it and overrides one hook, so the honest path carries no adversary branches:
+
+    class ZeroUpdate(UpdatePolicy):
+        def make_delta(self, ctx: TrainingContext) -> dict[str, Tensor] | None:
+            return {name: torch.zeros_like(p) for name, p in ctx.base_params().items()}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from contracts.views import TrainingRunViews
+from node.chain_view import base_model_for
+from node.data import BlobStore
+from node.model import GPT
+from node.protocol import RunConfig
+from node.train import InnerLoopConfig, ProgressFn, train_inner
+
+
+@dataclass
+class TrainingContext:
+    """Everything one window's update may be computed from. `model` holds the base model's weights."""
+
+    window: int
+    trainer: str
+    run_id: int
+    config: RunConfig
+    model: GPT
+    base_model_cid: str
+    batches: Tensor  # the trainer's assigned rows for this window, [steps·seqs_per_step, seq_len + 1]
+    device: torch.device
+    views: TrainingRunViews
+    blobs: BlobStore
+    progress: ProgressFn | None = None
+    losses: list[float] = field(default_factory=list)  # filled by train(); reported in the window summary
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def inner_loop_config(self) -> InnerLoopConfig:
+        cfg = self.config
+        return InnerLoopConfig(
+            steps=cfg.inner_steps, lr=cfg.inner_lr, weight_decay=cfg.inner_weight_decay,
+            micro_batch_size=cfg.seqs_per_step,
+        )
+
+    def train(self) -> dict[str, Tensor]:
+        """H AdamW steps on the assigned batches; returns θ_start − θ_end (CPU, float32)."""
+        result = train_inner(self.model, self.batches, self.inner_loop_config(), self.device, self.progress)
+        self.losses = result.losses
+        self.tokens = result.tokens
+        self.seconds = result.seconds
+        return result.pseudo_gradient
+
+    def base_params(self) -> dict[str, Tensor]:
+        """A CPU float32 copy of the base model's parameters (call before train() to see the base)."""
+        return {name: p.detach().float().cpu().clone() for name, p in self.model.named_parameters()}
+
+
+class UpdatePolicy:
+    """The honest node. Each hook is one decision an adversary may make differently."""
+
+    name = "honest"
+
+    def choose_base(self, window: int, published: Mapping[int, str], initial_cid: str) -> str:
+        """The global model to train from: the latest published before `window`, else the initial one."""
+        cid, _ = base_model_for(published, initial_cid, window)
+        return cid
+
+    def make_delta(self, ctx: TrainingContext) -> dict[str, Tensor] | None:
+        """The pseudo-gradient to send for `ctx.window`; None sends nothing this window."""
+        return ctx.train()
+
+    def tamper_payload(self, payload: bytes) -> bytes:
+        """The bytes actually committed and published (honest: the encoded payload, unchanged)."""
+        return payload
+
+    def should_reveal(self, window: int) -> bool:
+        return True
+
+
+HonestPolicy = UpdatePolicy

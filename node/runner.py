@@ -1,0 +1,342 @@
+"""The trainer's window loop. The chain is the clock: the loop polls the block number and acts on window
+boundaries; it never sleeps on wall time as a measure of progress.
+
+Per window w: load the global model (validators' publication, else the run's initial model), let the
+policy make Δ (honest: H AdamW steps on the assigned batches), add error feedback, encode with the run's
+codec, compute the payload's CID locally, journal (payload, salt, commitment) *then* commit; after w
+closes, `ipfs add` + pin the payload and reveal. Every state change is journalled before the transaction
+it enables, and the chain's own commit record is checked before acting, so a node killed at any point
+restarts without committing a window twice or losing a reveal whose period is still open."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from web3.contract.contract import ContractFunction
+from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
+
+from contracts.client import TrainingRunClient, commitment_hash
+from contracts.errors import ChainUnreachable, TransactionFailed
+from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
+from contracts.types import CommitStatus
+from node.chain_view import WindowClock, published_models
+from node.data import Dataset, assigned_batches
+from node.journal import TrainerJournal, WindowEntry
+from node.model import GPT, model_spec, preset_config
+from node.payloads import RunPayloads, payload_cid
+from node.policy import TrainingContext, UpdatePolicy
+from node.protocol import RunConfig
+from node.train import ErrorFeedback
+from trainmarket.errors import TrainmarketError
+
+
+class RunnerError(TrainmarketError):
+    """The loop cannot go on (a published payload whose CID differs from the committed one, …)."""
+
+
+class ContentStore(Protocol):
+    """The IPFS operations the loop needs (ipfs.client.IpfsClient has them)."""
+
+    def add(self, data: bytes, pin: bool = True, only_hash: bool = False) -> str: ...
+
+    def cat(self, cid: str, max_bytes: int) -> bytes: ...
+
+    def pin_add(self, cid: str) -> None: ...
+
+
+class NodeObserver(Protocol):
+    """Progress and per-window outcomes, for a CLI or a test. All methods are optional no-ops in Silent."""
+
+    def training(self, window: int, steps: int) -> None: ...
+
+    def step(self, window: int, step: int, loss: float) -> None: ...
+
+    def committed(self, entry: WindowEntry) -> None: ...
+
+    def revealed(self, entry: WindowEntry) -> None: ...
+
+    def missed(self, entry: WindowEntry) -> None: ...
+
+
+class SilentObserver:
+    def training(self, window: int, steps: int) -> None:
+        pass
+
+    def step(self, window: int, step: int, loss: float) -> None:
+        pass
+
+    def committed(self, entry: WindowEntry) -> None:
+        pass
+
+    def revealed(self, entry: WindowEntry) -> None:
+        pass
+
+    def missed(self, entry: WindowEntry) -> None:
+        pass
+
+
+@dataclass
+class NodeSetup:
+    """A node connected to its run: chain client (with the node's account), storage, checked config, data."""
+
+    client: TrainingRunClient
+    run_id: int
+    config: RunConfig
+    blobs: ContentStore
+    dataset: Dataset
+    home: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def build_model(config: RunConfig) -> GPT:
+    return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
+
+
+class TrainerNode:
+    """One trainer account's loop over one run. `step()` does the next piece of due work; `run()` polls."""
+
+    def __init__(
+        self,
+        setup: NodeSetup,
+        policy: UpdatePolicy | None = None,
+        observer: NodeObserver | None = None,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        self.setup = setup
+        self.client = setup.client
+        self.run_id = setup.run_id
+        self.config = setup.config
+        self.trainer = self.client.address_of_account
+        self.policy = policy or UpdatePolicy()
+        self.observer: NodeObserver = observer or SilentObserver()
+        self.poll_seconds = poll_seconds
+        self.clock = WindowClock.of(self.client.get_run(self.run_id))
+        self.journal = TrainerJournal(setup.home, self.run_id, self.trainer)
+        self.payloads = RunPayloads(self.config)
+        self.model = build_model(self.config)
+        self.spec = model_spec(self.model)
+        self.feedback_path = setup.home / "error_feedback.safetensors"
+        self.feedback = (
+            ErrorFeedback.load(self.feedback_path, self.config.error_feedback_decay)
+            if self.feedback_path.exists()
+            else ErrorFeedback(self.config.error_feedback_decay)
+        )
+        self.initial_cid = self.config.initial_model_cid or self._publish_seeded_model()
+        self._base: tuple[str, dict[str, torch.Tensor]] | None = None
+        self._skipped: set[int] = set()  # windows the policy chose to send nothing for
+
+    # -- the clock ---------------------------------------------------------------------------------------
+
+    def run(
+        self, stop: threading.Event | None = None, windows: int | None = None, until_window: int | None = None
+    ) -> int:
+        """Work until `windows` windows were trained (or window `until_window` is past) and every reveal
+        is settled, or until `stop` is set. Returns the number of windows trained in this call."""
+        stop = stop or threading.Event()
+        trained = 0
+        while not stop.is_set():
+            next_block = self.client.block_number() + 1
+            want_more = (windows is None or trained < windows) and (
+                until_window is None or self.clock.window_of(next_block) <= until_window
+            )
+            did, new_window = self.step(train=want_more)
+            trained += int(new_window)
+            if not want_more and not self.journal.unrevealed():
+                break
+            if not did:
+                stop.wait(self.poll_seconds)
+        return trained
+
+    def step(self, train: bool = True) -> tuple[bool, bool]:
+        """(did something, trained a new window). Settles journalled windows first, then trains the current
+        window if it is neither in the journal nor committed on chain."""
+        next_block = self.client.block_number() + 1
+        for pending in self.journal.unrevealed():
+            if self.advance(pending, next_block):
+                return True, False
+        if not train or next_block < self.clock.start_block:
+            return False, False
+        window = self.clock.window_of(next_block)
+        if (
+            window in self._skipped
+            or self.journal.get(window) is not None
+            or self._chain_status(window) != CommitStatus.NONE
+        ):
+            return False, False
+        entry = self.train_window(window)
+        if entry is None:
+            self._skipped.add(window)
+        else:
+            self.advance(entry, self.client.block_number() + 1)
+        return True, True
+
+    # -- one window --------------------------------------------------------------------------------------
+
+    def train_window(self, window: int) -> WindowEntry | None:
+        """Make, encode and journal window `window`'s update (no transaction). None: the policy sent nothing."""
+        published = published_models(self.client, self.run_id, window)
+        base_cid = self.policy.choose_base(window, published, self.initial_cid)
+        self._load_base(base_cid)
+        cfg = self.config
+        batches = assigned_batches(
+            self.setup.dataset, cfg.run_seed, self.trainer, window, cfg.inner_steps * cfg.seqs_per_step, cfg.seq_len
+        )
+        ctx = TrainingContext(
+            window=window, trainer=self.trainer, run_id=self.run_id, config=cfg, model=self.model,
+            base_model_cid=base_cid, batches=batches, device=self.setup.device, views=self.client,
+            blobs=self.setup.blobs, progress=self._progress(window),
+        )
+        self.observer.training(window, cfg.inner_steps)
+        delta = self.policy.make_delta(ctx)
+        if delta is None:
+            return None
+        acc = self.feedback.accumulate(delta)
+        encoded = self.payloads.encode_contribution(acc, self.trainer, window, base_cid)
+        data = self.policy.tamper_payload(encoded.data)
+        cid = payload_cid(data)
+        salt = secrets.token_bytes(32)
+        loss = sum(ctx.losses) / len(ctx.losses) if ctx.losses else float("nan")
+        entry = self.journal.prepare(window, base_cid, cid, salt, commitment_hash(cid, salt), data, loss)
+        # The residual follows the payload the journal holds; a crash right here loses one window's residual.
+        self.feedback.record(acc, encoded.estimate)
+        self.feedback.save(self.feedback_path)
+        return entry
+
+    def advance(self, entry: WindowEntry, next_block: int) -> bool:
+        """Move one journalled window one step towards revealed (or missed). True if something happened."""
+        window = entry.window
+        status = self._chain_status(window)
+        if next_block >= self.clock.reveal_end(window) and status != CommitStatus.REVEALED:
+            self._missed(window, "reveal period closed" if status == CommitStatus.COMMITTED else "never committed")
+            return True
+        if status == CommitStatus.REVEALED:
+            self.journal.mark_revealed(window)
+            self.observer.revealed(self._entry(window))
+            return True
+        if status == CommitStatus.MISSED:
+            self._missed(window, "reported missed on chain")
+            return True
+        if status == CommitStatus.NONE:
+            return self._commit(entry, next_block)
+        if not entry.committed:
+            self.journal.mark_committed(window)
+            self.observer.committed(self._entry(window))
+        if not self.clock.can_reveal(window, next_block):
+            return False  # committed; the reveal period has not opened yet
+        if not self.policy.should_reveal(window):
+            self._missed(window, f"policy {self.policy.name} withheld the reveal")
+            return True
+        self._reveal(entry)
+        return True
+
+    def _commit(self, entry: WindowEntry, next_block: int) -> bool:
+        window = entry.window
+        if entry.commit_tx and self._tx_in_flight(entry.commit_tx):
+            return False  # a commit sent before a restart is still in the mempool: wait for it
+        if not self.clock.can_commit(window, next_block):
+            if next_block >= self.clock.end(window):
+                self._missed(window, "window closed before the commit was sent")
+                return True
+            return False
+        call = self.client.contract.functions.commit(self.run_id, window, bytes.fromhex(entry.commitment_hex))
+        self._send(call, "commit", lambda tx: self.journal.mark_commit_sent(window, tx))
+        self.journal.mark_committed(window)
+        self.observer.committed(self._entry(window))
+        return True
+
+    def _reveal(self, entry: WindowEntry) -> None:
+        window = entry.window
+        data = self.journal.read_payload(window)
+        cid = self.setup.blobs.add(data, pin=True)
+        if cid != entry.cid:
+            raise RunnerError(f"window {window}: IPFS stored the payload as {cid}, the commitment is for {entry.cid}")
+        self.setup.blobs.pin_add(cid)
+        call = self.client.contract.functions.reveal(self.run_id, window, cid, bytes.fromhex(entry.salt_hex))
+        self._send(call, "reveal", lambda tx: self.journal.mark_reveal_sent(window, tx))
+        self.journal.mark_revealed(window)
+        self.observer.revealed(self._entry(window))
+
+    def _missed(self, window: int, note: str) -> None:
+        self.journal.mark_missed(window, note)
+        self.observer.missed(self._entry(window))
+
+    def _entry(self, window: int) -> WindowEntry:
+        entry = self.journal.get(window)
+        assert entry is not None
+        return entry
+
+    # -- models ------------------------------------------------------------------------------------------
+
+    def _publish_seeded_model(self) -> str:
+        """No initial model in the config: the seeded one, published (byte-identical on every node)."""
+        params = {name: p.detach().float().cpu() for name, p in build_model(self.config).named_parameters()}
+        return self.setup.blobs.add(self.payloads.encode_model(params), pin=True)
+
+    def _load_base(self, cid: str) -> None:
+        """Put the global model `cid` into self.model (fetched once per CID, CID-verified, shape-checked)."""
+        if self._base is None or self._base[0] != cid:
+            data = self.setup.blobs.cat(cid, self.config.max_model_bytes)
+            self._base = (cid, self.payloads.decode_model(data, self.spec))
+        params = self._base[1]
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                p.copy_(params[name].to(p.device, p.dtype))
+
+    def _progress(self, window: int) -> Callable[[int, float], None]:
+        return lambda step, loss: self.observer.step(window, step, loss)
+
+    # -- chain -------------------------------------------------------------------------------------------
+
+    def _chain_status(self, window: int) -> CommitStatus:
+        _, status = self.client.commitment_of(self.run_id, window, self.trainer)
+        return status
+
+    def _send(self, call: ContractFunction, name: str, record: Callable[[str], None]) -> str:
+        """Sign, journal the tx hash, broadcast, await. Reverts surface (decoded) from the estimate."""
+        web3 = self.client.web3
+        raw = self.client.signed(call, name)
+        tx_hash = "0x" + web3.keccak(raw).hex().removeprefix("0x")
+        record(tx_hash)
+        try:
+            web3.eth.send_raw_transaction(raw)
+            receipt = web3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05  # type: ignore[arg-type]
+            )
+        except TimeExhausted as err:
+            NONCES.forget(web3, self.trainer)
+            raise TransactionFailed(name, tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s") from err
+        except OSError as err:
+            NONCES.forget(web3, self.trainer)
+            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
+        except Web3Exception as err:
+            NONCES.forget(web3, self.trainer)
+            raise TransactionFailed(name, tx_hash, str(err)) from err
+        if receipt["status"] != 1:
+            NONCES.forget(web3, self.trainer)
+            raise TransactionFailed(name, tx_hash, "reverted on chain")
+        return tx_hash
+
+    def _tx_in_flight(self, tx_hash: str) -> bool:
+        """True while `tx_hash` waits in the mempool. False when it was mined (its effect, if any, is in the
+        commit status already) or the chain never saw it (killed before the broadcast): sending is safe."""
+        web3 = self.client.web3
+        try:
+            web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            return False
+        except TransactionNotFound:
+            try:
+                web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+                return True
+            except TransactionNotFound:
+                return False
+        except (OSError, Web3Exception) as err:
+            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
+
+    def close(self) -> None:
+        self.journal.close()
