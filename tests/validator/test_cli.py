@@ -1,0 +1,41 @@
+"""`trainmarket validator …` argument handling: the subcommands exist, and setup mistakes are one plain
+sentence with exit code 2 (no traceback, no network needed to report them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trainmarket.cli import build_parser, main
+
+
+def test_validator_subcommands_are_registered() -> None:
+    parser = build_parser()
+    for action in ("register", "run", "serve", "audit"):
+        args = parser.parse_args(["validator", action, "--window", "1"] if action == "audit" else
+                                 ["validator", action, "--stake-eth", "2"] if action == "register" else
+                                 ["validator", action])
+        assert callable(args.func)
+
+
+def test_audit_requires_a_window(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["validator", "audit"])
+    assert info.value.code == 2 and "--window" in capsys.readouterr().err
+
+
+def test_missing_deployment_file_is_a_plain_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["validator", "register", "--stake-eth", "2", "--deployment", str(tmp_path / "none.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: no deployment file") and "Traceback" not in err
+
+
+def test_missing_key_is_a_plain_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv("TRAINMARKET_VALIDATOR_KEY", raising=False)
+    deployment = tmp_path / "deployment.json"
+    deployment.write_text(json.dumps({"address": "0x" + "11" * 20, "block": 1, "rpc_url": "http://127.0.0.1:9"}))
+    code = main(["validator", "register", "--stake-eth", "2", "--deployment", str(deployment)])
+    assert code == 2 and "no validator key" in capsys.readouterr().err

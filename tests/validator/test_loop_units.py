@@ -1,0 +1,100 @@
+"""Pure parts of the loop and the audit on hand-made inputs: which base models a window accepts, which model
+it is evaluated against, reading a signed tx's nonce and hash, and the report comparison the audit prints."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from eth_account import Account
+
+from validator.audit import AuditResult, compare_reports, render
+from validator.chain_io import nonce_of, tx_hash_of
+from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
+from validator.window_inputs import allowed_base_models, current_base_model
+
+KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+
+
+def test_initial_model_is_allowed_until_enough_models_exist() -> None:
+    assert allowed_base_models({}, "init", 0, 2) == {"init"}
+    assert allowed_base_models({0: "m0"}, "init", 1, 2) == {"init", "m0"}
+    assert allowed_base_models({0: "m0", 1: "m1"}, "init", 2, 2) == {"m0", "m1"}
+    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2"}, "init", 3, 2) == {"m1", "m2"}
+
+
+def test_models_of_later_windows_are_never_allowed_bases() -> None:
+    history = {0: "m0", 1: "m1", 2: "m2"}
+    assert allowed_base_models(history, "init", 2, 2) == {"m0", "m1"}
+    assert current_base_model(history, "init", 2) == "m1"
+    assert current_base_model(history, "init", 0) == "init"
+    assert current_base_model({0: "m0"}, "init", 5) == "m0"  # the most recent one produced
+
+
+@pytest.mark.parametrize("typed", [False, True])
+def test_nonce_and_hash_of_a_signed_transaction(typed: bool) -> None:
+    tx: dict[str, object] = {"to": "0x" + "11" * 20, "value": 1, "gas": 21000, "nonce": 47, "chainId": 31337}
+    if typed:
+        tx.update(maxFeePerGas=2 * 10**9, maxPriorityFeePerGas=10**9, type=2)
+    else:
+        tx["gasPrice"] = 10**9
+    signed = Account.from_key(KEY).sign_transaction(tx)
+    raw = bytes(signed.raw_transaction)
+    assert nonce_of(raw) == 47
+    assert tx_hash_of(raw) == "0x" + bytes(signed.hash).hex()
+
+
+def _score(trainer: str, s_i: float) -> ContributionScore:
+    return ContributionScore(
+        trainer=trainer, cid=f"bafk{trainer}", loss_before_own=5.0, loss_after_own=4.9, loss_before_random=5.0,
+        loss_after_random=5.0 - s_i * 5, s_i=s_i, own_gain=0.02, random_gain=s_i, b_i=1, binary_avg=0.05,
+        mu=25.0, sigma=8.0, ordinal=1.0, sync=1.0, penalty=1.0, final=0.05, weight=0.5,
+    )
+
+
+def _report() -> WindowReport:
+    return WindowReport(
+        window=3,
+        inputs=WindowReportInputs(cids={"0xa": "bafka", "0xb": "bafkb"}, block_hash="0x00", base_model_cid="bafkm",
+                                  eval_step_size=1.0, strategy={"aggregator": "median_norm_clip_mean"}),
+        scores=(_score("0xa", 0.01), _score("0xb", 0.02)),
+        rejections=(Rejection("0xc", 3, RejectReason.MALFORMED, "undecodable", "bafkc"),),
+        accepted=("0xa", "0xb"),
+        aggregate=AggregateInfo(method="m", contributors=("0xa", "0xb"), clip_norm=1.0, update_norm=0.5,
+                                learning_rate=0.7),
+        model_cid="bafknew",
+    )
+
+
+def test_identical_reports_match_in_every_number() -> None:
+    checks = compare_reports(_report(), _report())
+    assert checks and all(c.ok for c in checks)
+    assert "scores.0xb.s_i" in {c.path for c in checks}
+
+
+def test_an_edited_score_is_the_only_mismatch() -> None:
+    published = _report()
+    edited = replace(published, scores=(published.scores[0], replace(published.scores[1], weight=0.9)))
+    bad = [c for c in compare_reports(edited, published) if not c.ok]
+    assert [(c.path, c.published, c.recomputed) for c in bad] == [("scores.0xb.weight", 0.9, 0.5)]
+
+
+def test_missing_entries_and_changed_strings_are_mismatches() -> None:
+    published = _report()
+    dropped = replace(published, scores=published.scores[:1], model_cid="bafkother")
+    bad = {c.path for c in compare_reports(dropped, published) if not c.ok}
+    assert "model_cid" in bad and "scores.0xb.s_i" in bad
+
+
+def test_float_tolerance_is_relative() -> None:
+    published = _report()
+    nudged = replace(published, scores=(replace(published.scores[0], s_i=0.01 * (1 + 1e-12)), published.scores[1]))
+    assert all(c.ok for c in compare_reports(nudged, published, rtol=1e-9))
+    assert not all(c.ok for c in compare_reports(nudged, published, rtol=0.0, atol=0.0))
+
+
+def test_render_states_the_verdict() -> None:
+    checks = tuple(compare_reports(replace(_report(), window=4), _report()))
+    text = render(AuditResult(3, "0xv", 0, checks), only_mismatches=True)
+    assert text.splitlines()[0].startswith("MISMATCH window")
+    assert text.endswith("FAIL (1 mismatches)")
