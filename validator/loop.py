@@ -29,7 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ContractReverted
+from contracts.errors import ChainUnreachable, ContractReverted
+from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
 from validator.aggregate import MedianNormClipMean
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 EVAL_THREADS = 2  # fixed so that two validators (and an auditor) sum floats in the same order
 KEEP_STATE_FILES = 3
+TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout)
 
 
 class LoopError(ValidatorError):
@@ -111,9 +113,15 @@ class ValidatorLoop:
     # -- the clock ---------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, poll_seconds: float = 0.5) -> None:
-        """Work until `stop` is set; waits between polls only when nothing was due."""
+        """Work until `stop` is set; waits between polls only when nothing was due. An unreachable chain or
+        IPFS daemon is waited out (the step is retried from the stored state); any other error ends the run."""
         while not stop.is_set():
-            if not self.step():
+            try:
+                busy = self.step()
+            except TRANSIENT as err:
+                log.warning("retrying after a transient failure: %s", err)
+                busy = False
+            if not busy:
                 stop.wait(poll_seconds)
 
     def step(self) -> bool:
@@ -169,14 +177,14 @@ class ValidatorLoop:
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, canonical)
         loss = self.global_loss(canonical, gathered)
+        self.store.set_value(f"window:{window}:stats", json.dumps(
+            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
         self.store.record_window(
             window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
             {s.trainer: {"mu": s.mu, "sigma": s.sigma, "B": s.binary_avg, "last_window": window}
              for s in report.scores},
             loss,
         )
-        self.store.set_value(f"window_stats:{window}", json.dumps(
-            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
         log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
                  len(report.rejections), model_cid)
         self.publish(window)

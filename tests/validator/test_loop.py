@@ -183,3 +183,21 @@ def test_resume_after_sigkill_publishes_exactly_once_with_the_same_cids(played: 
     if point != "after_record":
         assert pending.tx_hash.removeprefix("0x") == events[0]["transactionHash"].hex().removeprefix("0x")
     loop.store.close()
+
+
+def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
+    """What `validator serve` does: the loop in the app's background thread, the state over HTTP."""
+    import httpx
+
+    from trainmarket.process import free_port
+    from validator.service import ServiceSettings, create_app, running_service
+
+    loop = played.loop
+    settings = ServiceSettings(port=free_port(), db_path=loop.store.path)
+    app = create_app(loop.store, settings, background=lambda stop: loop.run(stop, poll_seconds=0.05))
+    with running_service(app, settings) as url:
+        health = httpx.get(f"{url}/health").json()
+        window = httpx.get(f"{url}/windows/0").json()
+    assert health["loop"] == "running" and health["last_processed_window"] == 0, health
+    stored = loop.store.window_report(0)
+    assert stored is not None and window["status"] == "published" and window["model_cid"] == stored["model_cid"]
