@@ -85,3 +85,6 @@ class UpdatePolicy:
 
 
 HonestPolicy = UpdatePolicy
+
+# `trainmarket node run --policy NAME`; the demo registers its adversaries here.
+POLICIES: dict[str, type[UpdatePolicy]] = {"honest": UpdatePolicy}

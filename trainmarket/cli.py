@@ -13,6 +13,7 @@ from trainmarket.errors import TrainmarketError
 # Modules that define `add_commands(subparsers: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [
     "trainmarket.devnet",
+    "node.cli",
     "validator.cli",
 ]
 
