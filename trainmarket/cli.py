@@ -15,6 +15,7 @@ COMMAND_MODULES: list[str] = [
     "trainmarket.devnet",
     "node.cli",
     "validator.cli",
+    "trainmarket.demo.cli",
 ]
 
 

@@ -113,10 +113,7 @@ def run_devnet(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
-    for name, help_text in (
-        ("devnet", "start Anvil, deploy TrainingRun, create and fund a demo run"),
-        ("demo", "for now the same as `devnet` (the full demo replaces it)"),
-    ):
+    for name, help_text in (("devnet", "start Anvil, deploy TrainingRun, create and fund a demo run"),):
         parser = sub.add_parser(name, help=help_text)
         parser.add_argument("--hold", action="store_true", help="keep the chain up until Ctrl-C")
         parser.add_argument("--port", type=int, default=None, help="RPC port (default: a free one)")

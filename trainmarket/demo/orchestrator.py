@@ -1,0 +1,243 @@
+"""`make demo`: chain, IPFS, contracts, two validators and a crowd of honest and adversarial trainers as
+separate processes, driven through windows and epochs; then everyone claims and the report says who got
+paid and why. Every process is stopped on the way out, on success, Ctrl-C or a crash of any part."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+from web3 import Web3
+
+from contracts.anvil import AnvilNode
+from contracts.client import TrainingRunClient
+from contracts.deploy import deploy
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
+from node.data import fetch_dataset
+from node.protocol import RunConfig
+from trainmarket.demo.network import ETH, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.outcome import collect_outcome
+from trainmarket.demo.report import write_report
+from trainmarket.errors import TrainmarketError
+from trainmarket.process import ManagedProcess, free_port, port_open
+
+POOL = 200 * ETH
+
+
+@dataclass
+class DemoSettings:
+    """What `make demo` runs; the defaults finish in a few minutes on 2 CPU cores."""
+
+    honest: int = 5
+    sybils: int = 3
+    adversaries: tuple[str, ...] = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")
+    epochs: int = 2
+    windows_per_epoch: int = 3
+    window_blocks: int = 24
+    reveal_blocks: int = 8
+    block_seconds: float = 1.0
+    model: str = "tiny"
+    device: str = "cpu"
+    corpus_bytes: int = 4_000_000
+    out_dir: Path = field(default_factory=lambda: Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
+    config: RunConfig = field(default_factory=lambda: RunConfig(seq_len=64, inner_steps=12, seqs_per_step=8,
+                                                                inner_lr=4e-3, eval_own_seqs=4, eval_random_seqs=16))
+    quiet: bool = False
+
+    @property
+    def windows(self) -> int:
+        return self.epochs * self.windows_per_epoch
+
+
+class DemoFailed(TrainmarketError):
+    """A part of the demo died or the run did not settle in time."""
+
+
+def _say(settings: DemoSettings, text: str) -> None:
+    if not settings.quiet:
+        print(text, flush=True)
+
+
+class Demo:
+    """Owns every process it starts; `close()` stops them all, whatever state the demo is in."""
+
+    def __init__(self, settings: DemoSettings) -> None:
+        self.s = settings
+        self.out = settings.out_dir.resolve()
+        self.logs = self.out / "logs"
+        self.processes: list[ManagedProcess] = []
+        self.ipfs: IpfsDaemon | None = None
+        self.chain: AnvilNode | None = None
+
+    def close(self) -> None:
+        for proc in reversed(self.processes):
+            proc.stop(grace=3.0)
+        if self.chain is not None:
+            self.chain.stop()
+        if self.ipfs is not None:
+            self.ipfs.stop()
+
+    # -- setup -----------------------------------------------------------------------------------------------
+
+    def start_storage(self) -> IpfsClient:
+        api = ipfs_api_from_env()
+        if api is None:
+            self.ipfs = IpfsDaemon(self.out / "ipfs").start()
+            api = self.ipfs.api_url
+        _say(self.s, f"IPFS daemon at {api}")
+        return IpfsClient(api, timeout=60.0)
+
+    def start_chain(self) -> TrainingRunClient:
+        # Automine while setting up (each setup tx mines at once); interval mining starts with the windows.
+        self.chain = AnvilNode(log_path=self.logs / "anvil.log").start()
+        web3 = Web3(Web3.HTTPProvider(self.chain.rpc_url))
+        from eth_account import Account
+
+        sponsor = Account.from_key(self.chain.private_keys[0])
+        deployment = deploy(web3, sponsor)
+        _say(self.s, f"Anvil at {self.chain.rpc_url}; TrainingRun deployed at {deployment.address}")
+        return TrainingRunClient(web3, deployment.address, sponsor, deployment.block)
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str], ready: Any = None) -> ManagedProcess:
+        proc = ManagedProcess(name, [sys.executable, *argv], self.logs / f"{name}.log", ready or (lambda: True),
+                              env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}, start_timeout=120)
+        self.processes.append(proc)
+        return proc.start()
+
+    def wait_ready(self, checks: dict[str, Any], timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        pending = dict(checks)
+        while pending:
+            for proc in self.processes:
+                if not proc.running:
+                    raise DemoFailed(f"{proc.name} exited during start-up; see {proc.log_path}")
+            pending = {k: v for k, v in pending.items() if not v()}
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"not ready after {timeout:.0f}s: {', '.join(sorted(pending))}")
+            time.sleep(0.5)
+
+    # -- the run ---------------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        s = self.s
+        self.out.mkdir(parents=True, exist_ok=True)
+        blobs = self.start_storage()
+        _say(s, "building the dataset from the Python standard library and publishing it to IPFS …")
+        base = s.config.model_copy(update={"model_preset": s.model})
+        config, config_cid = publish_run_config(blobs, base, s.corpus_bytes)
+        fetch_dataset(blobs, config.dataset_cid, self.out / "cache")  # warm the shared cache once
+        sponsor = self.start_chain()
+        assert self.chain is not None
+        params = run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch)
+        run_id = sponsor.create_run(params, POOL)
+        people = participants(s.honest, s.sybils, s.adversaries)
+        validators = [sponsor.with_account(self._dev_account(i)) for i in (1, 2)]
+        for p in people:
+            self.chain.set_balance(p.address, 100 * ETH)
+            sponsor.with_account(p.account).register_trainer(run_id, 2 * ETH)
+        for v in validators:
+            v.register_validator(run_id, 10 * ETH)
+        deployment = self.out / "deployment.json"
+        write_deployment(deployment, {
+            "address": sponsor.contract.address, "block": sponsor.from_block, "rpc_url": self.chain.rpc_url,
+            "chain_id": 31337, "run_id": run_id, "config_cid": config_cid,
+        })
+        current = sponsor.current_window(run_id)
+        first = -(-(current + 1) // s.windows_per_epoch) * s.windows_per_epoch  # first window of a fresh epoch
+        last = first + s.windows - 1
+        _say(s, f"run {run_id}: {len(people)} trainers, 2 validators, windows {first}..{last} "
+                f"({s.window_blocks} blocks each, {s.reveal_blocks} to reveal), epochs {first // s.windows_per_epoch}"
+                f"..{last // s.windows_per_epoch}; config {config_cid}")
+        api = blobs.api_url
+        ports = [free_port(), free_port()]
+        for i, (v, port) in enumerate(zip(validators, ports, strict=True)):
+            self.spawn(f"validator-{i}", ["-m", "trainmarket.cli", "validator", "serve", "--deployment",
+                                          str(deployment), "--ipfs-api", api, "--port", str(port),
+                                          "--start-window", str(first), "--home", str(self.out / f"validator-{i}"),
+                                          "--device", s.device, "--poll-seconds", "0.5"],
+                       {"TRAINMARKET_VALIDATOR_KEY": v.account.key.hex(),
+                        "TRAINMARKET_HOME": str(self.out / "home")},
+                       ready=lambda port=port: port_open(port))
+            _say(s, f"validator-{i} {v.address_of_account}: dashboard at http://127.0.0.1:{port}/")
+        ready_files: dict[str, Any] = {}
+        for p in people:
+            home = self.out / "trainers" / p.name
+            home.mkdir(parents=True, exist_ok=True)
+            argv = ["-m", "trainmarket.demo.participant", "--deployment", str(deployment), "--ipfs-api", api,
+                    "--home", str(home), "--cache", str(self.out / "cache"), "--role", p.role,
+                    "--first-window", str(first), "--last-window", str(last),
+                    "--sybil-leader", p.sybil_leader, "--sybil-member", str(p.sybil_member)]
+            self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
+                                      "TRAINMARKET_HOME": str(self.out / "home")})
+            ready_files[p.name] = lambda home=home: (home / "ready").exists()
+        _say(s, f"waiting for {len(people)} trainer processes to load the model and data …")
+        self.wait_ready(ready_files)
+        self.chain.rpc("evm_setIntervalMining", [s.block_seconds])
+        _say(s, "chain clock started: one block every "
+                f"{s.block_seconds:g}s")
+        self.watch(sponsor, run_id, first, last, ports)
+        outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL)
+        report = write_report(outcome, self.out)
+        _say(s, (self.out / "report.md").read_text())
+        return report
+
+    def _dev_account(self, index: int) -> Any:
+        from eth_account import Account
+
+        assert self.chain is not None
+        return Account.from_key(self.chain.private_keys[index])
+
+    def watch(self, views: TrainingRunClient, run_id: int, first: int, last: int, ports: list[int]) -> None:
+        """Print a line per window as it is published, until the last epoch is finalised."""
+        s = self.s
+        last_epoch = last // s.windows_per_epoch
+        shown = first - 1
+        bounds = views.window_bounds(run_id, last)
+        deadline_block = bounds.reveal_end + 4 * s.window_blocks + 60
+        while True:
+            for proc in self.processes:
+                if not proc.running and proc.name.startswith("validator"):
+                    raise DemoFailed(f"{proc.name} died; see {proc.log_path}")
+            while shown < last and len(views.publications(run_id, shown + 1)) >= 2:
+                shown += 1
+                self._window_line(views, run_id, shown, ports[0])
+            if views.epoch_info(run_id, last_epoch).finalized:
+                _say(s, f"epoch {last_epoch} finalised")
+                return
+            if views.block_number() > deadline_block:
+                raise DemoFailed(f"the run did not settle by block {deadline_block}; logs in {self.logs}")
+            time.sleep(1.0)
+
+    def _window_line(self, views: TrainingRunClient, run_id: int, window: int, port: int) -> None:
+        pubs = views.publications(run_id, window)
+        agree = len({(p.model_cid, p.report_cid) for p in pubs.values()}) == 1
+        loss = "?"
+        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+            points = httpx.get(f"http://127.0.0.1:{port}/loss", timeout=5).json()
+            loss = f"{next(p['loss'] for p in points if p['window'] == window):.4f}"
+        commits = len(views.commits(run_id, window))
+        reveals = len(views.reveals(run_id, window))
+        _say(self.s, f"window {window}: {commits} commits, {reveals} reveals, global loss {loss}, "
+                     f"validators {'agree' if agree else 'DISAGREE'}")
+
+
+def run_demo(settings: DemoSettings) -> Path:
+    demo = Demo(settings)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return demo.run()
+    finally:
+        demo.close()
+        signal.signal(signal.SIGTERM, previous)

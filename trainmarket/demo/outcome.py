@@ -1,0 +1,86 @@
+"""After the run: everyone claims, then the chain and the validators' APIs are read into a DemoOutcome.
+Rewards come from the chain (what was actually paid), ratings and rejections from the validators."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from contracts.client import TrainingRunClient
+from trainmarket.demo.network import Participant
+from trainmarket.demo.report import DemoOutcome, TrainerOutcome
+
+
+def _get(port: int, path: str) -> Any:
+    response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def claim_all(views: TrainingRunClient, run_id: int, people: list[Participant]) -> dict[str, int]:
+    """Every trainer claims what it is due (pull payment); returns wei paid per address."""
+    paid: dict[str, int] = {}
+    for p in people:
+        client = views.with_account(p.account)
+        due = client.claimable(run_id, p.address)
+        paid[p.address.lower()] = client.claim(run_id) if due else 0
+    return paid
+
+
+def rewards_by_epoch(views: TrainingRunClient, run_id: int, epochs: range) -> dict[str, list[int]]:
+    """Per trainer address, the wei it earned in each epoch (consensus weight × reward per weight)."""
+    trainers = views.trainers(run_id)
+    out: dict[str, list[int]] = {t.lower(): [] for t in trainers}
+    for epoch in epochs:
+        info = views.epoch_info(run_id, epoch)
+        for index, trainer in enumerate(trainers):
+            out[trainer.lower()].append(views.consensus_weight(run_id, epoch, index) * info.reward_per_weight)
+    return out
+
+
+def collect_outcome(
+    views: TrainingRunClient, run_id: int, people: list[Participant], validators: list[TrainingRunClient],
+    ports: list[int], first: int, last: int, windows_per_epoch: int, pool_deposited: int,
+) -> DemoOutcome:
+    paid = claim_all(views, run_id, people)
+    validators_paid = 0
+    for v in validators:
+        if v.claimable(run_id, v.address_of_account):
+            validators_paid += v.claim(run_id)
+    epochs = range(first // windows_per_epoch, last // windows_per_epoch + 1)
+    per_epoch = rewards_by_epoch(views, run_id, epochs)
+    board = {row["trainer"].lower(): row for row in _get(ports[0], "/leaderboard")}
+    losses = {int(p["window"]): float(p["loss"]) for p in _get(ports[0], "/loss")}
+    rejections = [
+        {"trainer": r["trainer"].lower(), "window": int(r["window"]), "reason": r["reason"], "detail": r["detail"]}
+        for r in _get(ports[0], "/rejections?limit=10000")
+    ]
+    names = {p.address.lower(): p.name for p in people}
+    for r in rejections:
+        r["name"] = names.get(r["trainer"], r["trainer"])
+    agree = all(
+        len({(pub.model_cid, pub.report_cid) for pub in views.publications(run_id, w).values()}) == 1
+        for w in range(first, last + 1)
+    )
+    trainers = []
+    for p in people:
+        info = views.trainer_info(run_id, p.address)
+        row = board.get(p.address.lower())
+        trainers.append(TrainerOutcome(
+            name=p.name, role=p.role, address=p.address, honest=p.honest, claimed_wei=paid[p.address.lower()],
+            stake_left_wei=info.stake, rating_ordinal=None if row is None else float(row["ordinal"]),
+            last_weight=None if row is None else float(row["total_weight"]), slashed=info.slashed,
+        ))
+    return DemoOutcome(
+        trainers=trainers,
+        loss_by_window={w: losses[w] for w in sorted(losses) if first <= w <= last},
+        rejections=sorted(rejections, key=lambda r: (r["window"], r["name"])),
+        rewards_by_epoch={names[a]: v for a, v in per_epoch.items() if a in names},
+        pool_deposited_wei=pool_deposited,
+        pool_left_wei=views.get_run(run_id).pool,
+        validators_claimed_wei=validators_paid,
+        validators_agree=agree,
+        windows=last - first + 1,
+        epochs=len(epochs),
+    )
