@@ -15,6 +15,7 @@ from eth_utils import keccak
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from node.data import build_dataset, collect_text, publish_dataset
+from node.model import model_spec
 from node.payloads import RunPayloads
 from node.protocol import RunConfig
 from node.runner import build_model
@@ -75,8 +76,10 @@ def publish_run_config(blobs: IpfsClient, base: RunConfig, corpus_bytes: int) ->
     built = build_dataset(demo_corpus(corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1)
     dataset_cid = publish_dataset(blobs, built)
     config = base.model_copy(update={"dataset_cid": dataset_cid})
-    params = {name: p.detach().float().cpu() for name, p in build_model(config).named_parameters()}
-    initial_cid = blobs.add(RunPayloads(config).encode_model(params))
+    model = build_model(config)
+    params = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
+    # The initial model exists before the run (its CID is part of the config the run fixes): run id 0.
+    initial_cid = blobs.add(RunPayloads(config, 0, model_spec(model)).encode_initial_model(params))
     config = config.model_copy(update={"initial_model_cid": initial_cid})
     return config, blobs.add(config.to_json_bytes())
 
