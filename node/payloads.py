@@ -1,23 +1,19 @@
 """The trainer's side of the payload format (ipfs/payload.py, ipfs/codecs.py): encode a contribution
-with the run's codec, decode a global model fetched by CID, and the CID a payload will have — computed
-locally, so the commitment can be made before anything is published."""
+with the run's codec, decode a global model fetched by CID, and the CID a payload will have before it is
+published (so the commitment can go on chain first)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from torch import Tensor
 
-from ipfs.cid import content_cid
+from ipfs.codecs import codec_from
+from ipfs.payload import Manifest, decode_model, encode_contribution, encode_model
+from ipfs.unixfs import file_cid
 from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError
 
 ModelSpec = dict[str, tuple[tuple[int, ...], str]]
-
-
-class PayloadFormatMissing(TrainmarketError):
-    """The payload/codec modules of ipfs/ cannot be imported."""
 
 
 @dataclass(frozen=True)
@@ -29,30 +25,36 @@ class EncodedUpdate:
 class RunPayloads:
     """The run's codec and payload format, bound to its config."""
 
-    def __init__(self, config: RunConfig) -> None:
-        try:
-            from ipfs import codecs, payload
-        except ImportError as err:
-            raise PayloadFormatMissing(f"the payload format in ipfs/ is not available: {err}") from err
-        self._payload: Any = payload
+    def __init__(self, config: RunConfig, run_id: int, spec: ModelSpec) -> None:
         self.config = config
-        self.codec = codecs.codec_from(config.codec, dict(config.codec_params))
-        self.errors: tuple[type[Exception], ...] = (payload.PayloadError,)
+        self.run_id = run_id
+        self.spec = spec
+        self.codec = codec_from(config.codec, dict(config.codec_params))
 
     def encode_contribution(
         self, acc: dict[str, Tensor], trainer: str, window: int, base_model_cid: str
     ) -> EncodedUpdate:
-        manifest = self._payload.Manifest(trainer=trainer.lower(), window=window, base_model_cid=base_model_cid)
-        encoded = self._payload.encode_contribution(acc, self.codec, manifest)
+        manifest = Manifest(
+            kind="contribution", run_id=self.run_id, window=window, trainer=trainer, base_model_cid=base_model_cid,
+            codec=self.codec.name, codec_params=self.codec.params(), spec=self.spec,
+        )
+        encoded = encode_contribution(acc, self.codec, manifest)
         return EncodedUpdate(data=bytes(encoded.data), estimate=dict(encoded.estimate))
 
-    def encode_model(self, params: dict[str, Tensor]) -> bytes:
-        return bytes(self._payload.encode_model(params))
+    def encode_initial_model(self, params: dict[str, Tensor]) -> bytes:
+        """The seeded initial model, for runs whose config names none (normally the sponsor publishes it)."""
+        manifest = Manifest(
+            kind="model", run_id=self.run_id, window=0, trainer="", base_model_cid="", codec="", spec=self.spec
+        )
+        return encode_model(params, manifest)
 
-    def decode_model(self, data: bytes, spec: ModelSpec) -> dict[str, Tensor]:
-        return dict(self._payload.decode_model(data, spec, self.config.max_model_bytes))
+    def decode_model(self, data: bytes) -> dict[str, Tensor]:
+        """A global model fetched from the network: size-capped, header pre-parsed, shapes and finiteness checked."""
+        _, params = decode_model(data, self.spec, self.config.max_model_bytes)
+        return params
 
 
 def payload_cid(data: bytes) -> str:
-    """The CID `ipfs add` (CIDv1, raw leaves, 256 KiB chunks) will report for `data`."""
-    return content_cid(data)
+    """The CID `ipfs add` will report for `data` (CIDv1, raw leaves, the project's fixed chunker), computed
+    locally: the commitment must exist before anything is published."""
+    return file_cid(data)

@@ -43,7 +43,7 @@ class RunnerError(TrainmarketError):
 class ContentStore(Protocol):
     """The IPFS operations the loop needs (ipfs.client.IpfsClient has them)."""
 
-    def add(self, data: bytes, pin: bool = True, only_hash: bool = False) -> str: ...
+    def add(self, data: bytes, pin: bool = True) -> str: ...
 
     def cat(self, cid: str, max_bytes: int) -> bytes: ...
 
@@ -118,9 +118,9 @@ class TrainerNode:
         self.poll_seconds = poll_seconds
         self.clock = WindowClock.of(self.client.get_run(self.run_id))
         self.journal = TrainerJournal(setup.home, self.run_id, self.trainer)
-        self.payloads = RunPayloads(self.config)
         self.model = build_model(self.config)
         self.spec = model_spec(self.model)
+        self.payloads = RunPayloads(self.config, self.run_id, self.spec)
         self.feedback_path = setup.home / "error_feedback.safetensors"
         self.feedback = (
             ErrorFeedback.load(self.feedback_path, self.config.error_feedback_decay)
@@ -276,13 +276,13 @@ class TrainerNode:
     def _publish_seeded_model(self) -> str:
         """No initial model in the config: the seeded one, published (byte-identical on every node)."""
         params = {name: p.detach().float().cpu() for name, p in build_model(self.config).named_parameters()}
-        return self.setup.blobs.add(self.payloads.encode_model(params), pin=True)
+        return self.setup.blobs.add(self.payloads.encode_initial_model(params), pin=True)
 
     def _load_base(self, cid: str) -> None:
         """Put the global model `cid` into self.model (fetched once per CID, CID-verified, shape-checked)."""
         if self._base is None or self._base[0] != cid:
             data = self.setup.blobs.cat(cid, self.config.max_model_bytes)
-            self._base = (cid, self.payloads.decode_model(data, self.spec))
+            self._base = (cid, self.payloads.decode_model(data))
         params = self._base[1]
         with torch.no_grad():
             for name, p in self.model.named_parameters():
