@@ -154,7 +154,7 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
         gathered = gather_window(ctx, w, base, params, allowed)
         result, new_params, state = strategy.score_window(gathered.inputs, state)
         params = sorted_params(new_params)
-        model_cid = ctx.blobs.add(ctx.payloads.encode_model(params))
+        model_cid = ctx.blobs.add(ctx.payloads.encode_model(params, w, base))
         history[w] = model_cid
         on_chain = _publication(ctx, w, validator)
         if on_chain is not None and w < window:

@@ -87,11 +87,11 @@ def _connect(args: argparse.Namespace, key_required: bool = True) -> Any:
 
 
 def _context(args: argparse.Namespace, key_required: bool = True) -> Any:
-    from validator.context import IpfsPayloadFormat, load_run_config, open_run
+    from validator.context import load_run_config, open_run
 
     client, run_id, blobs, config_cid = _connect(args, key_required)
     config = load_run_config(client, run_id, blobs, config_cid)
-    return client, open_run(client, run_id, blobs, config, IpfsPayloadFormat())
+    return client, open_run(client, run_id, blobs, config)
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -52,33 +52,42 @@ def read_deployment(path: Path) -> DeploymentInfo:
 
 
 class IpfsPayloadFormat:
-    """Adapter from ipfs/payload.py to the loop's `PayloadFormat` (imported lazily: ipfs/ pulls in its codecs)."""
+    """The loop's `PayloadFormat` over ipfs/payload.py, bound to one run (its id and model spec go into every
+    manifest, so two validators encode the same model to the same bytes and CID)."""
 
-    def __init__(self) -> None:
-        try:
-            from ipfs import payload
-        except ImportError as err:
-            raise ValidatorSetupError(f"the storage package ipfs/ is not available: {err}") from err
+    def __init__(self, run_id: int, config: RunConfig, spec: ModelSpec) -> None:
+        from ipfs import payload
+        from node.payloads import RunPayloads
+
         self._payload = payload
-        self.errors: tuple[type[Exception], ...] = (payload.PayloadError,)
+        self.run_id = run_id
+        self.spec = {n: (tuple(shape), dtype) for n, (shape, dtype) in spec.items()}
+        # The seeded initial model's manifest has one home: the trainer's RunPayloads.
+        self._run_payloads = RunPayloads(config, run_id, self.spec)
+        self.errors: tuple[type[Exception], ...] = (payload.PayloadError, payload.PayloadTooLarge)
 
     def decode_contribution(self, data: bytes, spec: ModelSpec, max_bytes: int) -> DecodedPayload:
-        manifest, delta, indices = self._payload.decode_contribution(data, spec, max_bytes)
-        return DecodedPayload(trainer=str(manifest["trainer"]), window=int(manifest["window"]),
-                              base_model_cid=str(manifest["base_model_cid"]), delta=delta, indices=indices)
+        decoded = self._payload.decode_contribution(data, spec, max_bytes, expect={"kind": "contribution"})
+        m = decoded.manifest
+        return DecodedPayload(run_id=m.run_id, trainer=m.trainer, window=m.window, base_model_cid=m.base_model_cid,
+                              codec=m.codec, delta=dict(decoded.delta), indices=dict(decoded.indices))
 
-    def encode_model(self, params: ParamDict) -> bytes:
-        return bytes(self._payload.encode_model(params))
+    def encode_model(self, params: ParamDict, window: int, base_model_cid: str) -> bytes:
+        manifest = self._payload.Manifest(kind="model", run_id=self.run_id, window=window, trainer="",
+                                          base_model_cid=base_model_cid, codec="", spec=self.spec)
+        return bytes(self._payload.encode_model(params, manifest))
+
+    def encode_initial_model(self, params: ParamDict) -> bytes:
+        return bytes(self._run_payloads.encode_initial_model(params))
 
     def decode_model(self, data: bytes, spec: ModelSpec, max_bytes: int) -> ParamDict:
-        return dict(self._payload.decode_model(data, spec, max_bytes))
+        _, params = self._payload.decode_model(data, spec, max_bytes)
+        return dict(params)
 
 
 def ipfs_client(api_url: str) -> BlobStore:
-    try:
-        from ipfs.client import IpfsClient
-    except ImportError as err:
-        raise ValidatorSetupError(f"the storage package ipfs/ is not available: {err}") from err
+    from ipfs.client import IpfsClient
+
     client: BlobStore = IpfsClient(api_url)
     return client
 
@@ -97,11 +106,12 @@ def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, co
 
 
 def open_run(client: TrainingRunClient, run_id: int, blobs: BlobStore, config: RunConfig,
-             payloads: PayloadFormat, cache_dir: Path | None = None) -> RunContext:
+             cache_dir: Path | None = None, payloads: PayloadFormat | None = None) -> RunContext:
+    """The run's context; `payloads` defaults to the real payload format (ipfs/payload.py)."""
     dataset = fetch_dataset(blobs, config.dataset_cid, cache_dir or state_dir() / "datasets")
     spec = model_spec(build_model(config))
     return RunContext(views=client, run_id=run_id, config=config, dataset=dataset, blobs=blobs,
-                      payloads=payloads, spec=spec)
+                      payloads=payloads or IpfsPayloadFormat(run_id, config, spec), spec=spec)
 
 
 def validator_home(address: str) -> Path:

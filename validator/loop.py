@@ -85,7 +85,7 @@ def initial_model(ctx: RunContext) -> tuple[str, ParamDict]:
         data = ctx.blobs.cat(ctx.config.initial_model_cid, ctx.config.max_model_bytes)
         return ctx.config.initial_model_cid, ctx.payloads.decode_model(data, ctx.spec, ctx.config.max_model_bytes)
     params = sorted_params(dict(build_model(ctx.config).named_parameters()))
-    return ctx.blobs.add(ctx.payloads.encode_model(params)), params
+    return ctx.blobs.add(ctx.payloads.encode_initial_model(params)), params
 
 
 class ValidatorLoop:
@@ -173,7 +173,7 @@ class ValidatorLoop:
         self.report_missed(window, gathered)
         report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)
         canonical = sorted_params(new_params)
-        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical))
+        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical, window, base_cid))
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, canonical)
         loss = self.global_loss(canonical, gathered)
@@ -210,7 +210,8 @@ class ValidatorLoop:
         if report.model_cid is None:
             raise LoopError(f"window {window} was recorded without its model CID")
         _, params = self.load_state(window)
-        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(params))
+        data = self.ctx.payloads.encode_model(params, window, report.inputs.base_model_cid)
+        model_cid = self.ctx.blobs.add(data)
         if model_cid != report.model_cid:
             raise LoopError(f"window {window}: stored model encodes to {model_cid}, report says {report.model_cid}")
         report_cid = self.ctx.blobs.add(report.to_json().encode())

@@ -29,9 +29,11 @@ ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
 class DecodedPayload:
     """What the validator needs from a trainer's payload (manifest fields + the dense Δ and its indices)."""
 
+    run_id: int
     trainer: str
     window: int
     base_model_cid: str
+    codec: str
     delta: ParamDict
     indices: dict[str, Tensor]
 
@@ -43,7 +45,13 @@ class PayloadFormat(Protocol):
 
     def decode_contribution(self, data: bytes, spec: ModelSpec, max_bytes: int) -> DecodedPayload: ...
 
-    def encode_model(self, params: ParamDict) -> bytes: ...
+    def encode_model(self, params: ParamDict, window: int, base_model_cid: str) -> bytes:
+        """The global model produced by `window` from `base_model_cid` (deterministic bytes)."""
+        ...
+
+    def encode_initial_model(self, params: ParamDict) -> bytes:
+        """The seeded initial model, byte-identical to what trainers publish when the config names none."""
+        ...
 
     def decode_model(self, data: bytes, spec: ModelSpec, max_bytes: int) -> ParamDict: ...
 
@@ -146,8 +154,11 @@ def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str, all
         payload = ctx.payloads.decode_contribution(data, ctx.spec, limit)
     except ctx.payloads.errors as err:
         return Rejection(trainer, window, RejectReason.MALFORMED, f"undecodable: {err}"[:500], cid)
-    if payload.trainer.lower() != trainer or payload.window != window:
-        detail = f"manifest names trainer {payload.trainer} window {payload.window}"
+    if (payload.run_id, payload.trainer.lower(), payload.window) != (ctx.run_id, trainer, window):
+        detail = f"manifest names run {payload.run_id} trainer {payload.trainer} window {payload.window}"
+        return Rejection(trainer, window, RejectReason.MALFORMED, detail[:500], cid)
+    if payload.codec != ctx.config.codec:
+        detail = f"codec {payload.codec!r} is not the run's {ctx.config.codec!r}"
         return Rejection(trainer, window, RejectReason.MALFORMED, detail[:500], cid)
     if payload.base_model_cid not in allowed_bases:
         detail = f"base model {payload.base_model_cid} is not one of {sorted(allowed_bases)}"

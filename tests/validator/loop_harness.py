@@ -7,7 +7,6 @@ Blocks are mined explicitly; nothing sleeps on a clock."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,15 +20,17 @@ from contracts.client import TrainingRunClient, commitment_hash
 from contracts.deploy import deploy
 from contracts.types import RunParams
 from node.data import BlobStore, Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
+from node.model import model_spec
+from node.payloads import RunPayloads
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
+from validator.context import IpfsPayloadFormat
 from validator.domain import ParamDict
 from validator.loop import ValidatorLoop, build_model
 from validator.store import ValidatorStore
-from validator.window_inputs import PayloadFormat, RunContext, sorted_params
+from validator.window_inputs import RunContext, sorted_params
 
 ETH = 10**18
-EncodeFn = Callable[[ParamDict, dict[str, object]], bytes]  # (Δ, manifest) -> payload bytes
 
 CONFIG = RunConfig(
     model_preset="tiny",
@@ -62,18 +63,16 @@ class Net:
     config: RunConfig
     config_cid: str
     blobs: BlobStore
-    payloads: PayloadFormat
-    encode: EncodeFn
+    payloads: IpfsPayloadFormat  # the validator's side of the payload format
+    trainer_payloads: RunPayloads  # the trainer's side (node/payloads.py), as a real trainer encodes
     dataset: Dataset
     cache_dir: Path
     validators: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 1..3
     trainers: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 4..8
 
     def ctx(self, client: TrainingRunClient) -> RunContext:
-        from node.model import model_spec
-
         return RunContext(views=client, run_id=self.run_id, config=self.config, dataset=self.dataset,
-                          blobs=self.blobs, payloads=self.payloads, spec=model_spec(build_model(self.config)))
+                          blobs=self.blobs, payloads=self.payloads, spec=self.payloads.spec)
 
     def mine_to(self, block: int) -> None:
         """Mine so that the chain's head is at least `block`."""
@@ -90,8 +89,7 @@ class Net:
         return ValidatorLoop(self.ctx(validator), validator, store, home / "state")
 
 
-def start_net(tmp: Path, blobs: BlobStore, payloads: PayloadFormat, encode: EncodeFn, n_trainers: int = 5,
-              n_validators: int = 1) -> Net:
+def start_net(tmp: Path, blobs: BlobStore, n_trainers: int = 5, n_validators: int = 1) -> Net:
     built = build_dataset(corpus(), shard_bytes=64 * 1024, heldout_fraction=0.2)
     dataset_cid = publish_dataset(blobs, built)
     config = CONFIG.model_copy(update={"dataset_cid": dataset_cid})
@@ -103,8 +101,10 @@ def start_net(tmp: Path, blobs: BlobStore, payloads: PayloadFormat, encode: Enco
         deployment = deploy(web3, accounts[0])
         sponsor = TrainingRunClient(web3, deployment.address, accounts[0], deployment.block)
         run_id = sponsor.create_run(RunParams(config_digest=config.digest(), **RUN), 100 * ETH)
-        net = Net(node, sponsor, run_id, config, config_cid, blobs, payloads, encode,
-                  fetch_dataset(blobs, dataset_cid, tmp / "datasets"), tmp / "datasets")
+        spec = model_spec(build_model(config))
+        net = Net(node, sponsor, run_id, config, config_cid, blobs, IpfsPayloadFormat(run_id, config, spec),
+                  RunPayloads(config, run_id, spec), fetch_dataset(blobs, dataset_cid, tmp / "datasets"),
+                  tmp / "datasets")
         net.validators = [sponsor.with_account(a) for a in accounts[1:4]]
         net.trainers = [sponsor.with_account(a) for a in accounts[4:4 + n_trainers]]
         for trainer in net.trainers:
@@ -140,8 +140,8 @@ def play_window(net: Net, window: int, base_cid: str, base: ParamDict, garbage: 
         if i == garbage:
             data = b"not a safetensors payload " + address.encode()
         else:
-            manifest: dict[str, object] = {"window": window, "trainer": address, "base_model_cid": base_cid}
-            data = net.encode(honest_delta(net, address, window, base), manifest)
+            delta = honest_delta(net, address, window, base)
+            data = net.trainer_payloads.encode_contribution(delta, address, window, base_cid).data
         cid = net.blobs.add(data)
         cids[address] = cid
         trainer.commit(net.run_id, window, commitment_hash(cid, salt(cid)))
@@ -162,3 +162,9 @@ def salt(cid: str) -> bytes:
 
 def initial_params(net: Net) -> ParamDict:
     return sorted_params(dict(build_model(net.config).named_parameters()))
+
+
+def publish_initial_model(net: Net) -> tuple[str, ParamDict]:
+    """The seeded initial model as trainers publish it (the config names none): (CID, params)."""
+    params = initial_params(net)
+    return net.blobs.add(net.trainer_payloads.encode_initial_model(params)), params

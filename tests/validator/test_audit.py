@@ -10,21 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.validator.loop_harness import Net, initial_params, play_window, start_net
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon
+from tests.validator.loop_harness import Net, play_window, publish_initial_model, start_net
 from trainmarket.cli import main
 from validator.audit import audit_window, render
-from validator.domain import ParamDict, WindowReport
+from validator.domain import WindowReport
 from validator.loop import configure_determinism
-
-ipfs_daemon = pytest.importorskip("ipfs.daemon", reason="ipfs/ (storage) is not written yet")
-ipfs_client = pytest.importorskip("ipfs.client", reason="ipfs/ (storage) is not written yet")
-ipfs_payload = pytest.importorskip("ipfs.payload", reason="ipfs/ (storage) is not written yet")
-ipfs_codecs = pytest.importorskip("ipfs.codecs", reason="ipfs/ (storage) is not written yet")
-
-
-def encode_payload(delta: ParamDict, manifest: dict[str, object]) -> bytes:
-    encoded = ipfs_payload.encode_contribution(delta, ipfs_codecs.DEFAULT_CODEC, {**manifest, "tokens": 0})
-    return bytes(encoded.data)
 
 
 @dataclass
@@ -38,18 +30,13 @@ class Audited:
 
 
 @pytest.fixture(scope="module")
-def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
-    from validator.context import IpfsPayloadFormat
-
+def audited(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -> Iterator[Audited]:
     configure_determinism()
     tmp = tmp_path_factory.mktemp("audit")
-    with ipfs_daemon.IpfsDaemon(tmp / "ipfs") as daemon:
-        blobs = ipfs_client.IpfsClient(daemon.api_url)
-        payloads = IpfsPayloadFormat()
-        net = start_net(tmp, blobs, payloads, encode_payload, n_trainers=4, n_validators=2)
+    with IpfsClient(ipfs_daemon.api_url) as blobs:
+        net = start_net(tmp, blobs, n_trainers=4, n_validators=2)
         try:
-            base = initial_params(net)
-            base_cid = blobs.add(payloads.encode_model(base))
+            base_cid, base = publish_initial_model(net)
             play_window(net, 0, base_cid, base, garbage=3)
             honest, tamperer = net.validators[0], net.validators[1]
             loop = net.loop(honest, tmp / "honest")
@@ -65,7 +52,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
                 "address": net.sponsor.contract.address, "block": net.sponsor.from_block,
                 "rpc_url": net.node.rpc_url, "config_cid": net.config_cid, "run_id": net.run_id,
             }))
-            yield Audited(net, daemon.api_url, honest.address_of_account, tamperer.address_of_account,
+            yield Audited(net, ipfs_daemon.api_url, honest.address_of_account, tamperer.address_of_account,
                           victim.trainer, deployment)
         finally:
             net.node.stop()

@@ -16,23 +16,15 @@ from eth_account import Account
 
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
-from tests.validator.loop_harness import ETH, Net, initial_params, play_window, start_net
-from validator.domain import ParamDict, RejectReason, WindowReport
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon
+from tests.validator.loop_harness import ETH, Net, initial_params, play_window, publish_initial_model, start_net
+from validator.domain import RejectReason, WindowReport
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
 
-ipfs_daemon = pytest.importorskip("ipfs.daemon", reason="ipfs/ (storage) is not written yet")
-ipfs_client = pytest.importorskip("ipfs.client", reason="ipfs/ (storage) is not written yet")
-ipfs_payload = pytest.importorskip("ipfs.payload", reason="ipfs/ (storage) is not written yet")
-ipfs_codecs = pytest.importorskip("ipfs.codecs", reason="ipfs/ (storage) is not written yet")
-
 REPO = Path(__file__).resolve().parents[2]
 GARBAGE, SILENT = 3, 4  # trainer indices: publishes non-payload bytes / commits but never reveals
-
-
-def encode_payload(delta: ParamDict, manifest: dict[str, object]) -> bytes:
-    encoded = ipfs_payload.encode_contribution(delta, ipfs_codecs.DEFAULT_CODEC, {**manifest, "tokens": 0})
-    return bytes(encoded.data)
 
 
 @dataclass
@@ -46,23 +38,18 @@ class Played:
 
 
 @pytest.fixture(scope="module")
-def played(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Played]:
-    from validator.context import IpfsPayloadFormat
-
+def played(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -> Iterator[Played]:
     configure_determinism()
     tmp = tmp_path_factory.mktemp("loop")
-    with ipfs_daemon.IpfsDaemon(tmp / "ipfs") as daemon:
-        blobs = ipfs_client.IpfsClient(daemon.api_url)
-        payloads = IpfsPayloadFormat()
-        net = start_net(tmp, blobs, payloads, encode_payload)
+    with IpfsClient(ipfs_daemon.api_url) as blobs:
+        net = start_net(tmp, blobs)
         try:
-            base = initial_params(net)
-            base_cid = blobs.add(payloads.encode_model(base))
+            base_cid, base = publish_initial_model(net)
             cids = play_window(net, 0, base_cid, base, garbage=GARBAGE, silent=SILENT)
             loop = net.loop(net.validators[0], tmp / "validator-a")
             assert loop.initial_cid == base_cid  # the loop derives the same initial model from the config
             assert loop.step()  # window 0: score and publish
-            yield Played(net, daemon.api_url, base_cid, cids, loop, tmp)
+            yield Played(net, ipfs_daemon.api_url, base_cid, cids, loop, tmp)
         finally:
             net.node.stop()
 
@@ -121,7 +108,7 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
 CRASH = """
 import os, signal, sys
 from pathlib import Path
-from validator.context import IpfsPayloadFormat, chain_client, ipfs_client, load_run_config, open_run
+from validator.context import chain_client, ipfs_client, load_run_config, open_run
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import ValidatorStore
 rpc, contract, key, block, run_id, api, config_cid, home, point = sys.argv[1:]
@@ -143,7 +130,7 @@ configure_determinism()
 client = chain_client(rpc, contract, key, int(block))
 blobs = ipfs_client(api)
 config = load_run_config(client, int(run_id), blobs, config_cid)
-ctx = open_run(client, int(run_id), blobs, config, IpfsPayloadFormat(), Path(home) / "datasets")
+ctx = open_run(client, int(run_id), blobs, config, Path(home) / "datasets")
 store = ValidatorStore(Path(home) / "state.sqlite3")
 ValidatorLoop(ctx, client, store, Path(home) / "state").step()
 print("survived")
