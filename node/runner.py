@@ -25,6 +25,7 @@ from contracts.client import TrainingRunClient, commitment_hash
 from contracts.errors import ChainUnreachable, TransactionFailed
 from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
 from contracts.types import CommitStatus
+from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.chain_view import WindowClock, published_models
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
@@ -34,6 +35,9 @@ from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
 from node.train import ErrorFeedback
 from trainmarket.errors import TrainmarketError
+
+MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up
+OUTAGE_WAIT_S = 1.0
 
 
 class RunnerError(TrainmarketError):
@@ -140,12 +144,22 @@ class TrainerNode:
         is settled, or until `stop` is set. Returns the number of windows trained in this call."""
         stop = stop or threading.Event()
         trained = 0
+        outage = 0
         while not stop.is_set():
-            next_block = self.client.block_number() + 1
-            want_more = (windows is None or trained < windows) and (
-                until_window is None or self.clock.window_of(next_block) <= until_window
-            )
-            did, new_window = self.step(train=want_more)
+            try:
+                next_block = self.client.block_number() + 1
+                want_more = (windows is None or trained < windows) and (
+                    until_window is None or self.clock.window_of(next_block) <= until_window
+                )
+                did, new_window = self.step(train=want_more)
+            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout):
+                # A blip (daemon restart, busy chain) should cost a poll, not the run; a long outage ends it.
+                outage += 1
+                if outage > MAX_OUTAGE_POLLS:
+                    raise
+                stop.wait(OUTAGE_WAIT_S)
+                continue
+            outage = 0
             trained += int(new_window)
             if not want_more and not self.journal.unrevealed():
                 break
