@@ -35,7 +35,7 @@ from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender
-from validator.domain import ParamDict, ValidatorError, WindowReport
+from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
 from validator.scoring import to_u16_weights
 from validator.store import TX_PUBLISH, TX_SUBMIT_WEIGHTS, ValidatorStore
 from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
@@ -181,14 +181,24 @@ class ValidatorLoop:
             {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
         self.store.record_window(
             window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
-            {s.trainer: {"mu": s.mu, "sigma": s.sigma, "B": s.binary_avg, "last_window": window}
-             for s in report.scores},
+            self.rating_rows(window, report, new_state),
             loss,
         )
         log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
                  len(report.rejections), model_cid)
         self.publish(window)
         return report
+
+    def rating_rows(self, window: int, report: WindowReport, state: ValidatorState) -> dict[str, dict[str, Any]]:
+        """The store's rating rows: every trainer scored this window, and every rated trainer that missed a
+        reveal in it (its miss count changed); misses = missed windows within the reliability horizon."""
+        missed_now = {r.trainer for r in report.rejections if r.reason == RejectReason.MISSING_REVEAL}
+        rows: dict[str, dict[str, Any]] = {}
+        for trainer in sorted({s.trainer for s in report.scores} | (missed_now & set(state.ratings))):
+            rating = state.ratings[trainer]
+            rows[trainer] = {"mu": rating.mu, "sigma": rating.sigma, "B": state.binary_avg.get(trainer, 0.0),
+                             "misses": len(state.missed_windows.get(trainer, ())), "last_window": window}
+        return rows
 
     def global_loss(self, params: ParamDict, gathered: GatheredWindow) -> float:
         model = self.strategy.model

@@ -69,6 +69,8 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     reasons = {r.trainer: r.reason for r in report.rejections}
     assert reasons == {trainers[GARBAGE]: RejectReason.MALFORMED, trainers[SILENT]: RejectReason.MISSING_REVEAL}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
+    ratings = store.ratings()
+    assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
     # The new global model is on IPFS and decodes to the model's shapes.
     params = net.payloads.decode_model(net.blobs.cat(on_chain.model_cid, 1 << 24), played.net.ctx(
         net.sponsor).spec, 1 << 24)
