@@ -121,7 +121,8 @@ def test_unstake_requests_then_withdraws(
     assert "the stake unlocks at block" in capsys.readouterr().err
     unlock = devrun.sponsor.trainer_info(devrun.run_id, devrun.client(key).address_of_account).unbonding_at
     devrun.mine_to(unlock)
-    before = devrun.web3.eth.get_balance(devrun.client(key).address_of_account)
+    address = devrun.client(key).account.address
+    before = devrun.web3.eth.get_balance(address)
     assert main(argv) == 0
     assert "withdrew 1 ETH of stake" in capsys.readouterr().out
-    assert devrun.web3.eth.get_balance(devrun.client(key).address_of_account) > before + ETH // 2
+    assert devrun.web3.eth.get_balance(address) > before + ETH // 2
