@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from ipfs.cid import content_cid
 from ipfs.codecs import codec_from
 from ipfs.payload import Manifest, decode_model, encode_contribution, encode_model
-from ipfs.unixfs import file_cid
 from node.protocol import RunConfig
 
 ModelSpec = dict[str, tuple[tuple[int, ...], str]]
@@ -57,4 +57,4 @@ class RunPayloads:
 def payload_cid(data: bytes) -> str:
     """The CID `ipfs add` will report for `data` (CIDv1, raw leaves, the project's fixed chunker), computed
     locally: the commitment must exist before anything is published."""
-    return file_cid(data)
+    return content_cid(data)
