@@ -184,19 +184,41 @@ class TileLayout:
 
     def positions(self, device: torch.device = CPU) -> Tensor:
         """(n_tiles, chunk_size) flat positions into the tensor; -1 on padding."""
-        ch, tr, tc = self.chunk, *self.tile_grid
-        local = torch.arange(self.chunk_size, device=device)
+        tiles = torch.arange(self.n_tiles, device=device)[:, None].expand(-1, self.chunk_size)
+        local = torch.arange(self.chunk_size, device=device)[None, :].expand(self.n_tiles, -1)
+        return self.flat_positions(tiles.reshape(-1), local.reshape(-1)).reshape(self.n_tiles, self.chunk_size)
+
+    def flat_positions(self, tile_ids: Tensor, local: Tensor) -> Tensor:
+        """Flat positions of (tile, local position) pairs, -1 where the pair lies on padding."""
         if not self.two_d:
-            pos = torch.arange(tc, device=device)[:, None] * self.chunk_size + local[None, :]
+            pos = tile_ids * self.chunk_size + local
             return torch.where(pos < self.numel, pos, torch.full_like(pos, -1))
-        rows, cols = self.rows_cols
-        tile = torch.arange(tr * tc, device=device)
-        row = (tile // tc)[:, None] * ch + (local // ch)[None, :]
-        col = (tile % tc)[:, None] * ch + (local % ch)[None, :]
+        (rows, cols), tc, ch = self.rows_cols, self.tile_grid[1], self.chunk
+        row = (tile_ids // tc) * ch + local // ch
+        col = (tile_ids % tc) * ch + local % ch
         return torch.where((row < rows) & (col < cols), row * cols + col, torch.full_like(row, -1))
 
+    def valid_mask(self, device: torch.device = CPU) -> Tensor:
+        """(n_tiles, chunk_size) bool: True where a tile position lies on the tensor."""
+        ch, (tr, tc) = self.chunk, self.tile_grid
+        if not self.two_d:
+            return (torch.arange(tc * self.chunk_size, device=device) < self.numel).reshape(tc, self.chunk_size)
+        rows, cols = self.rows_cols
+        row_ok = (torch.arange(tr * ch, device=device) < rows).reshape(tr, 1, ch, 1)
+        col_ok = (torch.arange(tc * ch, device=device) < cols).reshape(1, tc, 1, ch)
+        return (row_ok & col_ok).reshape(tr * tc, self.chunk_size)
+
     def kept_per_tile(self, k: int) -> Tensor:
-        return (self.positions() >= 0).sum(dim=1).clamp(max=k)
+        """How many coefficients each tile keeps: k, or all of its valid positions when it has fewer."""
+        ch, (tr, tc) = self.chunk, self.tile_grid
+        if not self.two_d:
+            valid = (self.numel - torch.arange(tc) * self.chunk_size).clamp(0, self.chunk_size)
+        else:
+            rows, cols = self.rows_cols
+            vr = (rows - torch.arange(tr) * ch).clamp(0, ch)
+            vc = (cols - torch.arange(tc) * ch).clamp(0, ch)
+            valid = (vr[:, None] * vc[None, :]).reshape(-1)
+        return valid.clamp(max=k)
 
     def to_tiles(self, t: Tensor) -> Tensor:
         ch, tr, tc = self.chunk, *self.tile_grid
@@ -248,7 +270,7 @@ class ChunkedTopK:
         if not bool(torch.isfinite(x).all()):
             raise NonFiniteValues("input", "the tensor to compress")
         coeffs = self._transform(layout.to_tiles(x), layout, inverse=False)
-        valid = layout.positions(coeffs.device) >= 0
+        valid = layout.valid_mask(coeffs.device)
         keep = _top_k_mask(coeffs.abs(), valid, self.k)
         _, local = keep.nonzero(as_tuple=True)  # row-major: tile by tile, ascending within a tile
         values = coeffs[keep]
@@ -304,7 +326,7 @@ class ChunkedTopK:
         """Sorted unique flat positions (int64) of the kept coefficients; see the module doc for DCT."""
         layout = _layout(shape, self.chunk)
         tile_ids, local = self._checked_indices(c, layout)
-        return layout.positions(local.device)[tile_ids, local].sort().values
+        return layout.flat_positions(tile_ids, local).sort().values
 
     def _expect(self, c: CompressedTensor, key: str, dtype: torch.dtype, length: int) -> Tensor:
         if set(c) != {"idx", "val", "lut"}:
@@ -322,7 +344,7 @@ class ChunkedTopK:
         tile_ids = torch.repeat_interleave(torch.arange(layout.n_tiles), counts)
         if bool((local >= layout.chunk_size).any()):
             raise BadIndices("idx", f"a local index is >= chunk size {layout.chunk_size}")
-        if bool((layout.positions()[tile_ids, local] < 0).any()):
+        if bool((layout.flat_positions(tile_ids, local) < 0).any()):
             raise BadIndices("idx", "an index points at padding outside the tensor")
         same_tile = tile_ids[1:] == tile_ids[:-1]
         if bool((same_tile & (local[1:] <= local[:-1])).any()):
@@ -353,7 +375,9 @@ def _top_k_mask(mag: Tensor, valid: Tensor, k: int) -> Tensor:
     above = mag > threshold
     tied = mag == threshold
     room = k - above.sum(dim=1, keepdim=True)
-    return (above | (tied & (tied.cumsum(dim=1) <= room))) & valid
+    if bool((tied.sum(dim=1, keepdim=True) > room).any()):  # rare with real data: skip the cumsum otherwise
+        tied &= tied.cumsum(dim=1) <= room
+    return (above | tied) & valid
 
 
 CODECS: dict[str, type[ChunkedTopK]] = {"chunked_topk": ChunkedTopK}
