@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
-from web3.contract.contract import ContractFunction
-from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from contracts.client import TrainingRunClient, commitment_hash
-from contracts.errors import ChainUnreachable, TransactionFailed
-from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
+from contracts.errors import ChainUnreachable, ContractReverted
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.chain_view import WindowClock, published_models
@@ -34,10 +31,12 @@ from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
 from node.train import ErrorFeedback
+from node.txs import send_recorded, tx_in_flight
 from trainmarket.errors import TrainmarketError
 
 MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up
 OUTAGE_WAIT_S = 1.0
+BOUNDARY_ERRORS = frozenset({"WrongWindow", "NotInRevealPeriod"})
 
 
 class RunnerError(TrainmarketError):
@@ -237,7 +236,7 @@ class TrainerNode:
             self._missed(window, "reported missed on chain")
             return True
         if status == CommitStatus.NONE:
-            return self._commit(entry, next_block)
+            return self._at_boundary(lambda: self._commit(entry, next_block))
         if not entry.committed:
             self.journal.mark_committed(window)
             self.observer.committed(self._entry(window))
@@ -246,12 +245,21 @@ class TrainerNode:
         if not self.policy.should_reveal(window):
             self._missed(window, f"policy {self.policy.name} withheld the reveal")
             return True
-        self._reveal(entry)
-        return True
+        return self._at_boundary(lambda: self._reveal(entry))
+
+    def _at_boundary(self, send: Callable[[], bool]) -> bool:
+        """Run a commit/reveal; if a block boundary passed between reading the clock and the estimate (interval
+        mining), the contract refuses with a window error: let the next poll re-read the clock and decide."""
+        try:
+            return send()
+        except ContractReverted as err:
+            if err.error_name not in BOUNDARY_ERRORS:
+                raise
+            return False
 
     def _commit(self, entry: WindowEntry, next_block: int) -> bool:
         window = entry.window
-        if entry.commit_tx and self._tx_in_flight(entry.commit_tx):
+        if entry.commit_tx and tx_in_flight(self.client, entry.commit_tx):
             return False  # a commit sent before a restart is still in the mempool: wait for it
         if not self.clock.can_commit(window, next_block):
             if next_block >= self.clock.end(window):
@@ -259,12 +267,12 @@ class TrainerNode:
                 return True
             return False
         call = self.client.contract.functions.commit(self.run_id, window, bytes.fromhex(entry.commitment_hex))
-        self._send(call, "commit", lambda tx: self.journal.mark_commit_sent(window, tx))
+        send_recorded(self.client, call, "commit", lambda tx: self.journal.mark_commit_sent(window, tx))
         self.journal.mark_committed(window)
         self.observer.committed(self._entry(window))
         return True
 
-    def _reveal(self, entry: WindowEntry) -> None:
+    def _reveal(self, entry: WindowEntry) -> bool:
         window = entry.window
         data = self.journal.read_payload(window)
         cid = self.setup.blobs.add(data, pin=True)
@@ -272,9 +280,10 @@ class TrainerNode:
             raise RunnerError(f"window {window}: IPFS stored the payload as {cid}, the commitment is for {entry.cid}")
         self.setup.blobs.pin_add(cid)
         call = self.client.contract.functions.reveal(self.run_id, window, cid, bytes.fromhex(entry.salt_hex))
-        self._send(call, "reveal", lambda tx: self.journal.mark_reveal_sent(window, tx))
+        send_recorded(self.client, call, "reveal", lambda tx: self.journal.mark_reveal_sent(window, tx))
         self.journal.mark_revealed(window)
         self.observer.revealed(self._entry(window))
+        return True
 
     def _missed(self, window: int, note: str) -> None:
         self.journal.mark_missed(window, note)
@@ -310,47 +319,6 @@ class TrainerNode:
     def _chain_status(self, window: int) -> CommitStatus:
         _, status = self.client.commitment_of(self.run_id, window, self.trainer)
         return status
-
-    def _send(self, call: ContractFunction, name: str, record: Callable[[str], None]) -> str:
-        """Sign, journal the tx hash, broadcast, await. Reverts surface (decoded) from the estimate."""
-        web3 = self.client.web3
-        raw = self.client.signed(call, name)
-        tx_hash = "0x" + web3.keccak(raw).hex().removeprefix("0x")
-        record(tx_hash)
-        try:
-            web3.eth.send_raw_transaction(raw)
-            receipt = web3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05  # type: ignore[arg-type]
-            )
-        except TimeExhausted as err:
-            NONCES.forget(web3, self.trainer)
-            raise TransactionFailed(name, tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s") from err
-        except OSError as err:
-            NONCES.forget(web3, self.trainer)
-            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
-        except Web3Exception as err:
-            NONCES.forget(web3, self.trainer)
-            raise TransactionFailed(name, tx_hash, str(err)) from err
-        if receipt["status"] != 1:
-            NONCES.forget(web3, self.trainer)
-            raise TransactionFailed(name, tx_hash, "reverted on chain")
-        return tx_hash
-
-    def _tx_in_flight(self, tx_hash: str) -> bool:
-        """True while `tx_hash` waits in the mempool. False when it was mined (its effect, if any, is in the
-        commit status already) or the chain never saw it (killed before the broadcast): sending is safe."""
-        web3 = self.client.web3
-        try:
-            web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            return False
-        except TransactionNotFound:
-            try:
-                web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-                return True
-            except TransactionNotFound:
-                return False
-        except (OSError, Web3Exception) as err:
-            raise ChainUnreachable(self.client.rpc_url, str(err)) from err
 
     def close(self) -> None:
         self.journal.close()
