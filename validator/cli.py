@@ -26,6 +26,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rpc-url", default=None, help="chain RPC (default: the deployment file's)")
     parser.add_argument("--run-id", type=int, default=None, help="run id (default: the deployment file's, or 0)")
     parser.add_argument("--ipfs-api", default=os.environ.get("TRAINMARKET_IPFS_API", DEFAULT_IPFS_API))
+    parser.add_argument("--ipfs-timeout", type=float, default=30.0,
+                        help="seconds a payload fetch may wait for content (a revealed CID nobody serves)")
     parser.add_argument("--config-cid", default=None, help="run config CID (default: the deployment file's)")
     parser.add_argument("--key", default=None, help=f"validator private key (default: ${KEY_ENV})")
 
@@ -83,7 +85,7 @@ def _connect(args: argparse.Namespace, key_required: bool = True) -> Any:
     rpc_url = args.rpc_url or deployment.rpc_url
     run_id = args.run_id if args.run_id is not None else deployment.run_id
     client = chain_client(rpc_url, deployment.address, _key(args, key_required), deployment.block)
-    return client, run_id, ipfs_client(args.ipfs_api), args.config_cid or deployment.config_cid
+    return client, run_id, ipfs_client(args.ipfs_api, args.ipfs_timeout), args.config_cid or deployment.config_cid
 
 
 def _context(args: argparse.Namespace, key_required: bool = True) -> Any:

@@ -85,10 +85,11 @@ class IpfsPayloadFormat:
         return dict(params)
 
 
-def ipfs_client(api_url: str) -> BlobStore:
+def ipfs_client(api_url: str, timeout: float = 30.0) -> BlobStore:
+    """`timeout` bounds a fetch of a revealed CID nobody serves (an offline daemon waits for it until then)."""
     from ipfs.client import IpfsClient
 
-    client: BlobStore = IpfsClient(api_url)
+    client: BlobStore = IpfsClient(api_url, timeout=timeout)
     return client
 
 

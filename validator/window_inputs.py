@@ -8,7 +8,9 @@ window)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +25,8 @@ from validator.domain import Contribution, ParamDict, Rejection, RejectReason
 from validator.strategy import WindowInputs
 
 ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
+FETCH_WORKERS = 8
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -117,9 +121,12 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     missed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} - revealed)
     rejections = [Rejection(t, window, RejectReason.MISSING_REVEAL, "committed but never revealed") for t in missed]
     contributions: list[Contribution] = []
-    for reveal in reveals:
-        trainer = reveal.trainer.lower()
-        decoded = fetch_contribution(ctx, trainer, window, reveal.cid, allowed_bases, base_cid)
+    # Fetched concurrently: a revealed CID nobody serves costs one IPFS timeout per window, not one per reveal.
+    # Results are consumed in reveal order, so the outcome does not depend on which fetch finishes first.
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch") as pool:
+        fetched = list(pool.map(
+            lambda r: fetch_contribution(ctx, r.trainer.lower(), window, r.cid, allowed_bases, base_cid), reveals))
+    for decoded in fetched:
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
         else:
@@ -147,7 +154,10 @@ def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str, all
     try:
         data = ctx.blobs.cat(cid, limit)
     except TrainmarketError as err:
-        return Rejection(trainer, window, RejectReason.MALFORMED, f"fetch failed: {err}"[:500], cid)
+        # The detail is fixed text: the local error (timeout, daemon URL, seconds) would make two validators'
+        # reports, and so their CIDs, differ over an observation that is not a property of the payload.
+        log.info("window %d: payload %s of %s not fetched: %s", window, cid, trainer, err)
+        return Rejection(trainer, window, RejectReason.MALFORMED, "fetch failed: payload not retrievable", cid)
     if len(data) > limit:
         return Rejection(trainer, window, RejectReason.MALFORMED, f"payload of {len(data)} bytes > {limit}", cid)
     try:

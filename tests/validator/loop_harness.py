@@ -21,7 +21,7 @@ from contracts.deploy import deploy
 from contracts.types import RunParams
 from node.data import BlobStore, Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
 from node.model import model_spec
-from node.payloads import RunPayloads
+from node.payloads import RunPayloads, payload_cid
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
 from validator.context import IpfsPayloadFormat
@@ -68,7 +68,7 @@ class Net:
     dataset: Dataset
     cache_dir: Path
     validators: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 1..3
-    trainers: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 4..8
+    trainers: list[TrainingRunClient] = field(default_factory=list)  # dev accounts 4..
 
     def ctx(self, client: TrainingRunClient) -> RunContext:
         return RunContext(views=client, run_id=self.run_id, config=self.config, dataset=self.dataset,
@@ -129,9 +129,10 @@ def honest_delta(net: Net, trainer: str, window: int, base: ParamDict) -> ParamD
 
 
 def play_window(net: Net, window: int, base_cid: str, base: ParamDict, garbage: int | None = None,
-                silent: int | None = None) -> dict[str, str]:
+                silent: int | None = None, absent: int | None = None) -> dict[str, str]:
     """Every trainer commits in `window` and reveals after it; trainer index `garbage` publishes bytes that
-    are no payload, `silent` commits but never reveals. Leaves the chain at the window's reveal end."""
+    are no payload, `silent` commits but never reveals, `absent` reveals the CID of a payload it never put on
+    IPFS. Leaves the chain at the window's reveal end."""
     start, end, reveal_end = net.bounds(window)
     net.mine_to(start)
     cids: dict[str, str] = {}
@@ -142,7 +143,7 @@ def play_window(net: Net, window: int, base_cid: str, base: ParamDict, garbage: 
         else:
             delta = honest_delta(net, address, window, base)
             data = net.trainer_payloads.encode_contribution(delta, address, window, base_cid).data
-        cid = net.blobs.add(data)
+        cid = payload_cid(data) if i == absent else net.blobs.add(data)
         cids[address] = cid
         trainer.commit(net.run_id, window, commitment_hash(cid, salt(cid)))
     assert net.node.block_number() < end, "commits spilled out of the window: raise window_blocks"

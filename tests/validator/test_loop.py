@@ -24,7 +24,9 @@ from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
 
 REPO = Path(__file__).resolve().parents[2]
-GARBAGE, SILENT = 3, 4  # trainer indices: publishes non-payload bytes / commits but never reveals
+# Trainer indices: publishes non-payload bytes / commits but never reveals / reveals a CID it never published.
+GARBAGE, SILENT, ABSENT = 3, 4, 5
+FETCH_TIMEOUT_S = 3.0  # how long the offline daemon is given to find the absent CID
 
 
 @dataclass
@@ -41,11 +43,11 @@ class Played:
 def played(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -> Iterator[Played]:
     configure_determinism()
     tmp = tmp_path_factory.mktemp("loop")
-    with IpfsClient(ipfs_daemon.api_url) as blobs:
-        net = start_net(tmp, blobs)
+    with IpfsClient(ipfs_daemon.api_url, timeout=FETCH_TIMEOUT_S, retries=0) as blobs:
+        net = start_net(tmp, blobs, n_trainers=6)
         try:
             base_cid, base = publish_initial_model(net)
-            cids = play_window(net, 0, base_cid, base, garbage=GARBAGE, silent=SILENT)
+            cids = play_window(net, 0, base_cid, base, garbage=GARBAGE, silent=SILENT, absent=ABSENT)
             loop = net.loop(net.validators[0], tmp / "validator-a")
             assert loop.initial_cid == base_cid  # the loop derives the same initial model from the config
             assert loop.step()  # window 0: score and publish
@@ -64,10 +66,12 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     report = WindowReport.from_json(net.blobs.cat(on_chain.report_cid, 1 << 20))
     assert report.model_cid == on_chain.model_cid and report.inputs.base_model_cid == played.base_cid
     trainers = [t.address_of_account.lower() for t in net.trainers]
-    honest = {t for i, t in enumerate(trainers) if i not in (GARBAGE, SILENT)}
+    honest = {t for i, t in enumerate(trainers) if i not in (GARBAGE, SILENT, ABSENT)}
     assert {s.trainer for s in report.scores} == honest
-    reasons = {r.trainer: r.reason for r in report.rejections}
-    assert reasons == {trainers[GARBAGE]: RejectReason.MALFORMED, trainers[SILENT]: RejectReason.MISSING_REVEAL}
+    reasons = {r.trainer: (r.reason, r.detail.split(":")[0]) for r in report.rejections}
+    assert reasons == {trainers[GARBAGE]: (RejectReason.MALFORMED, "undecodable"),
+                       trainers[SILENT]: (RejectReason.MISSING_REVEAL, "committed but never revealed"),
+                       trainers[ABSENT]: (RejectReason.MALFORMED, "fetch failed")}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
     ratings = store.ratings()
     assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
@@ -130,7 +134,7 @@ elif point == "after_send":
     ValidatorStore.mark_published = die
 configure_determinism()
 client = chain_client(rpc, contract, key, int(block))
-blobs = ipfs_client(api)
+blobs = ipfs_client(api, timeout=3.0)
 config = load_run_config(client, int(run_id), blobs, config_cid)
 ctx = open_run(client, int(run_id), blobs, config, Path(home) / "datasets")
 store = ValidatorStore(Path(home) / "state.sqlite3")
@@ -139,7 +143,7 @@ print("survived")
 """
 
 
-@pytest.mark.parametrize(("point", "key_index"), [("after_record", 2), ("after_pending", 3), ("after_send", 9)])
+@pytest.mark.parametrize(("point", "key_index"), [("after_record", 2), ("after_pending", 3), ("after_send", 0)])
 def test_resume_after_sigkill_publishes_exactly_once_with_the_same_cids(played: Played, point: str,
                                                                           key_index: int) -> None:
     net = played.net
