@@ -47,6 +47,11 @@ def audited(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -
             edited = replace(report, scores=(replace(victim, s_i=victim.s_i + 0.01), *report.scores[1:]))
             tampered_cid = blobs.add(edited.to_json().encode())
             tamperer.publish_window(net.run_id, 0, pub.model_cid, tampered_cid)
+            # Window 1 trains from window 0's model: auditing it replays state (ratings, momentum) across windows.
+            _, model0 = loop.load_state(0)
+            play_window(net, 1, pub.model_cid, model0)
+            assert loop.step()
+            loop.store.close()
             deployment = tmp / "deployment.json"
             deployment.write_text(json.dumps({
                 "address": net.sponsor.contract.address, "block": net.sponsor.from_block,
@@ -65,6 +70,18 @@ def test_honest_window_passes(audited: Audited) -> None:
     paths = {c.path for c in result.checks}
     assert f"scores.{audited.edited_trainer}.s_i" in paths and "aggregate.update_norm" in paths
     assert len(result.checks) > 50
+
+
+def test_a_later_window_passes_through_the_replayed_state(audited: Audited) -> None:
+    net = audited.net
+    result = audit_window(net.ctx(net.sponsor), 1, audited.honest)
+    assert result.ok, render(result, only_mismatches=True)
+    assert result.replayed_from == 0
+    assert any(c.path == "model_cid[window 0]" for c in result.checks)
+    # Skipping window 0 starts from the wrong model and state (ratings, momentum): the numbers disagree.
+    fresh = audit_window(net.ctx(net.sponsor), 1, audited.honest, from_window=1)
+    assert not fresh.ok
+    assert {"inputs.base_model_cid", f"scores.{audited.edited_trainer}.mu"} <= {c.path for c in fresh.mismatches}
 
 
 def test_tampered_score_is_detected(audited: Audited) -> None:
