@@ -4,12 +4,8 @@ The chain is the clock: the loop polls the block number and processes window w o
 over, strictly in window order. Per window:
   gather inputs (window_inputs.py) → score (pure) → model + report to IPFS → model/state files →
   record the window in SQLite (one transaction) → publish both CIDs on chain (at most once, chain_io.py).
-Per epoch, once its windows are published and its last reveal period is over: submit the epoch's weight
-vector, then finalize it when the contract allows, and record the rewards it credited.
-
-Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
-power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-index
-order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
+Per epoch, once its windows are published and its last reveal period is over: settlement.py submits the
+epoch's weight vector once, finalizes the epoch when the contract allows, and records the rewards.
 
 Crash safety: a window already recorded is never rescored; a recorded but unpublished window is published
 from what was stored; the outer optimiser state and the current model live in safetensors files beside the
@@ -36,8 +32,8 @@ from node.protocol import RunConfig
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
-from validator.scoring import to_u16_weights
-from validator.store import TX_PUBLISH, TX_SUBMIT_WEIGHTS, ValidatorStore
+from validator.settlement import EpochSettler
+from validator.store import TX_PUBLISH, ValidatorStore
 from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
 from validator.window_inputs import (
     GatheredWindow,
@@ -109,6 +105,7 @@ class ValidatorLoop:
             init, _ = initial_model(ctx)
             store.set_value("initial_model_cid", init)
         self.initial_cid = init
+        self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report)
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -133,7 +130,7 @@ class ValidatorLoop:
         if self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end:
             self.process_window(window)
             return True
-        return self.settle_epochs()
+        return self.settler.settle()
 
     def next_window(self) -> int:
         last = self.store.last_processed_window()
@@ -270,75 +267,6 @@ class ValidatorLoop:
         except (OSError, ValueError) as err:
             raise LoopError(f"state files of window {window} in {self.work_dir} are unreadable: {err}") from err
         return ValidatorState.from_parts(plain, tensors), sorted_params(params)
-
-    # -- epochs ------------------------------------------------------------------------------------------
-
-    def settle_epochs(self) -> bool:
-        """Submit and finalize the oldest unsettled epoch whose windows are all published. True if it acted."""
-        run = self.client.get_run(self.ctx.run_id)
-        epoch = run.next_epoch
-        first, last = epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch - 1
-        if last < self.start_window:
-            return self.finalize(epoch)  # an epoch before this validator joined: settle it, submit nothing
-        if self.store.window_status(last) != "published":
-            return False
-        if self.client.block_number() < self.client.epoch_end_block(self.ctx.run_id, epoch):
-            return False
-        acted = False
-        if not self.store.epoch_submitted(epoch):
-            self.submit_epoch(epoch, range(max(first, self.start_window), last + 1))
-            acted = True
-        return self.finalize(epoch) or acted
-
-    def finalize(self, epoch: int) -> bool:
-        """Anyone may finalize; False while the contract still waits for other validators (or its grace)."""
-        if self.client.block_number() < self.client.epoch_end_block(self.ctx.run_id, epoch):
-            return False
-        try:
-            self.client.finalize_epoch(self.ctx.run_id, epoch)
-        except ContractReverted as err:
-            if err.error_name == "EpochNotFinalizable":
-                return False  # retried on a later poll
-            if err.error_name != "EpochOutOfOrder":  # finalized by someone else meanwhile
-                raise
-        self.record_rewards(epoch)
-        return True
-
-    def epoch_weights(self, windows: range) -> dict[str, float]:
-        """Mean of the windows' weights per trainer (see the module docstring)."""
-        totals: dict[str, float] = {}
-        for w in windows:
-            if self.store.window_status(w) is None:
-                continue
-            for s in self.stored_report(w).scores:
-                totals[s.trainer] = totals.get(s.trainer, 0.0) + s.weight
-        n = max(1, len(windows))
-        return {t: v / n for t, v in sorted(totals.items())}
-
-    def submit_epoch(self, epoch: int, windows: range) -> None:
-        weights = self.epoch_weights(windows)
-        order = [t.lower() for t in self.client.trainers(self.ctx.run_id)]
-        vector = to_u16_weights([weights.get(t, 0.0) for t in order])
-        call = self.client.contract.functions.submitWeights(
-            self.ctx.run_id, epoch, b"".join(int(w).to_bytes(2, "big") for w in vector))
-
-        def done() -> bool:
-            return self.client.validator_info(self.ctx.run_id, self.client.address_of_account).next_submit_epoch > epoch
-
-        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "submitWeights", done)
-        self.store.record_epoch_submission(epoch, weights, sent.tx_hash if sent else "(submitted earlier)")
-        log.info("epoch %d weights submitted: %s", epoch, vector)
-
-    def record_rewards(self, epoch: int) -> None:
-        info = self.client.epoch_info(self.ctx.run_id, epoch)
-        if not info.finalized:
-            return
-        rewards: dict[str, int] = {}
-        for index, trainer in enumerate(self.client.trainers(self.ctx.run_id)):
-            amount = self.client.consensus_weight(self.ctx.run_id, epoch, index) * info.reward_per_weight
-            if amount:
-                rewards[trainer.lower()] = amount
-        self.store.record_rewards(epoch, rewards)
 
 
 def _shallow(report: WindowReport) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from eth_account import Account
 from validator.audit import AuditResult, compare_reports, render
 from validator.chain_io import nonce_of, tx_hash_of
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
+from validator.settlement import mean_window_weights, weight_vector
 from validator.window_inputs import allowed_base_models, current_base_model
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -98,3 +99,18 @@ def test_render_states_the_verdict() -> None:
     text = render(AuditResult(3, "0xv", 0, checks), only_mismatches=True)
     assert text.splitlines()[0].startswith("MISMATCH window")
     assert text.endswith("FAIL (1 mismatches)")
+
+
+def test_epoch_weights_are_the_mean_over_the_epochs_windows() -> None:
+    first = _report()  # 0xa and 0xb at 0.5 each
+    second = replace(first, scores=(replace(first.scores[0], weight=1.0),))  # only 0xa, at 1.0
+    assert mean_window_weights([first, second], 2) == {"0xa": 0.75, "0xb": 0.25}
+    # A window of the epoch this validator did not record counts as zeros.
+    assert mean_window_weights([second], 2) == {"0xa": 0.5}
+    assert mean_window_weights([], 3) == {}
+
+
+def test_weight_vector_follows_the_contracts_trainer_order() -> None:
+    order = ["0xB", "0xC", "0xA"]  # index order on chain; checksum spelling differs from the report's
+    assert weight_vector({"0xa": 0.75, "0xb": 0.25}, order) == [16384, 0, 49151]
+    assert sum(weight_vector({"0xa": 0.5, "0xb": 0.5}, order)) == 65535

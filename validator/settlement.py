@@ -1,0 +1,104 @@
+"""Per-epoch settlement: submit this validator's weight vector once, finalize the epoch when the contract
+allows (anyone may), and record the rewards the contract credited.
+
+Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
+power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-index
+order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
+The contract settles epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+
+from contracts.client import TrainingRunClient, pack_weights
+from contracts.errors import ContractReverted
+from validator.chain_io import TxSender
+from validator.domain import WindowReport
+from validator.scoring import to_u16_weights
+from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
+
+log = logging.getLogger(__name__)
+
+
+def mean_window_weights(reports: Sequence[WindowReport], n_windows: int) -> dict[str, float]:
+    """Per trainer, the sum of its weights over `reports` divided by the epoch's `n_windows` (≥ the reports
+    given: a window this validator did not record counts as all zeros). Sums to ≤ 1."""
+    totals: dict[str, float] = {}
+    for report in reports:
+        for s in report.scores:
+            totals[s.trainer] = totals.get(s.trainer, 0.0) + s.weight
+    n = max(1, n_windows, len(reports))
+    return {t: v / n for t, v in sorted(totals.items())}
+
+
+def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) -> list[int]:
+    """uint16 weights in the contract's trainer-index order (addresses compared lower-case)."""
+    lowered = {t.lower(): w for t, w in weights.items()}
+    return to_u16_weights([lowered.get(t.lower(), 0.0) for t in trainer_order])
+
+
+class EpochSettler:
+    def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, sender: TxSender,
+                 start_window: int, report_of: Callable[[int], WindowReport]) -> None:
+        self.client = client
+        self.run_id = run_id
+        self.store = store
+        self.sender = sender
+        self.start_window = start_window
+        self.report_of = report_of  # a recorded window's report
+
+    def settle(self) -> bool:
+        """Submit and finalize the oldest unsettled epoch whose windows are all published. True if it acted."""
+        run = self.client.get_run(self.run_id)
+        epoch = run.next_epoch
+        first, last = epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch - 1
+        if last < self.start_window:
+            return self.finalize(epoch)  # an epoch before this validator joined: settle it, submit nothing
+        if self.store.window_status(last) != "published":
+            return False
+        if self.client.block_number() < self.client.epoch_end_block(self.run_id, epoch):
+            return False
+        acted = False
+        if not self.store.epoch_submitted(epoch):
+            self.submit(epoch, range(max(first, self.start_window), last + 1))
+            acted = True
+        return self.finalize(epoch) or acted
+
+    def submit(self, epoch: int, windows: range) -> None:
+        recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
+        weights = mean_window_weights(recorded, len(windows))
+        vector = weight_vector(weights, self.client.trainers(self.run_id))
+        call = self.client.contract.functions.submitWeights(self.run_id, epoch, pack_weights(vector))
+
+        def done() -> bool:
+            return self.client.validator_info(self.run_id, self.client.address_of_account).next_submit_epoch > epoch
+
+        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "submitWeights", done)
+        self.store.record_epoch_submission(epoch, weights, sent.tx_hash if sent else "(submitted earlier)")
+        log.info("epoch %d weights submitted: %s", epoch, vector)
+
+    def finalize(self, epoch: int) -> bool:
+        """Anyone may finalize; False while the contract still waits for other validators (or its grace)."""
+        if self.client.block_number() < self.client.epoch_end_block(self.run_id, epoch):
+            return False
+        try:
+            self.client.finalize_epoch(self.run_id, epoch)
+        except ContractReverted as err:
+            if err.error_name == "EpochNotFinalizable":
+                return False  # retried on a later poll
+            if err.error_name != "EpochOutOfOrder":  # finalized by someone else meanwhile
+                raise
+        self.record_rewards(epoch)
+        return True
+
+    def record_rewards(self, epoch: int) -> None:
+        info = self.client.epoch_info(self.run_id, epoch)
+        if not info.finalized:
+            return
+        rewards: dict[str, int] = {}
+        for index, trainer in enumerate(self.client.trainers(self.run_id)):
+            amount = self.client.consensus_weight(self.run_id, epoch, index) * info.reward_per_weight
+            if amount:
+                rewards[trainer.lower()] = amount
+        self.store.record_rewards(epoch, rewards)
