@@ -25,7 +25,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted
+from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed
+from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
@@ -209,6 +210,10 @@ class ValidatorLoop:
                 self.client.report_missed_reveal(self.ctx.run_id, window, trainer)
             except ContractReverted as err:
                 if err.error_name not in ("AlreadyRevealed", "NoCommitment"):
+                    raise
+            except TransactionFailed:
+                # Another validator's report landed first in the same block (ours reverted after estimation).
+                if self.client.commitment_of(self.ctx.run_id, window, trainer)[1] != CommitStatus.MISSED:
                     raise
 
     def publish(self, window: int) -> None:

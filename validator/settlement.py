@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 
 from contracts.client import TrainingRunClient, pack_weights
-from contracts.errors import ContractReverted
+from contracts.errors import ContractReverted, TransactionFailed
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
 from validator.scoring import to_u16_weights
@@ -88,6 +88,10 @@ class EpochSettler:
             if err.error_name == "EpochNotFinalizable":
                 return False  # retried on a later poll
             if err.error_name != "EpochOutOfOrder":  # finalized by someone else meanwhile
+                raise
+        except TransactionFailed:
+            # Another validator's finalize landed first in the same block: ours passed estimation, then reverted.
+            if not self.client.epoch_info(self.run_id, epoch).finalized:
                 raise
         self.record_rewards(epoch)
         return True

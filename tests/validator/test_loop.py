@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from contracts.errors import TransactionFailed
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
@@ -194,3 +195,19 @@ def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
     assert health["loop"] == "running" and health["last_processed_window"] == 0, health
     stored = loop.store.window_report(0)
     assert stored is not None and window["status"] == "published" and window["model_cid"] == stored["model_cid"]
+
+
+def test_losing_a_finalize_race_is_not_an_error(played: Played, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two validators finalize the same epoch in one block: the loser's tx passed estimation and reverted on
+    chain (TransactionFailed). That is fine when the chain shows the epoch finalized, an error otherwise."""
+    net, settler = played.net, played.loop.settler
+
+    def lost_race(run_id: int, epoch: int) -> None:
+        raise TransactionFailed("finalizeEpoch", "0xabc", "reverted after estimation")
+
+    monkeypatch.setattr(settler.client, "finalize_epoch", lost_race)
+    assert net.sponsor.epoch_info(net.run_id, 0).finalized
+    assert settler.finalize(0)  # epoch 0 is finalized on chain: the lost race is ignored
+    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 1))
+    with pytest.raises(TransactionFailed):
+        settler.finalize(1)  # nobody finalized epoch 1: the failure is real
