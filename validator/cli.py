@@ -6,6 +6,7 @@ works before every package of the project is installed."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -109,6 +110,10 @@ def _loop(args: argparse.Namespace) -> Any:
     from validator.loop import ValidatorLoop, configure_determinism
     from validator.store import ValidatorStore
 
+    # One line per window, epoch and retried failure; the HTTP clients' per-request lines are noise here.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "web3", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     configure_determinism()
     client, ctx = _context(args)
     home = args.home or validator_home(client.address_of_account)
