@@ -83,12 +83,16 @@ class GatheredWindow:
 
 
 def allowed_base_models(history: Mapping[int, str], initial_cid: str, window: int, max_stale: int) -> set[str]:
-    """Base models a window-`window` contribution may have trained from: the global models produced by the
-    last `max_stale` windows before it, plus the initial model while fewer than `max_stale` were produced."""
-    recent = [history[w] for w in sorted(history) if window - max_stale <= w < window]
-    produced_before = [w for w in history if w < window]
-    allowed = set(recent)
-    if len(produced_before) < max_stale:
+    """Base models a window-`window` contribution may have trained from: the last `max_stale + 1` global
+    models produced before it, plus the initial model while fewer were produced.
+
+    The `+ 1` is the lag no trainer can avoid: window w−1's model is published only after w−1's reveal
+    period, i.e. during window w, so a trainer that starts window w on time has at best w−2's model.
+    `max_stale` is therefore the lag tolerated *beyond* that (a slow validator, a trainer one window behind)."""
+    produced_before = sorted(w for w in history if w < window)
+    keep = max_stale + 1
+    allowed = {history[w] for w in produced_before[-keep:]}
+    if len(produced_before) < keep:
         allowed.add(initial_cid)
     return allowed
 

@@ -20,13 +20,17 @@ KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 def test_initial_model_is_allowed_until_enough_models_exist() -> None:
     assert allowed_base_models({}, "init", 0, 2) == {"init"}
     assert allowed_base_models({0: "m0"}, "init", 1, 2) == {"init", "m0"}
-    assert allowed_base_models({0: "m0", 1: "m1"}, "init", 2, 2) == {"m0", "m1"}
-    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2"}, "init", 3, 2) == {"m1", "m2"}
+    assert allowed_base_models({0: "m0", 1: "m1"}, "init", 2, 2) == {"init", "m0", "m1"}
+    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2"}, "init", 3, 2) == {"m0", "m1", "m2"}
+    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2", 3: "m3"}, "init", 4, 2) == {"m1", "m2", "m3"}
+    # A validator that started late: model numbering follows what it produced, not window numbers.
+    assert allowed_base_models({3: "m3", 4: "m4"}, "init", 5, 2) == {"init", "m3", "m4"}
+    assert allowed_base_models({3: "m3", 4: "m4", 5: "m5"}, "init", 6, 2) == {"m3", "m4", "m5"}
 
 
 def test_models_of_later_windows_are_never_allowed_bases() -> None:
     history = {0: "m0", 1: "m1", 2: "m2"}
-    assert allowed_base_models(history, "init", 2, 2) == {"m0", "m1"}
+    assert allowed_base_models(history, "init", 2, 2) == {"init", "m0", "m1"}  # m2 is later: never allowed
     assert current_base_model(history, "init", 2) == "m1"
     assert current_base_model(history, "init", 0) == "init"
     assert current_base_model({0: "m0"}, "init", 5) == "m0"  # the most recent one produced
