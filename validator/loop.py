@@ -142,7 +142,7 @@ class ValidatorLoop:
     def model_history(self, before: int) -> dict[int, str]:
         """window → model CID produced by it, for the windows this validator recorded before `before`."""
         out: dict[int, str] = {}
-        horizon = max(self.ctx.config.max_stale_windows, 1)
+        horizon = self.ctx.config.max_stale_windows + 1  # as many as allowed_base_models may look at
         for w in range(max(self.start_window, before - horizon), before):
             recorded = self.store.window_status(w) in ("scored", "published")
             cid = self.stored_report(w).model_cid if recorded else None
