@@ -40,6 +40,7 @@ from validator.window_inputs import (
     GatheredWindow,
     RunContext,
     allowed_base_models,
+    base_model_horizon,
     current_base_model,
     gather_window,
     sorted_params,
@@ -142,7 +143,7 @@ class ValidatorLoop:
     def model_history(self, before: int) -> dict[int, str]:
         """window → model CID produced by it, for the windows this validator recorded before `before`."""
         out: dict[int, str] = {}
-        horizon = self.ctx.config.max_stale_windows + 1  # as many as allowed_base_models may look at
+        horizon = base_model_horizon(self.ctx.config.max_stale_windows)
         for w in range(max(self.start_window, before - horizon), before):
             recorded = self.store.window_status(w) in ("scored", "published")
             cid = self.stored_report(w).model_cid if recorded else None

@@ -82,6 +82,11 @@ class GatheredWindow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def base_model_horizon(max_stale: int) -> int:
+    """How many of the most recent produced models `allowed_base_models` may accept (see there)."""
+    return max_stale + 1
+
+
 def allowed_base_models(history: Mapping[int, str], initial_cid: str, window: int, max_stale: int) -> set[str]:
     """Base models a window-`window` contribution may have trained from: the last `max_stale + 1` global
     models produced before it, plus the initial model while fewer were produced.
@@ -90,7 +95,7 @@ def allowed_base_models(history: Mapping[int, str], initial_cid: str, window: in
     period, i.e. during window w, so a trainer that starts window w on time has at best w−2's model.
     `max_stale` is therefore the lag tolerated *beyond* that (a slow validator, a trainer one window behind)."""
     produced_before = sorted(w for w in history if w < window)
-    keep = max_stale + 1
+    keep = base_model_horizon(max_stale)
     allowed = {history[w] for w in produced_before[-keep:]}
     if len(produced_before) < keep:
         allowed.add(initial_cid)
