@@ -42,6 +42,18 @@ def support_norm(c: Contribution) -> float:
     return math.sqrt(math.fsum(float(vals.double().pow(2).sum()) for _, vals in c.support.values()))
 
 
+def median_clip_scales(contributions: Sequence[Contribution]) -> dict[str, float]:
+    """Per trainer, the factor that clips its Δ to the median norm of the set (1.0 at or below the median).
+
+    The same clip is applied when scoring and when aggregating, so a contribution is judged as the update
+    that would actually be applied: scaling an update up (a poisoner's trick) buys no extra score."""
+    norms = {c.trainer: support_norm(c) for c in contributions}
+    if not norms:
+        return {}
+    clip = statistics.median(norms.values())
+    return {t: min(1.0, clip / n) if n > 0 else 1.0 for t, n in norms.items()}
+
+
 def _unchanged(params: ParamDict, momentum: ParamDict, method: str, lr: float) -> AggregateResult:
     info = AggregateInfo(method=method, contributors=(), clip_norm=0.0, update_norm=0.0, learning_rate=lr)
     return AggregateResult(params=dict(params), momentum=dict(momentum), info=info)
@@ -69,7 +81,8 @@ class MedianNormClipMean:
         ordered = sorted(contributions, key=lambda c: c.trainer)
         norms = {c.trainer: support_norm(c) for c in ordered}
         clip = statistics.median(norms.values())
-        scales = [min(1.0, clip / norms[c.trainer]) if norms[c.trainer] > 0 else 1.0 for c in ordered]
+        by_trainer = median_clip_scales(ordered)
+        scales = [by_trainer[c.trainer] for c in ordered]
         grad: ParamDict = {}
         for name in sorted(params):
             # Sparse accumulation over each update's chosen coefficients, in trainer order, so every

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from validator.aggregate import Aggregator, MedianNormClipMean
+from validator.aggregate import Aggregator, MedianNormClipMean, median_clip_scales
 from validator.domain import (
     Contribution,
     ContributionScore,
@@ -156,8 +156,11 @@ class ScoringStrategy:
         rejections += [Rejection(c.trainer, w, RejectReason.MISSING_OWN_DATA, "no assigned batch", c.cid)
                        for c in kept if c.trainer not in inputs.own_batches]
 
+        clip = median_clip_scales(evaluable)
+        applied = [c.delta if clip[c.trainer] == 1.0 else {k: v * clip[c.trainer] for k, v in c.delta.items()}
+                   for c in evaluable]
         results = evaluate_contributions(
-            self.model, [c.delta for c in evaluable], [inputs.own_batches[c.trainer] for c in evaluable],
+            self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable],
             inputs.random_batch, self.config.eval_step_size, self.device, base=inputs.params,
         )
         scored: list[tuple[Contribution, EvalResult]] = []

@@ -77,9 +77,12 @@ class Demo:
         self.ipfs: IpfsDaemon | None = None
         self.chain: AnvilNode | None = None
 
-    def close(self) -> None:
+    def stop_processes(self) -> None:
         for proc in reversed(self.processes):
-            proc.stop(grace=3.0)
+            proc.stop(grace=5.0)
+
+    def close(self) -> None:
+        self.stop_processes()
         if self.chain is not None:
             self.chain.stop()
         if self.ipfs is not None:
@@ -180,11 +183,15 @@ class Demo:
             ready_files[p.name] = lambda home=home: (home / "ready").exists()
         _say(s, f"waiting for {len(people)} trainer processes to load the model and data …")
         self.wait_ready(ready_files)
-        self.chain.rpc("evm_setIntervalMining", [s.block_seconds])
+        self.chain.rpc("evm_setIntervalMining", [max(1, round(s.block_seconds))])
         _say(s, "chain clock started: one block every "
                 f"{s.block_seconds:g}s")
         self.watch(sponsor, run_id, first, last, ports)
-        outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL)
+        for proc in self.processes:  # trainers are done after the last window; stop any straggler
+            if not proc.name.startswith("validator"):
+                proc.stop(grace=3.0)
+        outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL,
+                                  stop_validators=self.stop_processes)
         report = write_report(outcome, self.out)
         _say(s, (self.out / "report.md").read_text())
         return report
@@ -206,7 +213,7 @@ class Demo:
             for proc in self.processes:
                 if not proc.running and proc.name.startswith("validator"):
                     raise DemoFailed(f"{proc.name} died; see {proc.log_path}")
-            while shown < last and len(views.publications(run_id, shown + 1)) >= 2:
+            while shown < last and views.publications(run_id, shown + 1):
                 shown += 1
                 self._window_line(views, run_id, shown, ports[0])
             if views.epoch_info(run_id, last_epoch).finalized:
@@ -219,14 +226,17 @@ class Demo:
     def _window_line(self, views: TrainingRunClient, run_id: int, window: int, port: int) -> None:
         pubs = views.publications(run_id, window)
         agree = len({(p.model_cid, p.report_cid) for p in pubs.values()}) == 1
+        verdict = "agree" if agree else "DISAGREE"
+        if len(pubs) < 2:
+            verdict = f"{len(pubs)} of 2 published so far"
         loss = "?"
         with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
             points = httpx.get(f"http://127.0.0.1:{port}/loss", timeout=5).json()
-            loss = f"{next(p['loss'] for p in points if p['window'] == window):.4f}"
+            loss = next((f"{p['loss']:.4f}" for p in points if p['window'] == window), "?")
         commits = len(views.commits(run_id, window))
         reveals = len(views.reveals(run_id, window))
         _say(self.s, f"window {window}: {commits} commits, {reveals} reveals, global loss {loss}, "
-                     f"validators {'agree' if agree else 'DISAGREE'}")
+                     f"validators {verdict}")
 
 
 def run_demo(settings: DemoSettings) -> Path:

@@ -3,11 +3,13 @@ Rewards come from the chain (what was actually paid), ratings and rejections fro
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from contracts.client import TrainingRunClient
+from contracts.tx import NONCES
 from trainmarket.demo.network import Participant
 from trainmarket.demo.report import DemoOutcome, TrainerOutcome
 
@@ -23,6 +25,7 @@ def claim_all(views: TrainingRunClient, run_id: int, people: list[Participant]) 
     paid: dict[str, int] = {}
     for p in people:
         client = views.with_account(p.account)
+        NONCES.forget(client.web3, p.address)  # the trainer's own process sent its later transactions
         due = client.claimable(run_id, p.address)
         paid[p.address.lower()] = client.claim(run_id) if due else 0
     return paid
@@ -42,20 +45,24 @@ def rewards_by_epoch(views: TrainingRunClient, run_id: int, epochs: range) -> di
 def collect_outcome(
     views: TrainingRunClient, run_id: int, people: list[Participant], validators: list[TrainingRunClient],
     ports: list[int], first: int, last: int, windows_per_epoch: int, pool_deposited: int,
+    stop_validators: Callable[[], None],
 ) -> DemoOutcome:
-    paid = claim_all(views, run_id, people)
-    validators_paid = 0
-    for v in validators:
-        if v.claimable(run_id, v.address_of_account):
-            validators_paid += v.claim(run_id)
-    epochs = range(first // windows_per_epoch, last // windows_per_epoch + 1)
-    per_epoch = rewards_by_epoch(views, run_id, epochs)
     board = {row["trainer"].lower(): row for row in _get(ports[0], "/leaderboard")}
     losses = {int(p["window"]): float(p["loss"]) for p in _get(ports[0], "/loss")}
     rejections = [
         {"trainer": r["trainer"].lower(), "window": int(r["window"]), "reason": r["reason"], "detail": r["detail"]}
         for r in _get(ports[0], "/rejections?limit=10000")
     ]
+    # Nobody else may send from these accounts while the orchestrator claims for them.
+    stop_validators()
+    paid = claim_all(views, run_id, people)
+    validators_paid = 0
+    for v in validators:
+        NONCES.forget(v.web3, v.address_of_account)
+        if v.claimable(run_id, v.address_of_account):
+            validators_paid += v.claim(run_id)
+    epochs = range(first // windows_per_epoch, last // windows_per_epoch + 1)
+    per_epoch = rewards_by_epoch(views, run_id, epochs)
     names = {p.address.lower(): p.name for p in people}
     for r in rejections:
         r["name"] = names.get(r["trainer"], r["trainer"])
