@@ -30,6 +30,7 @@ from trainmarket.errors import TrainmarketError
 from trainmarket.process import ManagedProcess, free_port, port_open
 
 POOL = 200 * ETH
+TRAINER_STAKE = 2 * ETH
 
 
 @dataclass
@@ -145,7 +146,7 @@ class Demo:
         validators = [sponsor.with_account(self._dev_account(i)) for i in (1, 2)]
         for p in people:
             self.chain.set_balance(p.address, 100 * ETH)
-            sponsor.with_account(p.account).register_trainer(run_id, 2 * ETH)
+            sponsor.with_account(p.account).register_trainer(run_id, TRAINER_STAKE)
         for v in validators:
             v.register_validator(run_id, 10 * ETH)
         deployment = self.out / "deployment.json"
@@ -191,7 +192,7 @@ class Demo:
             if not proc.name.startswith("validator"):
                 proc.stop(grace=3.0)
         outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL,
-                                  stop_validators=self.stop_processes)
+                                  stop_validators=self.stop_processes, stake=TRAINER_STAKE)
         report = write_report(outcome, self.out)
         _say(s, (self.out / "report.md").read_text())
         return report

@@ -45,7 +45,7 @@ def rewards_by_epoch(views: TrainingRunClient, run_id: int, epochs: range) -> di
 def collect_outcome(
     views: TrainingRunClient, run_id: int, people: list[Participant], validators: list[TrainingRunClient],
     ports: list[int], first: int, last: int, windows_per_epoch: int, pool_deposited: int,
-    stop_validators: Callable[[], None],
+    stop_validators: Callable[[], None], stake: int,
 ) -> DemoOutcome:
     board = {row["trainer"].lower(): row for row in _get(ports[0], "/leaderboard")}
     losses = {int(p["window"]): float(p["loss"]) for p in _get(ports[0], "/loss")}
@@ -66,17 +66,18 @@ def collect_outcome(
     names = {p.address.lower(): p.name for p in people}
     for r in rejections:
         r["name"] = names.get(r["trainer"], r["trainer"])
-    agree = all(
-        len({(pub.model_cid, pub.report_cid) for pub in views.publications(run_id, w).values()}) == 1
-        for w in range(first, last + 1)
-    )
+    publications = [views.publications(run_id, w) for w in range(first, last + 1)]
+    agree = all(len({(pub.model_cid, pub.report_cid) for pub in pubs.values()}) == 1 for pubs in publications)
+    accounts = [p.address for p in people] + [v.address_of_account for v in validators]
+    unclaimed = sum(views.claimable(run_id, a) for a in accounts)
     trainers = []
     for p in people:
         info = views.trainer_info(run_id, p.address)
         row = board.get(p.address.lower())
         trainers.append(TrainerOutcome(
             name=p.name, role=p.role, address=p.address, honest=p.honest, claimed_wei=paid[p.address.lower()],
-            stake_left_wei=info.stake, rating_ordinal=None if row is None else float(row["ordinal"]),
+            stake_left_wei=info.stake, stake_at_start_wei=stake,
+            rating_ordinal=None if row is None else float(row["ordinal"]),
             last_weight=None if row is None else float(row["total_weight"]), slashed=info.slashed,
         ))
     return DemoOutcome(
@@ -90,4 +91,9 @@ def collect_outcome(
         validators_agree=agree,
         windows=last - first + 1,
         epochs=len(epochs),
+        extra={
+            "windows_published_by_every_validator": sum(len(p) == len(validators) for p in publications),
+            "slashed_wei": sum(t.stake_at_start_wei - t.stake_left_wei for t in trainers),
+            "unclaimed_after_claims_wei": unclaimed,
+        },
     )

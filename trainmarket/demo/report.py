@@ -22,6 +22,7 @@ class TrainerOutcome:
     honest: bool
     claimed_wei: int
     stake_left_wei: int
+    stake_at_start_wei: int
     rating_ordinal: float | None = None
     last_weight: float | None = None
     slashed: bool = False
