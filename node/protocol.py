@@ -54,8 +54,11 @@ class RunConfig(BaseModel):
     eval_step_size: float = 1.0
     eval_own_seqs: int = 4
     eval_random_seqs: int = 12
-    outer_lr: float = 0.7
-    outer_momentum: float = 0.9
+    # Plain averaging, no momentum: a trainer's update is computed on a model up to two windows old (window
+    # w−1's model is published during window w), and momentum on stale updates overshoots; measured in the
+    # demo, lr 0.7 with Nesterov 0.9 took the held-out loss from 4.3 to 16 in four windows.
+    outer_lr: float = 1.0
+    outer_momentum: float = 0.0
     max_stale_windows: int = 2
     max_payload_bytes: int = 16 * 1024 * 1024
     max_model_bytes: int = 1024 * 1024 * 1024

@@ -198,8 +198,10 @@ class CopyOfEarlierFilter:
 
 
 class SybilClusterFilter:
-    """Single-linkage clusters of near-identical updates in the same window share one contribution's worth:
-    each member keeps its own score × 1/|cluster| (`sync`). No member is rejected: nobody could have copied a
+    """Single-linkage clusters of near-identical updates in the same window are Sybils (SybilWall's insight:
+    honest trainers on different data never send the same update), so together they earn at most 1/|cluster|
+    of one contribution: each member keeps its own score × 1/|cluster|² (`sync`). Splitting one update over
+    n identities thus earns *less* than sending it once. No member is rejected: nobody could have copied a
     same-window update under commit–reveal, so none of them is "the original"."""
 
     name = "sybil_cluster"
@@ -235,7 +237,7 @@ class SybilClusterFilter:
                 out.append(c)
             else:
                 names = tuple(ordered[m].trainer for m in members)
-                out.append(replace(c, sync=c.sync / len(members), sybil_cluster=names))
+                out.append(replace(c, sync=c.sync / len(members) ** 2, sybil_cluster=names))
         return out, []
 
 
