@@ -21,8 +21,11 @@ $(PY_STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $@
 
+# `npm install`, not `npm ci`: js-ipfs pulls an optional electron helper whose own optional dependency is a
+# GitHub tarball that no lock file can record, and npm 11's `ci` rejects the lock as out of sync for it.
+# With the committed lock present, `install` resolves the same versions.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	chmod +x contracts/solc-wrapper
 	@touch $@
 

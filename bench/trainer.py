@@ -132,17 +132,22 @@ def measure_publish(
     model: nn.Module, batches: Tensor, cfg: InnerLoopConfig, device: torch.device, use_ipfs: bool
 ) -> dict[str, Any]:
     """One window: train, then time error feedback + compress + encode (+ IPFS add) of its Δ."""
-    try:
-        from ipfs.codecs import DEFAULT_CODEC
-        from ipfs.payload import encode_contribution
-    except ImportError as err:
-        # TODO(bench): drop once ipfs/ (codecs, payload, daemon) is in the tree everywhere.
-        print(f"publish_fraction not measured: {err}")
-        return {"publish_fraction": None, "publish_skipped": f"ipfs/ not available: {err}"}
+    from ipfs.codecs import DEFAULT_CODEC
+    from ipfs.payload import Manifest, encode_contribution
+    from node.model import model_spec
 
     result = train_inner(model, batches, cfg, device)
     feedback = ErrorFeedback(decay=0.95)
-    manifest = {"window": 0, "trainer": TRAINER, "base_model_cid": "", "tokens": result.tokens}
+    manifest = Manifest(
+        kind="contribution",
+        run_id=0,
+        window=0,
+        trainer=TRAINER,
+        base_model_cid="",
+        codec=DEFAULT_CODEC.name,
+        codec_params=DEFAULT_CODEC.params(),
+        spec=model_spec(model),
+    )
     with tempfile.TemporaryDirectory() as repo, contextlib.ExitStack() as stack:
         client = None
         if use_ipfs:

@@ -28,7 +28,6 @@ class CopierPolicy(UpdatePolicy):
 
     def make_delta(self, ctx: TrainingContext) -> dict[str, Tensor] | None:
         from ipfs.payload import decode_contribution  # the copier decodes like a validator would
-
         from node.model import model_spec
 
         for window in range(ctx.window - 1, -1, -1):
