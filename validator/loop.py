@@ -43,6 +43,7 @@ from validator.window_inputs import (
     base_model_horizon,
     current_base_model,
     gather_window,
+    monitor_batch,
     sorted_params,
 )
 
@@ -108,6 +109,7 @@ class ValidatorLoop:
             store.set_value("initial_model_cid", init)
         self.initial_cid = init
         self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report)
+        self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -175,7 +177,7 @@ class ValidatorLoop:
         model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical, window, base_cid))
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, canonical)
-        loss = self.global_loss(canonical, gathered)
+        loss = self.global_loss(canonical)
         self.store.set_value(f"window:{window}:stats", json.dumps(
             {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
         self.store.record_window(
@@ -199,10 +201,11 @@ class ValidatorLoop:
                              "misses": len(state.missed_windows.get(trainer, ())), "last_window": window}
         return rows
 
-    def global_loss(self, params: ParamDict, gathered: GatheredWindow) -> float:
+    def global_loss(self, params: ParamDict) -> float:
+        """Held-out loss of the window's new global model on the run's fixed monitoring batch."""
         model = self.strategy.model
         model.load_state_dict(params, strict=False)
-        return evaluate_loss(model, gathered.inputs.random_batch)
+        return evaluate_loss(model, self.monitor_batch)
 
     def report_missed(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it."""

@@ -196,3 +196,13 @@ def sorted_params(params: Mapping[str, Tensor]) -> ParamDict:
     """A CPU float32 contiguous copy in name order: the canonical form that is encoded and hashed."""
     return {n: params[n].detach().to("cpu", torch.float32).contiguous() for n in sorted(params)}
 
+
+MONITOR_SEQS = 64
+
+
+def monitor_batch(dataset: Dataset, config: RunConfig) -> Tensor:
+    """A fixed held-out batch for the global model's loss curve. The scoring batch changes every window (it is
+    seeded by the closing block hash) and is small, so its loss jumps from window to window; this one is the
+    same for every window of the run and for every validator, so consecutive figures are comparable."""
+    seed = b"trainmarket/monitor|" + str(config.run_seed).encode()
+    return heldout_batches(dataset, seed, MONITOR_SEQS, config.seq_len)

@@ -6,13 +6,16 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 from eth_account import Account
 
 from validator.audit import AuditResult, compare_reports, render
 from validator.chain_io import nonce_of, tx_hash_of
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.settlement import mean_window_weights, weight_vector
-from validator.window_inputs import allowed_base_models, current_base_model
+from node.data import build_dataset
+from node.protocol import RunConfig
+from validator.window_inputs import MONITOR_SEQS, allowed_base_models, current_base_model, monitor_batch
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 
@@ -34,6 +37,18 @@ def test_models_of_later_windows_are_never_allowed_bases() -> None:
     assert current_base_model(history, "init", 2) == "m1"
     assert current_base_model(history, "init", 0) == "init"
     assert current_base_model({0: "m0"}, "init", 5) == "m0"  # the most recent one produced
+
+
+def test_monitor_batch_is_fixed_for_the_run_and_held_out() -> None:
+    text = bytes(range(256)) * 2_000
+    built = build_dataset([("t", text)], shard_bytes=50_000, heldout_fraction=0.2)
+    ds = built.to_dataset()
+    config = RunConfig(seq_len=32, run_seed=7)
+    batch = monitor_batch(ds, config)
+    assert batch.shape == (MONITOR_SEQS, 33)
+    assert torch.equal(batch, monitor_batch(ds, config))  # every window, every validator: the same rows
+    assert not torch.equal(batch, monitor_batch(ds, RunConfig(seq_len=32, run_seed=8)))
+    assert set(batch.flatten().tolist()) <= set(ds.heldout.tolist())
 
 
 @pytest.mark.parametrize("typed", [False, True])
