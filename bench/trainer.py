@@ -137,7 +137,7 @@ def measure_publish(
     from node.model import model_spec
 
     result = train_inner(model, batches, cfg, device)
-    feedback = ErrorFeedback(decay=0.95)
+    feedback = ErrorFeedback()
     manifest = Manifest(
         kind="contribution",
         run_id=0,

@@ -127,7 +127,7 @@ class ErrorFeedback:
     """Decayed residual: acc = decay·residual + Δ; the codec compresses acc; residual = acc − estimate,
     where estimate is what the receiver will decode. Whatever the codec drops is sent later, decayed."""
 
-    decay: float = 0.95
+    decay: float = 0.5  # the run config's default; see node/protocol.py
     residual: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

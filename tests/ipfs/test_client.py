@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ipfs.cid import DagVerifier, content_cid, parse_cid, raw_cid
+from ipfs.cid import CHUNK_SIZE, DagVerifier, content_cid, parse_cid, raw_cid
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from ipfs.errors import CidMismatch, InvalidCid, IpfsTimeout, IpfsUnavailable, PayloadTooLarge
@@ -76,6 +76,16 @@ def test_verifier_detects_tampered_bytes() -> None:
     assert verifier.cid() != cid
     codec, digest = parse_cid(cid)
     assert codec == 0x70 and len(digest) == 32
+
+
+def test_verifier_is_independent_of_how_the_stream_is_cut() -> None:
+    data = os.urandom(3 * CHUNK_SIZE + 12_345)
+    whole = content_cid(data)
+    for piece in (1_000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 7, 2 * CHUNK_SIZE + 3):
+        verifier = DagVerifier()
+        for start in range(0, len(data), piece):
+            verifier.update(data[start : start + piece])
+        assert verifier.cid() == whole, piece
 
 
 def test_cid_mismatch_error_names_both() -> None:
