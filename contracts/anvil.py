@@ -146,6 +146,10 @@ class AnvilNode:
     def set_balance(self, address: str, wei: int) -> None:
         self.rpc("anvil_setBalance", [address, hex(wei)])
 
+    def start_clock(self, seconds: float) -> None:
+        """Interval mining: one block every `seconds` (whole seconds; Anvil's RPC takes an integer)."""
+        self.rpc("evm_setIntervalMining", [max(1, round(seconds))])
+
     def __enter__(self) -> AnvilNode:
         return self.start()
 

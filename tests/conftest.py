@@ -11,6 +11,11 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--chain", default="anvil", choices=["anvil", "ganache"],
+                     help="local chain for the end-to-end test (default anvil)")
+
+
 @pytest.fixture(scope="session")
 def ipfs_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IpfsDaemon]:
     repo: Path = tmp_path_factory.mktemp("ipfs") / "repo"

@@ -19,9 +19,11 @@ MAX_ADVERSARY_SHARE = 0.05
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def report(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> dict[str, Any]:
     out: Path = tmp_path_factory.mktemp("demo")
-    path = run_demo(DemoSettings(honest=4, sybils=3, epochs=2, windows_per_epoch=3, out_dir=out, quiet=True))
+    chain = pytestconfig.getoption("--chain")  # `pytest tests/e2e --chain ganache` runs it on Ganache
+    path = run_demo(DemoSettings(honest=4, sybils=3, epochs=2, windows_per_epoch=3, out_dir=out, quiet=True,
+                                 chain=chain))
     assert path == out.resolve() / "report.json"
     assert (out / "report.md").exists() and (out / "report.png").stat().st_size > 0
     data: dict[str, Any] = json.loads(path.read_text())

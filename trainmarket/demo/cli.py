@@ -15,6 +15,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--window-blocks", type=int, default=24, help="blocks per window (1 block/s)")
     parser.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
     parser.add_argument("--device", default="cpu", help="validators' device: auto, cpu or cuda")
+    parser.add_argument("--chain", default="anvil", choices=["anvil", "ganache"],
+                        help="local chain to run on (default anvil; ganache is slower)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
     parser.set_defaults(func=cmd_demo)
 
@@ -24,7 +26,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(honest=args.trainers, sybils=args.sybils, epochs=args.epochs,
                             windows_per_epoch=args.windows_per_epoch, window_blocks=args.window_blocks,
-                            model=args.model, device=args.device)
+                            model=args.model, device=args.device, chain=args.chain)
     if args.out is not None:
         settings.out_dir = args.out
     report = run_demo(settings)

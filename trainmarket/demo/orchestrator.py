@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 from web3 import Web3
 
-from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
+from contracts.localchain import ChainKind, LocalChain, start_local_chain
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
@@ -47,6 +47,7 @@ class DemoSettings:
     block_seconds: float = 1.0
     model: str = "tiny"
     device: str = "cpu"
+    chain: ChainKind = "anvil"
     corpus_bytes: int = 4_000_000
     out_dir: Path = field(default_factory=lambda: Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
     config: RunConfig = field(default_factory=lambda: RunConfig(seq_len=64, inner_steps=12, seqs_per_step=8,
@@ -76,7 +77,7 @@ class Demo:
         self.logs = self.out / "logs"
         self.processes: list[ManagedProcess] = []
         self.ipfs: IpfsDaemon | None = None
-        self.chain: AnvilNode | None = None
+        self.chain: LocalChain | None = None
 
     def stop_processes(self) -> None:
         for proc in reversed(self.processes):
@@ -100,14 +101,15 @@ class Demo:
         return IpfsClient(api, timeout=60.0)
 
     def start_chain(self) -> TrainingRunClient:
-        # Automine while setting up (each setup tx mines at once); interval mining starts with the windows.
-        self.chain = AnvilNode(log_path=self.logs / "anvil.log").start()
+        # Automine while setting up (each setup tx mines at once); the block clock starts with the windows.
+        self.chain = start_local_chain(self.s.chain, self.logs)
         web3 = Web3(Web3.HTTPProvider(self.chain.rpc_url))
         from eth_account import Account
 
         sponsor = Account.from_key(self.chain.private_keys[0])
         deployment = deploy(web3, sponsor)
-        _say(self.s, f"Anvil at {self.chain.rpc_url}; TrainingRun deployed at {deployment.address}")
+        _say(self.s, f"{self.s.chain.capitalize()} at {self.chain.rpc_url}; "
+                     f"TrainingRun deployed at {deployment.address}")
         return TrainingRunClient(web3, deployment.address, sponsor, deployment.block)
 
     def spawn(self, name: str, argv: list[str], env: dict[str, str], ready: Any = None) -> ManagedProcess:
@@ -184,7 +186,7 @@ class Demo:
             ready_files[p.name] = lambda home=home: (home / "ready").exists()
         _say(s, f"waiting for {len(people)} trainer processes to load the model and data …")
         self.wait_ready(ready_files)
-        self.chain.rpc("evm_setIntervalMining", [max(1, round(s.block_seconds))])
+        self.chain.start_clock(s.block_seconds)
         _say(s, "chain clock started: one block every "
                 f"{s.block_seconds:g}s")
         self.watch(sponsor, run_id, first, last, ports)
@@ -214,26 +216,39 @@ class Demo:
             for proc in self.processes:
                 if not proc.running and proc.name.startswith("validator"):
                     raise DemoFailed(f"{proc.name} died; see {proc.log_path}")
-            while shown < last and views.publications(run_id, shown + 1):
+            # A window's line waits for every validator (or, if one lags, for the next window's first publication).
+            while shown < last and self._ready_to_show(views, run_id, shown + 1, last, len(ports)):
                 shown += 1
-                self._window_line(views, run_id, shown, ports[0])
+                self._window_line(views, run_id, shown, ports)
             if views.epoch_info(run_id, last_epoch).finalized:
+                while shown < last:
+                    shown += 1
+                    self._window_line(views, run_id, shown, ports)
                 _say(s, f"epoch {last_epoch} finalised")
                 return
             if views.block_number() > deadline_block:
                 raise DemoFailed(f"the run did not settle by block {deadline_block}; logs in {self.logs}")
             time.sleep(1.0)
 
-    def _window_line(self, views: TrainingRunClient, run_id: int, window: int, port: int) -> None:
+    @staticmethod
+    def _ready_to_show(views: TrainingRunClient, run_id: int, window: int, last: int, validators: int) -> bool:
+        published = len(views.publications(run_id, window))
+        return published >= validators or (published > 0 and window < last
+                                           and bool(views.publications(run_id, window + 1)))
+
+    def _window_line(self, views: TrainingRunClient, run_id: int, window: int, ports: list[int]) -> None:
         pubs = views.publications(run_id, window)
         agree = len({(p.model_cid, p.report_cid) for p in pubs.values()}) == 1
         verdict = "agree" if agree else "DISAGREE"
-        if len(pubs) < 2:
-            verdict = f"{len(pubs)} of 2 published so far"
+        if len(pubs) < len(ports):
+            verdict = f"{len(pubs)} of {len(ports)} published so far"
         loss = "?"
-        with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
-            points = httpx.get(f"http://127.0.0.1:{port}/loss", timeout=5).json()
-            loss = next((f"{p['loss']:.4f}" for p in points if p['window'] == window), "?")
+        for port in ports:  # any validator that has scored the window knows its loss (they agree on the model)
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                points = httpx.get(f"http://127.0.0.1:{port}/loss", timeout=5).json()
+                loss = next((f"{p['loss']:.4f}" for p in points if p["window"] == window), "?")
+            if loss != "?":
+                break
         commits = len(views.commits(run_id, window))
         reveals = len(views.reveals(run_id, window))
         _say(self.s, f"window {window}: {commits} commits, {reveals} reveals, global loss {loss}, "
