@@ -58,8 +58,12 @@ def test_global_model_loss_goes_down_despite_the_poisoner(report: dict[str, Any]
 
 def test_malformed_payloads_are_recorded_rejections(report: dict[str, Any]) -> None:
     malformed = {t["address"].lower() for t in report["trainers"] if t["role"] == "malformed"}
-    reasons = {r["reason"] for r in report["rejections"] if r["trainer"] in malformed}
-    assert reasons and reasons <= {"malformed", "oversize", "fetch_failed", "undecodable", "format"}, reasons
+    reasons = [r["reason"] for r in report["rejections"] if r["trainer"] in malformed]
+    # Every window it revealed in was refused as malformed (a window it was too slow to reveal in, on a loaded
+    # machine, is a recorded miss instead); never scored, never a crash of the validators.
+    assert reasons.count("malformed") >= report["windows"] - 1, reasons
+    assert set(reasons) <= {"malformed", "nonfinite_loss", "missing_reveal"}, reasons
+    assert not any(t["rating_ordinal"] is not None for t in report["trainers"] if t["role"] == "malformed")
     freerider = {t["address"].lower() for t in report["trainers"] if t["role"] == "freerider"}
     assert any(r["trainer"] in freerider and r["reason"] == "missing_reveal" for r in report["rejections"])
 
