@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,9 @@ class Deployment:
     def load(cls, path: Path) -> Deployment:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
-            return cls(**data)
+            # The file may carry more (run_id, config_cid for nodes and validators): take this class's fields.
+            known = {f.name for f in fields(cls)}
+            return cls(**{k: v for k, v in data.items() if k in known})
         except FileNotFoundError as err:
             raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
         except (json.JSONDecodeError, TypeError) as err:
