@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from node.data import assigned_batches, build_dataset, collect_default_text
 from node.model import GPT, autocast_context, preset_config, select_device
+from node.protocol import RunConfig
 from node.train import ErrorFeedback, InnerLoopConfig, train_inner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer.json"
@@ -45,7 +46,9 @@ class Workload:
 def default_workload(device: torch.device) -> Workload:
     if device.type == "cuda":
         return Workload("base", seq_len=1024, seqs_per_step=32, micro_batch_size=16, steps=20, repeats=3)
-    return Workload("small", seq_len=128, seqs_per_step=8, micro_batch_size=8, steps=8, repeats=4)
+    # H = the run config's default inner steps: the publish cost is paid once per window of H steps.
+    return Workload("small", seq_len=128, seqs_per_step=8, micro_batch_size=8, steps=RunConfig().inner_steps,
+                    repeats=3)
 
 
 def _sync(device: torch.device) -> None:
