@@ -8,10 +8,11 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
-from contracts.anvil import DEV_PRIVATE_KEYS, AnvilNode
+from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import Deployment, deploy
 from contracts.errors import ChainUnreachable, DeploymentError
+from contracts.localchain import DEV_PRIVATE_KEYS
 from trainmarket.errors import ToolMissingError
 from trainmarket.process import free_port, port_open
 
