@@ -28,9 +28,10 @@ class Deployment:
     rpc_url: str = ""
     compiler: str = ""
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, **extra: Any) -> None:
+        """Write the file; `extra` keys (run_id, config_cid, …) ride along for the node and validator CLIs."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        path.write_text(json.dumps({**asdict(self), **extra}, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Deployment:

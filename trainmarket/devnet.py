@@ -112,10 +112,7 @@ def start_devnet(port: int | None = None, block_time: float | None = None, param
         sponsor = Account.from_key(node.private_keys[0])
         deployment = deploy(web3, sponsor)
         run_id = TrainingRunClient(web3, deployment.address, sponsor, deployment.block).create_run(params, DEMO_POOL)
-        path = deployment_path()
-        deployment.save(path)
-        path.write_text(json.dumps({**json.loads(path.read_text()), "rpc_url": node.rpc_url, "run_id": run_id,
-                                    "config_cid": config_cid}, indent=2) + "\n")
+        deployment.save(deployment_path(), run_id=run_id, config_cid=config_cid)
     except BaseException:
         if node is not None:
             node.stop()
