@@ -129,6 +129,7 @@ def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, 
     feedback = {t: ErrorFeedback(config.error_feedback_decay) for t in trainers}
     inner = InnerLoopConfig(steps=config.inner_steps, lr=config.inner_lr, micro_batch_size=config.seqs_per_step)
     models = [_params(base)]
+    worker = base  # one model object, reloaded per trainer: building a fresh GPT each time re-initialises it
     state = ValidatorState()
     gen = torch.Generator().manual_seed(0)
     losses: list[float] = []
@@ -139,12 +140,11 @@ def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, 
         contributions = []
         own: dict[str, Tensor] = {}
         for t in trainers:
-            model = _model(config, device)
-            model.load_state_dict(start, strict=False)
+            worker.load_state_dict(start, strict=False)
             rows = assigned_batches(ds, config.run_seed, t, w, config.inner_steps * config.seqs_per_step,
                                     config.seq_len)
             own[t] = rows[: config.eval_own_seqs]
-            delta = train_inner(model, rows, inner, device).pseudo_gradient
+            delta = train_inner(worker, rows, inner, device).pseudo_gradient
             delta = {n: d.float().cpu() for n, d in delta.items()}
             if kinds[t] != "honest":
                 delta = _adversarial_delta(kinds[t], delta, last_honest, gen)
@@ -162,9 +162,8 @@ def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, 
                               contributions=contributions, own_batches=own, random_batch=random_batch)
         _, new_params, state = strategy.score_window(inputs, state)
         models.append({n: t.float().cpu() for n, t in new_params.items()})
-        final = _model(config, device)
-        final.load_state_dict(models[-1], strict=False)
-        losses.append(evaluate_loss(final, monitor.to(device)))
+        worker.load_state_dict(models[-1], strict=False)
+        losses.append(evaluate_loss(worker, monitor.to(device)))
         print(f"  window {w}: loss {losses[-1]:.4f}", flush=True)
     return {"loss_per_window": losses, "bytes_per_trainer_window": sum(sent) / len(sent),
             "dense_bf16_bytes": 2 * sum(math.prod(shape) for shape, _ in spec.values())}
