@@ -96,7 +96,11 @@ def measure_epoch(
         node,
         web3,
         [
-            c.signed(fn.commit(run_id, window, commitment_hash(cid, salt)), "commit", gas=120_000)
+            c.signed(
+                fn.commit(run_id, window, commitment_hash(cid, salt, run_id, window, c.account.address)),
+                "commit",
+                gas=120_000,
+            )
             for c, cid, salt in zip(clients, cids, salts, strict=True)
         ],
     )

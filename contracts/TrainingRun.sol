@@ -176,7 +176,7 @@ contract TrainingRun {
     error NoCommitment(uint256 runId, uint256 window, address trainer);
     /// @notice The commitment was already revealed or reported missed.
     error AlreadyRevealed(uint256 runId, uint256 window, address trainer);
-    /// @notice keccak256(cid, salt) does not match the commitment.
+    /// @notice keccak256(cid, salt, runId, window, trainer) does not match the commitment.
     error CommitmentMismatch(uint256 runId, uint256 window, address trainer);
     /// @notice A CID that is empty or longer than MAX_CID_BYTES.
     error InvalidCid(uint256 length);
@@ -415,7 +415,11 @@ contract TrainingRun {
     // ------------------------------------------------------------------ commit–reveal
 
     /// @notice Commit to a contribution for the current window: `commitment` =
-    /// keccak256(abi.encodePacked(cid, salt)). One commitment per trainer per window.
+    /// keccak256(abi.encodePacked(cid, salt, runId, window, trainer)). One commitment per trainer per window.
+    /// @dev The run, window and trainer are inside the hash so a commitment is worthless to anyone else: a copier
+    /// who commits the same hash and then front-runs (or follows) the trainer's reveal with the same (cid, salt)
+    /// fails CommitmentMismatch instead of becoming the CID's first revealer and getting the trainer slashed as a
+    /// duplicate; nor can a revealed (cid, salt) be replayed against the same hash in another window or run.
     function commit(uint256 runId, uint256 window, bytes32 commitment) external {
         Run storage run = _runs[runId];
         Trainer storage t = _activeTrainer(runId);
@@ -442,18 +446,20 @@ contract TrainingRun {
         Run storage run = _runs[runId];
         Trainer storage t = _trainers[runId][msg.sender];
         if (!t.registered) revert NotTrainer(runId, msg.sender);
-        uint256 opensAt = run.startBlock + (window + 1) * run.windowBlocks;
-        uint256 closesAt = opensAt + run.revealBlocks;
-        if (block.number < opensAt || block.number >= closesAt) {
-            revert NotInRevealPeriod(runId, window, opensAt, closesAt);
+        {
+            uint256 opensAt = run.startBlock + (window + 1) * run.windowBlocks;
+            uint256 closesAt = opensAt + run.revealBlocks;
+            if (block.number < opensAt || block.number >= closesAt) {
+                revert NotInRevealPeriod(runId, window, opensAt, closesAt);
+            }
+            uint256 length = bytes(cid).length;
+            if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
         }
-        uint256 length = bytes(cid).length;
-        if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
         uint256[RING] storage ring = _commitRing[runId][msg.sender];
         uint256 slot = ring[window % RING];
         if ((slot >> 8) & WINDOW_MASK != window + 1) revert NoCommitment(runId, window, msg.sender);
         if (slot & STATUS_MASK != uint256(CommitStatus.Committed)) revert AlreadyRevealed(runId, window, msg.sender);
-        if (uint256(keccak256(abi.encodePacked(cid, salt))) >> 64 != slot >> 64) {
+        if (_commitment(cid, salt, runId, window) >> 64 != slot >> 64) {
             revert CommitmentMismatch(runId, window, msg.sender);
         }
         ring[window % RING] = (slot & ~STATUS_MASK) | uint256(CommitStatus.Revealed);
@@ -675,6 +681,16 @@ contract TrainingRun {
     function _activeValidator(uint256 runId) private view returns (Validator storage v) {
         v = _validators[runId][msg.sender];
         if (!v.registered || v.unbondingAt != 0) revert NotValidator(runId, msg.sender);
+    }
+
+    /// @dev What `msg.sender` must have committed to reveal `cid` with `salt` for `window` of `runId` (a function of
+    /// its own: inline, the five operands overflow reveal's stack).
+    function _commitment(string calldata cid, bytes32 salt, uint256 runId, uint256 window)
+        private
+        view
+        returns (uint256)
+    {
+        return uint256(keccak256(abi.encodePacked(cid, salt, runId, window, msg.sender)));
     }
 
     function _revealEnd(Run storage run, uint256 window) private view returns (uint256) {

@@ -21,11 +21,15 @@ from contracts.views import TrainingRunViews
 MAX_WEIGHT = 0xFFFF
 
 
-def commitment_hash(cid: str, salt: bytes) -> bytes:
-    """keccak256(abi.encodePacked(cid, salt)): what a trainer commits before revealing `cid`."""
+def commitment_hash(cid: str, salt: bytes, run_id: int, window: int, trainer: str) -> bytes:
+    """keccak256(abi.encodePacked(cid, salt, runId, window, trainer)): what `trainer` commits for `window` of
+    `run_id` before revealing `cid`. Binding the trainer, run and window makes a copied commitment useless."""
     if len(salt) != 32:
         raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
-    return keccak(cid.encode("utf-8") + salt)
+    address = bytes.fromhex(trainer.removeprefix("0x"))
+    if len(address) != 20:
+        raise ValueError(f"trainer must be a 20-byte address, got {trainer!r}")
+    return keccak(cid.encode("utf-8") + salt + run_id.to_bytes(32, "big") + window.to_bytes(32, "big") + address)
 
 
 def pack_weights(weights: Sequence[int]) -> bytes:

@@ -42,9 +42,9 @@ def compiler_version(wrapper: Path) -> str:
     raise CompileError(f"unexpected `--version` output from {wrapper}: {out!r}")
 
 
-def compile_artifact(source_path: Path = SOURCE_PATH) -> dict[str, Any]:
-    """Compile the source and return the artifact dict (abi, bytecode, deployedBytecode, compiler, settings,
-    source_sha256). Raises ToolMissingError when the wrapper or node_modules is absent, CompileError on errors."""
+def compile_artifact(source_path: Path = SOURCE_PATH, contract_name: str = CONTRACT_NAME) -> dict[str, Any]:
+    """Compile `contract_name` from the source and return the artifact dict (abi, bytecode, deployedBytecode,
+    compiler, settings, source_sha256); tests compile their own attacker contracts with it. Raises ToolMissingError when the wrapper or node_modules is absent, CompileError on errors."""
     wrapper = solc_wrapper()
     if not wrapper.exists():
         raise ToolMissingError("solc-wrapper", str(wrapper))
@@ -63,9 +63,9 @@ def compile_artifact(source_path: Path = SOURCE_PATH) -> dict[str, Any]:
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompileError("\n".join(e.get("formattedMessage", str(e)) for e in errors))
-    contract = output["contracts"][source_path.name][CONTRACT_NAME]
+    contract = output["contracts"][source_path.name][contract_name]
     return {
-        "contractName": CONTRACT_NAME,
+        "contractName": contract_name,
         "sourceName": source_path.name,
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "compiler": compiler_version(wrapper),

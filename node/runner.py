@@ -215,7 +215,8 @@ class TrainerNode:
         cid = payload_cid(data)
         salt = secrets.token_bytes(32)
         loss = sum(ctx.losses) / len(ctx.losses) if ctx.losses else float("nan")
-        entry = self.journal.prepare(window, base_cid, cid, salt, commitment_hash(cid, salt), data, loss)
+        commitment = commitment_hash(cid, salt, self.run_id, window, self.trainer)
+        entry = self.journal.prepare(window, base_cid, cid, salt, commitment, data, loss)
         # The residual follows the payload the journal holds; a crash right here loses one window's residual.
         self.feedback.record(acc, encoded.estimate)
         self.feedback.save(self.feedback_path)

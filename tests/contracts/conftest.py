@@ -106,7 +106,7 @@ def salt_for(name: str) -> bytes:
 
 
 def commit_cid(chain: Chain, client: TrainingRunClient, run_id: int, window: int, cid: str) -> None:
-    client.commit(run_id, window, commitment_hash(cid, salt_for(cid)))
+    client.commit(run_id, window, commitment_hash(cid, salt_for(cid), run_id, window, client.account.address))
 
 
 def to_reveal_period(chain: Chain, run_id: int, window: int) -> None:

@@ -1,50 +1,31 @@
-"""Client helpers against the contract's own hashing, revert decoding, and a re-entering receiver."""
+"""Client helpers against the contract's own hashing and revert decoding; re-entrancy through a hostile receiver
+contract (tests/contracts/solidity/Attacker.sol) on every payout path."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import pytest
-import solcx
-from web3 import Web3
+from eth_utils import keccak
 
-from contracts.client import commitment_hash, pack_weights
-from contracts.compile import SETTINGS, load_artifact
+from contracts.client import TrainingRunClient, commitment_hash, pack_weights
+from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
-from contracts.tx import ErrorDecoder, send_transaction
-from trainmarket.paths import solc_wrapper
+from contracts.tx import NONCES, ErrorDecoder, send_transaction
 
-from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_reveal_period
-
-ATTACKER = """
-// SPDX-License-Identifier: MIT
-pragma solidity 0.8.28;
-interface ITrainingRun {
-    function registerTrainer(uint256 runId) external payable;
-    function requestUnstake(uint256 runId) external;
-    function withdrawStake(uint256 runId) external;
-}
-/// Re-enters withdrawStake from its receive hook.
-contract Reenterer {
-    ITrainingRun public target;
-    uint256 public runId;
-    constructor(address t, uint256 r) { target = ITrainingRun(t); runId = r; }
-    function join() external payable { target.registerTrainer{value: msg.value}(runId); }
-    function leave() external { target.requestUnstake(runId); }
-    function withdraw() external { target.withdrawStake(runId); }
-    receive() external payable { target.withdrawStake(runId); }
-}
-"""
+from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_epoch_end, to_reveal_period
 
 
 def test_commitment_hash_matches_what_the_contract_accepts(chain: Chain, run_id: int) -> None:
     trainer = chain.trainers[0]
     cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-    trainer.commit(run_id, 0, commitment_hash(cid, salt_for("x")))
+    trainer.commit(run_id, 0, commitment_hash(cid, salt_for("x"), run_id, 0, trainer.account.address))
     to_reveal_period(chain, run_id, 0)
     trainer.reveal(run_id, 0, cid, salt_for("x"))  # the contract recomputed the same hash
     with pytest.raises(ValueError):
-        commitment_hash(cid, b"short")
+        commitment_hash(cid, b"short", run_id, 0, trainer.account.address)
 
 
 def test_pack_weights_is_big_endian_uint16() -> None:
@@ -71,39 +52,142 @@ def test_decoder_knows_every_custom_error_in_the_abi() -> None:
     assert decoder.decode(b"\xde\xad\xbe\xef") is None
 
 
-def _deploy_attacker(chain: Chain, run_id: int) -> Any:
-    output = solcx.compile_standard(
-        {
-            "language": "Solidity",
-            "sources": {"Reenterer.sol": {"content": ATTACKER}},
-            "settings": {**SETTINGS, "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}}},
-        },
-        solc_binary=str(solc_wrapper()),
-    )
-    compiled = output["contracts"]["Reenterer.sol"]["Reenterer"]
-    factory = chain.web3.eth.contract(abi=compiled["abi"], bytecode=compiled["evm"]["bytecode"]["object"])
-    deployer = chain.trainers[5].account
-    tx = factory.constructor(chain.deployment.address, run_id).build_transaction({"from": deployer.address})
-    receipt = send_transaction(chain.web3, deployer, tx, "deploy Reenterer")
-    return chain.web3.eth.contract(address=receipt["contractAddress"], abi=compiled["abi"])
+# ------------------------------------------------------------------ re-entrancy through a hostile receiver
+
+ATTACKER_SOURCE = Path(__file__).resolve().parent / "solidity" / "Attacker.sol"
+REENTRANT_CALL = keccak(text="ReentrantCall()")[:4]
+Payout = Literal["claim", "withdrawStake"]
 
 
-def test_reentrant_withdraw_is_refused(chain: Chain) -> None:
-    rid = make_run(chain, unbonding_blocks=1)
-    attacker = _deploy_attacker(chain, rid)
+@pytest.fixture(scope="session")
+def attacker_artifact() -> dict[str, Any]:
+    return compile_artifact(ATTACKER_SOURCE, "Attacker")  # ~2 s: once per session
+
+
+@dataclass
+class Hostile:
+    """An Attacker contract deployed by `owner` (dev account 9), acting in run `run_id` through `forward`."""
+
+    chain: Chain
+    owner: TrainingRunClient
+    contract: Any
+    run_id: int
+
+    @property
+    def address(self) -> str:
+        return str(self.contract.address)
+
+    def _send(self, fn: Any, value: int = 0) -> None:
+        params: Any = {"to": self.contract.address, "data": fn._encode_transaction_data(), "value": value}
+        send_transaction(self.chain.web3, self.owner.account, params, fn.fn_name, self.owner.decoder)
+
+    def forward(self, name: str, *args: Any, value: int = 0) -> None:
+        """Make the attacker call `name(*args)` on the run (reverts come back as the run's custom errors)."""
+        data = getattr(self.owner.contract.functions, name)(*args)._encode_transaction_data()
+        self._send(self.contract.functions.forward(data), value)
+
+    def arm(self, reentry: Payout | None, strict: bool) -> None:
+        data = b"" if reentry is None else bytes.fromhex(
+            getattr(self.owner.contract.functions, reentry)(self.run_id)._encode_transaction_data()[2:]
+        )
+        self._send(self.contract.functions.arm(data, strict))
+
+    def read(self, name: str) -> Any:
+        return getattr(self.contract.functions, name)().call()
+
+
+def deploy_attacker(chain: Chain, artifact: dict[str, Any], run_id: int) -> Hostile:
     owner = chain.trainers[5]
-    decoder = owner.decoder
+    factory = chain.web3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx = factory.constructor(chain.deployment.address).build_transaction({"from": owner.account.address})
+    receipt = send_transaction(chain.web3, owner.account, tx, "deploy Attacker")
+    contract = chain.web3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+    return Hostile(chain, owner, contract, run_id)
 
-    def call(fn: Any, value: int = 0) -> None:
-        params: Any = {"to": attacker.address, "data": fn._encode_transaction_data(), "value": value}
-        send_transaction(chain.web3, owner.account, params, fn.fn_name, decoder)
 
-    call(attacker.functions.join(), ETH)
-    call(attacker.functions.leave())
+@dataclass
+class Arena:
+    """A settled epoch in which a hostile trainer and a hostile validator are owed rewards and, after unbonding,
+    their stakes: every payout path of the run is open to a contract receiver."""
+
+    run_id: int
+    trainer: Hostile
+    validator: Hostile
+
+
+@pytest.fixture
+def arena(chain: Chain, attacker_artifact: dict[str, Any]) -> Arena:
+    rid = make_run(chain, unbonding_blocks=1, windows_per_epoch=1, validator_share_bps=5000)
+    chain.trainers[0].register_trainer(rid, ETH)
+    chain.validators[0].register_validator(rid, 2 * ETH)
+    trainer = deploy_attacker(chain, attacker_artifact, rid)
+    validator = deploy_attacker(chain, attacker_artifact, rid)
+    trainer.forward("registerTrainer", rid, value=ETH)
+    validator.forward("registerValidator", rid, value=2 * ETH)
+    to_epoch_end(chain, rid, 0)
+    chain.validators[0].submit_weights(rid, 0, [1, 1])
+    validator.forward("submitWeights", rid, 0, pack_weights([1, 1]))
+    chain.sponsor.finalize_epoch(rid, 0)
+    trainer.forward("requestUnstake", rid)
+    validator.forward("requestUnstake", rid)
     chain.node.mine(2)
-    held = chain.web3.eth.get_balance(chain.deployment.address)
-    # the inner withdrawStake hits the lock, the receive hook reverts, so the payout fails as a whole
-    with reverts("TransferFailed", to=attacker.address, amount=ETH):
-        call(attacker.functions.withdraw())
-    assert chain.web3.eth.get_balance(chain.deployment.address) == held
-    assert chain.sponsor.trainer_info(rid, Web3.to_checksum_address(attacker.address)).stake == ETH
+    return Arena(rid, trainer, validator)
+
+
+def due(chain: Chain, run_id: int, who: str, payout: Payout) -> int:
+    """What `payout` would send `who` now."""
+    if payout == "claim":
+        return chain.sponsor.claimable(run_id, who)
+    trainer = chain.sponsor.trainer_info(run_id, who)
+    return trainer.stake if trainer.registered else chain.sponsor.validator_info(run_id, who).stake
+
+
+def held(chain: Chain) -> int:
+    return int(chain.web3.eth.get_balance(chain.deployment.address))
+
+
+PAYOUT_CASES = [
+    (role, payout, reentry)
+    for role in ("trainer", "validator")
+    for payout in ("claim", "withdrawStake")
+    for reentry in ("claim", "withdrawStake")
+]
+
+
+@pytest.mark.parametrize(("role", "payout", "reentry"), PAYOUT_CASES, ids=["-".join(c) for c in PAYOUT_CASES])
+def test_reentry_from_every_payout_is_refused(
+    chain: Chain, arena: Arena, role: str, payout: Payout, reentry: Payout
+) -> None:
+    """A receiver that calls claim/withdrawStake again while being paid by claim/withdrawStake: the lock refuses
+    the inner call (ReentrantCall), so the run pays each due exactly once, whatever the receiver does."""
+    hostile = arena.trainer if role == "trainer" else arena.validator
+    rid, who = arena.run_id, hostile.address
+    owed = {p: due(chain, rid, who, p) for p in ("claim", "withdrawStake")}
+    assert owed["claim"] > 0 and owed["withdrawStake"] > 0, owed
+    before = held(chain)
+
+    # Strict receiver: its hook reverts when the re-entry is refused, so the payout fails as a whole.
+    snapshot = chain.node.snapshot()
+    hostile.arm(reentry, strict=True)
+    with reverts("TransferFailed", to=who, amount=owed[payout]):
+        hostile.forward(payout, rid)
+    assert held(chain) == before
+    assert {p: due(chain, rid, who, p) for p in owed} == owed
+    chain.node.revert(snapshot)
+    NONCES.reset()
+
+    # Lenient receiver: the payout goes through once; the inner call was refused by the lock itself.
+    hostile.arm(reentry, strict=False)
+    hostile.forward(payout, rid)
+    assert hostile.read("reentryError")[:4] == REENTRANT_CALL
+    assert hostile.read("reentries") == 0
+    assert hostile.read("received") == owed[payout]
+    assert held(chain) == before - owed[payout]
+    # Disarmed, the other due is still there in full and the paid one is gone.
+    hostile.arm(None, strict=False)
+    other: Payout = "withdrawStake" if payout == "claim" else "claim"
+    hostile.forward(other, rid)
+    assert hostile.read("received") == owed["claim"] + owed["withdrawStake"]
+    with reverts("NothingToClaim" if payout == "claim" else "NothingToWithdraw"):
+        hostile.forward(payout, rid)
+    assert held(chain) == before - owed["claim"] - owed["withdrawStake"]

@@ -14,7 +14,8 @@ def test_commit_and_reveal_happy_path(chain: Chain, run_id: int) -> None:
     commit_cid(chain, trainer, run_id, window, "bafk-one")
     prefix, status = trainer.commitment_of(run_id, window, trainer.account.address)
     assert status is CommitStatus.COMMITTED
-    assert prefix[:24] == commitment_hash("bafk-one", salt_for("bafk-one"))[:24]
+    expected = commitment_hash("bafk-one", salt_for("bafk-one"), run_id, window, trainer.account.address)
+    assert prefix[:24] == expected[:24]
     assert [c.trainer for c in trainer.commits(run_id, window)] == [trainer.account.address]
     to_reveal_period(chain, run_id, window)
     trainer.reveal(run_id, window, "bafk-one", salt_for("bafk-one"))
@@ -87,7 +88,7 @@ def test_duplicate_cid_flags_and_slashes_both(chain: Chain, run_id: int) -> None
     first, second, third = chain.trainers[:3]
     salts = {first: b"\x01" * 32, second: b"\x02" * 32, third: b"\x03" * 32}
     for trainer in (first, second, third):
-        trainer.commit(run_id, 0, commitment_hash("same-cid", salts[trainer]))
+        trainer.commit(run_id, 0, commitment_hash("same-cid", salts[trainer], run_id, 0, trainer.account.address))
     to_reveal_period(chain, run_id, 0)
     pool = chain.sponsor.get_run(run_id).pool
     first.reveal(run_id, 0, "same-cid", salts[first])
@@ -109,7 +110,8 @@ def test_same_cid_in_different_windows_is_not_a_duplicate(chain: Chain, run_id: 
     commit_cid(chain, trainer, run_id, 0, "cid")
     to_reveal_period(chain, run_id, 0)
     trainer.reveal(run_id, 0, "cid", salt_for("cid"))
-    chain.trainers[1].commit(run_id, 1, commitment_hash("cid", b"\x09" * 32))
+    other = chain.trainers[1]
+    other.commit(run_id, 1, commitment_hash("cid", b"\x09" * 32, run_id, 1, other.account.address))
     to_reveal_period(chain, run_id, 1)
     chain.trainers[1].reveal(run_id, 1, "cid", b"\x09" * 32)
     assert chain.sponsor.duplicates(run_id, 1) == []

@@ -53,7 +53,7 @@ class Scenario:
                 for trainer in chain.trainers[: 2 + x % 4]:
                     cid, salt = f"bafk-{rng.randint(0, 3)}", rng.randbytes(32)  # few CIDs: duplicates happen
                     with contextlib.suppress(ContractReverted):
-                        trainer.commit(rid, window, commitment_hash(cid, salt))
+                        trainer.commit(rid, window, commitment_hash(cid, salt, rid, window, trainer.account.address))
                         self.commits.append((trainer, window, cid, salt))
             elif op == "reveal" and self.commits:
                 last_window = max(w for _, w, _, _ in self.commits)

@@ -145,7 +145,7 @@ def play_window(net: Net, window: int, base_cid: str, base: ParamDict, garbage: 
             data = net.trainer_payloads.encode_contribution(delta, address, window, base_cid).data
         cid = payload_cid(data) if i == absent else net.blobs.add(data)
         cids[address] = cid
-        trainer.commit(net.run_id, window, commitment_hash(cid, salt(cid)))
+        trainer.commit(net.run_id, window, commitment_hash(cid, salt(cid), net.run_id, window, trainer.account.address))
     assert net.node.block_number() < end, "commits spilled out of the window: raise window_blocks"
     net.mine_to(end - 1)
     for i, trainer in enumerate(net.trainers):
