@@ -1,0 +1,119 @@
+"""Every state-changing function of the ABI is either guarded by a role — and refused, with the role's error, to
+each wrong caller while the right caller succeeds in the same state — or deliberately open to anyone. A new
+function in the contract that is in neither table fails `test_every_mutating_function_is_classified`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from contracts.client import TrainingRunClient
+from contracts.compile import load_artifact
+
+from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_epoch_end, to_reveal_period
+
+# Open to anyone, and why that is safe.
+PERMISSIONLESS = {
+    "createRun": "anyone may sponsor a run; the caller only becomes that run's sponsor",
+    "fund": "adds to a pool; nobody can take the funds back out",
+    "registerTrainer": "joining costs the minimum stake",
+    "registerValidator": "joining costs the minimum stake; capped at MAX_VALIDATORS",
+    "reportMissedReveal": "records a fact the contract checks itself (no reveal in the reveal period)",
+    "finalizeEpoch": "deterministic; only once every validator submitted or the grace period passed",
+}
+
+# Guarded: function -> {wrong caller role: the custom error it gets}. The roles are set up in `Roles`.
+GUARDED: dict[str, dict[str, str]] = {
+    "commit": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "validator": "NotTrainer",
+               "unbonding_trainer": "Unbonding"},
+    "addStake": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "validator": "NotTrainer",
+                 "unbonding_trainer": "Unbonding"},
+    "reveal": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "validator": "NotTrainer",
+               "other_trainer": "NoCommitment"},
+    "publishWindow": {"outsider": "NotValidator", "sponsor": "NotValidator", "trainer": "NotValidator",
+                      "unbonding_validator": "NotValidator"},
+    "submitWeights": {"outsider": "NotValidator", "sponsor": "NotValidator", "trainer": "NotValidator",
+                      "unbonding_validator": "NotValidator"},
+    "requestUnstake": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "unbonding_trainer": "Unbonding",
+                       "unbonding_validator": "Unbonding"},
+    "withdrawStake": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "other_trainer": "NotUnbonding",
+                      "validator": "NotUnbonding"},
+    "claim": {"outsider": "NothingToClaim", "sponsor": "NothingToClaim", "other_trainer": "NothingToClaim"},
+}
+
+
+def mutating_functions() -> set[str]:
+    abi = load_artifact()["abi"]
+    return {item["name"] for item in abi
+            if item["type"] == "function" and item["stateMutability"] not in ("view", "pure")}
+
+
+def test_every_mutating_function_is_classified() -> None:
+    functions = mutating_functions()
+    assert not set(GUARDED) & set(PERMISSIONLESS)
+    assert functions == set(GUARDED) | set(PERMISSIONLESS), (
+        f"unclassified: {sorted(functions - set(GUARDED) - set(PERMISSIONLESS))}; "
+        f"gone: {sorted(set(GUARDED) | set(PERMISSIONLESS) - functions)}"
+    )
+
+
+@dataclass
+class Roles:
+    chain: Chain
+    run_id: int
+
+    def __post_init__(self) -> None:
+        c = self.chain
+        self.by_name: dict[str, TrainingRunClient] = {
+            "sponsor": c.sponsor,  # created the run, holds no role in it
+            "trainer": c.trainers[0],
+            "other_trainer": c.trainers[2],  # registered, but not the one whose data is at stake
+            "unbonding_trainer": c.trainers[1],
+            "validator": c.validators[0],
+            "unbonding_validator": c.validators[1],
+            "outsider": c.trainers[4],
+        }
+
+
+Call = Callable[[TrainingRunClient], Any]
+
+
+def check(roles: Roles, name: str, call: Call, right: str, tried: dict[str, set[str]]) -> None:
+    """Every wrong role in GUARDED[name] is refused with its error; then the right role succeeds."""
+    for role, error in GUARDED[name].items():
+        with reverts(error):
+            call(roles.by_name[role])
+        tried.setdefault(name, set()).add(role)
+    call(roles.by_name[right])
+
+
+def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
+    rid = make_run(chain, windows_per_epoch=1, unbonding_blocks=3)
+    roles = Roles(chain, rid)
+    for client in chain.trainers[:3]:
+        client.register_trainer(rid, ETH)
+    for client in chain.validators[:2]:
+        client.register_validator(rid, 2 * ETH)
+    roles.by_name["unbonding_trainer"].request_unstake(rid)
+    roles.by_name["unbonding_validator"].request_unstake(rid)
+    tried: dict[str, set[str]] = {}
+    salt = salt_for("bafk-guarded")
+
+    # window 0: commit and addStake
+    check(roles, "commit", lambda c: commit_cid(chain, c, rid, 0, "bafk-guarded"), "trainer", tried)
+    check(roles, "addStake", lambda c: c.add_stake(rid, ETH), "trainer", tried)
+    # its reveal period
+    to_reveal_period(chain, rid, 0)
+    check(roles, "reveal", lambda c: c.reveal(rid, 0, "bafk-guarded", salt), "trainer", tried)
+    # after it: publish, then the epoch's weights
+    to_epoch_end(chain, rid, 0)
+    check(roles, "publishWindow", lambda c: c.publish_window(rid, 0, "bafy-model", "bafy-report"), "validator", tried)
+    check(roles, "submitWeights", lambda c: c.submit_weights(rid, 0, [1, 0, 0]), "validator", tried)
+    chain.sponsor.finalize_epoch(rid, 0)
+    check(roles, "claim", lambda c: c.claim(rid), "trainer", tried)
+    check(roles, "requestUnstake", lambda c: c.request_unstake(rid), "trainer", tried)
+    chain.node.mine(3)
+    check(roles, "withdrawStake", lambda c: c.withdraw_stake(rid), "unbonding_trainer", tried)
+
+    assert tried == {name: set(wrong) for name, wrong in GUARDED.items()}
