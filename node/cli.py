@@ -22,10 +22,10 @@ from rich.table import Table
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
 from node.data import fetch_dataset
+from node.ddp import Cluster, follow, join_cluster, leave_cluster
 from node.journal import TrainerJournal, WindowEntry
 from node.keys import PASSPHRASE_ENV, load_account, new_keystore
-from node.model import select_device
-from node.policy import POLICIES
+from node.policy import POLICIES, LeadingPolicy, UpdatePolicy
 from node.runner import NodeSetup, TrainerNode
 from node.session import (
     ETH,
@@ -106,9 +106,22 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 @_plain_reverts
 def cmd_run(args: argparse.Namespace) -> int:
+    """Under torchrun (WORLD_SIZE > 1) rank 0 runs the node and the other ranks only train (node/ddp.py)."""
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = select_device(args.device)
+    cluster = join_cluster(args.device)
+    try:
+        if not cluster.leader:
+            trained = follow(cluster)
+            console.print(f"rank {cluster.rank}/{cluster.world_size} ({cluster.backend}): {trained} window(s) trained")
+            return 0
+        return _run_node(args, cluster)
+    finally:
+        leave_cluster(cluster)
+
+
+def _run_node(args: argparse.Namespace, cluster: Cluster) -> int:
+    device = cluster.device
     client, target = _client(args)
     require_trainer(client, target.run_id)
     blobs = connect_ipfs(target)
@@ -119,8 +132,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with RichObserver() as observer:
-        node = TrainerNode(setup, POLICIES[args.policy](), observer)
-        console.print(f"trainer {client.address_of_account} in run {target.run_id} on {device}, "
+        policy: UpdatePolicy = POLICIES[args.policy]()
+        if cluster.distributed:
+            policy = LeadingPolicy(policy, cluster)
+        node = TrainerNode(setup, policy, observer)
+        ranks = f" × {cluster.world_size} processes ({cluster.backend})" if cluster.distributed else ""
+        console.print(f"trainer {client.address_of_account} in run {target.run_id} on {device}{ranks}, "
                       f"{config.model_preset} model, journal in {home}")
         try:
             trained = node.run(stop, windows=args.windows, until_window=args.until_window)
@@ -240,10 +257,14 @@ class RichObserver:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     default_deployment = state_dir() / "devnet" / "deployment.json"
-    parser.add_argument("--rpc-url", default=None, help="chain JSON-RPC URL (default: the deployment file's)")
+    parser.add_argument("--rpc-url", default=os.environ.get("TRAINMARKET_RPC_URL"),
+                        help="chain JSON-RPC URL, any EVM chain (default: $TRAINMARKET_RPC_URL, else the deployment "
+                             "file's)")
     parser.add_argument("--deployment", type=Path, default=default_deployment, help="deployment JSON file")
     parser.add_argument("--run-id", type=int, default=None, help="run id (default: the deployment file's, or 0)")
-    parser.add_argument("--ipfs-api", default=None, help="IPFS RPC API URL (default: $TRAINMARKET_IPFS_API)")
+    parser.add_argument("--ipfs-api", default=None,
+                        help="IPFS RPC API URL, e.g. your Kubo (default: $TRAINMARKET_IPFS_API, else the deployment "
+                             "file's)")
     parser.add_argument("--config-cid", default=None, help="CID of the run config (default: the deployment file's)")
     parser.add_argument("--keystore", type=Path, default=None,
                         help=f"encrypted keystore (passphrase from ${PASSPHRASE_ENV}); else $TRAINMARKET_PRIVATE_KEY")

@@ -18,6 +18,7 @@ from torch import Tensor
 from contracts.views import TrainingRunViews
 from node.chain_view import base_model_for
 from node.data import BlobStore
+from node.ddp import Cluster, lead_window
 from node.model import GPT
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, ProgressFn, train_inner
@@ -41,6 +42,7 @@ class TrainingContext:
     losses: list[float] = field(default_factory=list)  # filled by train(); reported in the window summary
     tokens: int = 0
     seconds: float = 0.0
+    cluster: Cluster | None = None  # set under torchrun (see LeadingPolicy): train() then leads the followers
 
     def inner_loop_config(self) -> InnerLoopConfig:
         cfg = self.config
@@ -51,7 +53,11 @@ class TrainingContext:
 
     def train(self) -> dict[str, Tensor]:
         """H AdamW steps on the assigned batches; returns θ_start − θ_end (CPU, float32)."""
-        result = train_inner(self.model, self.batches, self.inner_loop_config(), self.device, self.progress)
+        if self.cluster is not None and self.cluster.distributed:
+            result = lead_window(self.cluster, self.model, self.batches, self.inner_loop_config(), self.config,
+                                 self.progress)
+        else:
+            result = train_inner(self.model, self.batches, self.inner_loop_config(), self.device, self.progress)
         self.losses = result.losses
         self.tokens = result.tokens
         self.seconds = result.seconds
@@ -85,6 +91,28 @@ class UpdatePolicy:
 
 
 HonestPolicy = UpdatePolicy
+
+
+class LeadingPolicy(UpdatePolicy):
+    """Rank 0 of a torchrun node: `inner` decides everything; its training runs across the whole cluster."""
+
+    def __init__(self, inner: UpdatePolicy, cluster: Cluster) -> None:
+        self.inner = inner
+        self.cluster = cluster
+        self.name = inner.name
+
+    def choose_base(self, window: int, published: Mapping[int, str], initial_cid: str) -> str:
+        return self.inner.choose_base(window, published, initial_cid)
+
+    def make_delta(self, ctx: TrainingContext) -> dict[str, Tensor] | None:
+        ctx.cluster = self.cluster
+        return self.inner.make_delta(ctx)
+
+    def tamper_payload(self, payload: bytes) -> bytes:
+        return self.inner.tamper_payload(payload)
+
+    def should_reveal(self, window: int) -> bool:
+        return self.inner.should_reveal(window)
 
 # `trainmarket node run --policy NAME`; the demo registers its adversaries here.
 POLICIES: dict[str, type[UpdatePolicy]] = {"honest": UpdatePolicy}

@@ -8,17 +8,24 @@ alone, which a validator could re-run, and a restarted node needs no optimiser s
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from node.model import autocast_context
 from trainmarket.errors import TrainmarketError
+
+if TYPE_CHECKING:
+    from node.ddp import Cluster
 
 ProgressFn = Callable[[int, float], None]
 
@@ -69,15 +76,24 @@ def train_inner(
     cfg: InnerLoopConfig,
     device: torch.device,
     progress: ProgressFn | None = None,
+    cluster: Cluster | None = None,
 ) -> InnerResult:
     """Train `model` in place for `cfg.steps` AdamW steps on `batches` ([steps·k, seq_len + 1] token ids)
     and return the pseudo-gradient θ_start − θ_end. Losses stay on the device until the end (no per-step
-    host sync) unless a `progress(step, loss)` callback asks for them."""
+    host sync) unless a `progress(step, loss)` callback asks for them.
+
+    With a distributed `cluster` (node/ddp.py) every rank passes the same `batches`, trains on its own
+    disjoint share of each step's rows, and DDP all-reduces the gradients: the update equals a single
+    process's over all the rows (up to float summation order), and so does every rank's pseudo-gradient."""
     if batches.dim() != 2 or batches.shape[1] < 2 or batches.shape[0] % cfg.steps != 0:
         raise InnerLoopError(f"batches {tuple(batches.shape)} must be [steps·k, seq_len+1] with steps={cfg.steps}")
     per_step = batches.shape[0] // cfg.steps
     if per_step == 0:
         raise InnerLoopError(f"{batches.shape[0]} sequences cannot feed {cfg.steps} steps")
+    ranks, rank = (cluster.world_size, cluster.rank) if cluster is not None else (1, 0)
+    if per_step % ranks:
+        raise InnerLoopError(f"{per_step} sequences per step do not split evenly over {ranks} processes")
+    share = per_step // ranks  # this rank's rows of every step
     model.to(device)
     model.train()
     start = snapshot_parameters(model)
@@ -87,26 +103,39 @@ def train_inner(
     )
     data = batches.to(device=device, dtype=torch.long, non_blocking=True)
     step_losses = torch.zeros(cfg.steps, device=device)
+    forward: nn.Module = model
+    if ranks > 1:
+        # DDP averages gradients over ranks; scaling each rank's loss by the rank count turns that mean into
+        # the sum of the shares, i.e. exactly the single-process mean over the whole step.
+        forward = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     _sync(device)
     began = time.perf_counter()
     for step in range(cfg.steps):
-        step_batch = data[step * per_step : (step + 1) * per_step]
-        n_micro = -(-per_step // cfg.micro_batch_size)
+        step_batch = data[step * per_step + rank * share : step * per_step + (rank + 1) * share]
+        n_micro = -(-share // cfg.micro_batch_size)
         for micro in range(n_micro):
             part = step_batch[micro * cfg.micro_batch_size : (micro + 1) * cfg.micro_batch_size]
-            with autocast_context(device):
-                _, loss = model(part[:, :-1], part[:, 1:])
-            assert loss is not None
-            # Weight each micro-batch by its share of the step so unequal tails still average exactly.
-            scaled = loss * (part.shape[0] / per_step)
-            scaled.backward()
+            # Only the step's last micro-batch all-reduces; the others accumulate locally.
+            local_only = ranks > 1 and micro < n_micro - 1
+            with forward.no_sync() if local_only else contextlib.nullcontext():  # type: ignore[operator]
+                with autocast_context(device):
+                    _, loss = forward(part[:, :-1], part[:, 1:])
+                assert loss is not None
+                # Weight each micro-batch by its share of the step so unequal tails still average exactly.
+                scaled = loss * (part.shape[0] / per_step)
+                (scaled * ranks if ranks > 1 else scaled).backward()
             step_losses[step] += scaled.detach()
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=device.type == "cuda")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if progress is not None:
+        if progress is not None and ranks == 1:
             progress(step, float(step_losses[step]))
+    if ranks > 1:
+        dist.all_reduce(step_losses)  # each rank holds its share of every step's loss
+        if progress is not None:
+            for step, loss_sum in enumerate(step_losses.tolist()):
+                progress(step, loss_sum)
     losses = step_losses.tolist()
     _sync(device)
     seconds = time.perf_counter() - began

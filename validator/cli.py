@@ -18,19 +18,24 @@ from trainmarket.paths import state_dir
 
 ETH = 10**18
 KEY_ENV = "TRAINMARKET_VALIDATOR_KEY"
+RPC_ENV = "TRAINMARKET_RPC_URL"
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--deployment", type=Path, default=state_dir() / "devnet" / "deployment.json",
                         help="deployment JSON (contract address, block, rpc_url, optional config_cid, run_id)")
-    parser.add_argument("--rpc-url", default=None, help="chain RPC (default: the deployment file's)")
+    parser.add_argument("--rpc-url", default=os.environ.get(RPC_ENV),
+                        help=f"chain JSON-RPC URL, any EVM chain (default: ${RPC_ENV}, else the deployment file's)")
     parser.add_argument("--run-id", type=int, default=None, help="run id (default: the deployment file's, or 0)")
     parser.add_argument("--ipfs-api", default=os.environ.get("TRAINMARKET_IPFS_API", DEFAULT_IPFS_API))
     parser.add_argument("--ipfs-timeout", type=float, default=30.0,
                         help="seconds a payload fetch may wait for content (a revealed CID nobody serves)")
     parser.add_argument("--config-cid", default=None, help="run config CID (default: the deployment file's)")
     parser.add_argument("--key", default=None, help=f"validator private key (default: ${KEY_ENV})")
+    parser.add_argument("--keystore", type=Path, default=None,
+                        help="encrypted keystore of the validator's key (passphrase from $TRAINMARKET_KEY_PASSPHRASE "
+                             "or a prompt); takes precedence over --key")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -68,13 +73,17 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def _key(args: argparse.Namespace, required: bool = True) -> str:
     from validator.context import ValidatorSetupError
 
+    if args.keystore is not None:
+        from node.keys import load_account
+
+        return str(load_account(args.keystore).key.hex())
     key = args.key or os.environ.get(KEY_ENV)
     if not key:
         if not required:
             from eth_account import Account
 
             return str(Account.create().key.hex())  # read-only use: any account can call views
-        raise ValidatorSetupError(f"no validator key: pass --key or set ${KEY_ENV}")
+        raise ValidatorSetupError(f"no validator key: pass --keystore FILE or --key, or set ${KEY_ENV}")
     return str(key)
 
 
