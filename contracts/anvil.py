@@ -3,6 +3,8 @@ timing is always driven the same way (explicit mining, or Anvil's interval minin
 
 from __future__ import annotations
 
+import gzip
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class AnvilNode(LocalChain):
         self.no_mining = no_mining
         self.gas_limit = gas_limit
         self.extra_args = list(extra_args)
+        self.load_state_path: Path | None = None  # set by restart_from_state: loaded at the next start
 
     def tool_path(self) -> Path:
         return anvil_binary()
@@ -51,6 +54,8 @@ class AnvilNode(LocalChain):
         if self.state_path is not None:
             # --state loads the file when it exists and dumps to it on exit.
             argv += ["--state", str(self.state_path)]
+        elif self.load_state_path is not None:
+            argv += ["--load-state", str(self.load_state_path)]
         return argv + self.extra_args
 
     def mine(self, blocks: int = 1) -> None:
@@ -66,3 +71,20 @@ class AnvilNode(LocalChain):
     def start_clock(self, seconds: float) -> None:
         """Interval mining: one block every `seconds` (whole seconds; Anvil's RPC takes an integer)."""
         self.rpc("evm_setIntervalMining", [max(1, round(seconds))])
+
+    def dump_state(self, path: Path) -> Path:
+        """Save the whole chain (accounts, storage, blocks, mined transactions; not the mempool) to `path` in
+        the JSON format `--load-state` reads. Written to a temporary file and renamed, so a crash mid-write
+        leaves the previous dump intact."""
+        encoded = str(self.rpc("anvil_dumpState"))  # hex of gzipped JSON
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(gzip.decompress(bytes.fromhex(encoded.removeprefix("0x"))))
+        os.replace(tmp, path)
+        return path
+
+    def restart_from_state(self, path: Path) -> None:
+        """Stop this Anvil (as a crash would) and start a new one on the same port from the dump at `path`:
+        clients keep their RPC URL; what was mined after the dump, and the mempool, are gone."""
+        self.stop()
+        self.load_state_path = path
+        self.start()

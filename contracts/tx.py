@@ -1,22 +1,33 @@
 """Sending locally signed transactions and decoding reverts. Every transaction is estimated first (a revert
-surfaces there with its custom error), signed with eth-account, sent raw, and awaited."""
+surfaces there with its custom error), signed with eth-account, sent raw, and awaited.
+
+Idempotent by nonce: a transaction is signed once; after a lost response, a dropped connection or a chain
+restarted from saved state, the *same signed bytes* are sent again and the receipt is looked up by hash, so at
+most one transaction of that nonce can ever be mined (a resend of a mined one is refused as "nonce too low" or
+"already known"). Bounded: RESEND_POLICY says how many connection failures in a row and how long a receipt
+wait are tolerated before ChainUnreachable / TransactionFailed."""
 
 from __future__ import annotations
 
 import threading
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import requests
+import rlp
 from eth_abi import decode as abi_decode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.exceptions import (
+    BadResponseFormat,
     ContractCustomError,
     ContractLogicError,
     ContractPanicError,
-    TimeExhausted,
+    TransactionNotFound,
     Web3Exception,
+    Web3RPCError,
 )
 from web3.types import Nonce, TxParams, TxReceipt
 
@@ -24,6 +35,24 @@ from contracts.errors import ChainUnreachable, ContractReverted, TransactionFail
 
 GAS_HEADROOM = 1.25  # estimates run against the pending state; later txs in the same block may cost more
 RECEIPT_TIMEOUT_S = 60.0
+# What a node answers when the same signed transaction reaches it again: it is pending or already mined.
+ALREADY_SENT = ("already known", "already imported", "nonce too low", "known transaction")
+
+
+@dataclass(frozen=True)
+class ResendPolicy:
+    """How long a send survives a flaky RPC: `retries` connection failures in a row (each followed by a wait of
+    `backoff_s`·2^n, at most `max_backoff_s`: about 20 s of outage with the defaults), and `receipt_timeout_s`
+    of waiting for the receipt in all."""
+
+    retries: int = 8
+    backoff_s: float = 0.25
+    max_backoff_s: float = 4.0
+    receipt_timeout_s: float = RECEIPT_TIMEOUT_S
+    poll_s: float = 0.02
+
+
+RESEND_POLICY = ResendPolicy()
 _ERROR_STRING = keccak(text="Error(string)")[:4]
 _PANIC = keccak(text="Panic(uint256)")[:4]
 
@@ -124,46 +153,117 @@ def sign_transaction(
     endpoint = _endpoint(web3)
     tx = dict(tx)  # type: ignore[assignment]
     tx["from"] = account.address
-    try:
-        if "gas" not in tx:
-            tx["gas"] = int(web3.eth.estimate_gas(tx, "pending") * GAS_HEADROOM)
-        if "gasPrice" not in tx and "maxFeePerGas" not in tx:
-            tx["gasPrice"] = web3.eth.gas_price
-        if "chainId" not in tx:
-            tx["chainId"] = web3.eth.chain_id
-        tx["nonce"] = Nonce(NONCES.take(web3, account.address))
-    except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
-        raise as_reverted(err, function, decoder) from None
-    except (requests.ConnectionError, ConnectionError, OSError) as err:
-        raise ChainUnreachable(endpoint, str(err)) from err
-    except Web3Exception as err:  # e.g. insufficient funds for the value + gas
-        raise TransactionFailed(function, "(not sent)", str(err)) from err
+    for failures in range(RESEND_POLICY.retries + 1):
+        try:
+            if "gas" not in tx:
+                tx["gas"] = int(web3.eth.estimate_gas(tx, "pending") * GAS_HEADROOM)
+            if "gasPrice" not in tx and "maxFeePerGas" not in tx:
+                tx["gasPrice"] = web3.eth.gas_price
+            if "chainId" not in tx:
+                tx["chainId"] = web3.eth.chain_id
+            tx["nonce"] = Nonce(NONCES.take(web3, account.address))
+            break
+        except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
+            raise as_reverted(err, function, decoder) from None
+        except (requests.ConnectionError, requests.Timeout, OSError, BadResponseFormat) as err:
+            # Nothing was sent yet (the nonce is taken last): reading again after a blip is safe.
+            if failures == RESEND_POLICY.retries:
+                raise ChainUnreachable(endpoint, str(err)) from err
+            time.sleep(min(RESEND_POLICY.backoff_s * 2**failures, RESEND_POLICY.max_backoff_s))
+        except Web3Exception as err:  # e.g. insufficient funds for the value + gas
+            raise TransactionFailed(function, "(not sent)", str(err)) from err
     tx.pop("from", None)
     signed = account.sign_transaction(tx)  # type: ignore[arg-type]
     return bytes(signed.raw_transaction)
 
 
 def send_transaction(
-    web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None
+    web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None,
+    policy: ResendPolicy = RESEND_POLICY,
 ) -> TxReceipt:
     """Sign, send and await one transaction; raises ContractReverted / TransactionFailed / ChainUnreachable."""
     raw = sign_transaction(web3, account, tx, function, decoder)
-    endpoint = _endpoint(web3)
     try:
-        tx_hash = web3.eth.send_raw_transaction(raw)
-        receipt = web3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.01)
+        receipt = broadcast(web3, raw, account.address, function, policy)
     except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
         NONCES.forget(web3, account.address)
         raise as_reverted(err, function, decoder) from None
-    except TimeExhausted as err:
+    except (ChainUnreachable, TransactionFailed):
         NONCES.forget(web3, account.address)
-        raise TransactionFailed(function, "(pending)", f"no receipt after {RECEIPT_TIMEOUT_S:.0f}s") from err
-    except (requests.ConnectionError, ConnectionError, OSError) as err:
-        NONCES.forget(web3, account.address)
-        raise ChainUnreachable(endpoint, str(err)) from err
-    except Web3Exception as err:
+        raise
+    except Web3Exception as err:  # refused for another reason (e.g. funds): never sent, the nonce is free again
         NONCES.forget(web3, account.address)
         raise TransactionFailed(function, "(not sent)", str(err)) from err
     if receipt["status"] != 1:
         raise TransactionFailed(function, receipt["transactionHash"].hex(), "reverted after estimation")
     return receipt
+
+
+def nonce_of(raw: bytes) -> int:
+    """The nonce inside a signed transaction (legacy RLP list, or EIP-2718 typed: type byte, then chainId)."""
+    if raw[0] >= 0xC0:
+        return int.from_bytes(rlp.decode(raw)[0], "big")
+    return int.from_bytes(rlp.decode(raw[1:])[1], "big")
+
+
+def broadcast(
+    web3: Web3, raw: bytes, sender: str, function: str, policy: ResendPolicy = RESEND_POLICY
+) -> TxReceipt:
+    """Send the signed `raw` and return its receipt, re-sending the same bytes after every connection failure
+    and whenever the chain no longer knows it (restarted from a state saved before it was mined)."""
+    tx_hash = "0x" + keccak(raw).hex()
+    nonce = nonce_of(raw)
+    endpoint = _endpoint(web3)
+    deadline = time.monotonic() + policy.receipt_timeout_s
+    failures = 0
+    must_send = True
+    while True:
+        try:
+            if must_send:
+                _send_raw(web3, raw)
+                must_send = False
+            receipt = _receipt(web3, tx_hash)
+            if receipt is not None:
+                return receipt
+            if not _known(web3, tx_hash):
+                if web3.eth.get_transaction_count(sender, "latest") > nonce:  # type: ignore[arg-type]
+                    raise TransactionFailed(function, tx_hash, f"nonce {nonce} was used by another transaction")
+                must_send = True  # lost with the mempool of a restarted chain: the same bytes, once more
+            failures = 0
+        except (requests.ConnectionError, requests.Timeout, OSError, ValueError, BadResponseFormat) as err:
+            # No answer, a cut answer or a garbled one: whether the send reached the chain is unknown, and
+            # sending the same signed bytes again is safe either way.
+            failures += 1
+            if failures > policy.retries:
+                raise ChainUnreachable(endpoint, f"{function} (tx {tx_hash}): {err}") from err
+            must_send = True
+            time.sleep(min(policy.backoff_s * 2 ** (failures - 1), policy.max_backoff_s))
+            continue
+        if time.monotonic() > deadline:
+            raise TransactionFailed(function, tx_hash, f"not mined after {policy.receipt_timeout_s:.0f}s")
+        time.sleep(policy.poll_s)
+
+
+def _send_raw(web3: Web3, raw: bytes) -> None:
+    try:
+        web3.eth.send_raw_transaction(raw)
+    except Web3RPCError as err:
+        if not any(words in str(err).lower() for words in ALREADY_SENT):
+            raise
+        # Sent before (this is a resend): the receipt lookup that follows says whether it was mined.
+
+
+def _receipt(web3: Web3, tx_hash: str) -> TxReceipt | None:
+    try:
+        return web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        return None
+
+
+def _known(web3: Web3, tx_hash: str) -> bool:
+    """True if the node holds the transaction (pending or mined)."""
+    try:
+        web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+    except TransactionNotFound:
+        return False
+    return True

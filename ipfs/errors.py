@@ -62,3 +62,14 @@ class PayloadTooLarge(IpfsError):
         self.what = what
         self.limit = limit
         super().__init__(f"{what} exceeds the size limit of {limit} bytes")
+
+
+class IpfsBadResponse(IpfsError):
+    """The daemon (or something between it and us) answered 200 with a body that is not what the API returns
+    (cut, garbled, oversized JSON)."""
+
+    def __init__(self, api_url: str, what: str, reason: str) -> None:
+        self.api_url = api_url
+        self.what = what
+        self.reason = reason
+        super().__init__(f"IPFS daemon at {api_url} gave a malformed answer to {what}: {reason}")
