@@ -39,6 +39,7 @@ class DemoSettings:
 
     honest: int = 5
     sybils: int = 3
+    validators: int = 2  # dev accounts 1..validators of the local chain (at most 9)
     adversaries: tuple[str, ...] = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")
     epochs: int = 2
     windows_per_epoch: int = 3
@@ -53,6 +54,7 @@ class DemoSettings:
     config: RunConfig = field(default_factory=lambda: RunConfig(seq_len=64, inner_steps=12, seqs_per_step=8,
                                                                 inner_lr=4e-3, eval_own_seqs=4, eval_random_seqs=16))
     quiet: bool = False
+    settle: bool = True  # claims and the report after the last epoch (bench.load measures the run, then stops)
 
     @property
     def windows(self) -> int:
@@ -145,7 +147,7 @@ class Demo:
         params = run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch)
         run_id = sponsor.create_run(params, POOL)
         people = participants(s.honest, s.sybils, s.adversaries)
-        validators = [sponsor.with_account(self._dev_account(i)) for i in (1, 2)]
+        validators = [sponsor.with_account(self._dev_account(i)) for i in range(1, s.validators + 1)]
         for p in people:
             self.chain.set_balance(p.address, 100 * ETH)
             sponsor.with_account(p.account).register_trainer(run_id, TRAINER_STAKE)
@@ -159,11 +161,11 @@ class Demo:
         current = sponsor.current_window(run_id)
         first = -(-(current + 1) // s.windows_per_epoch) * s.windows_per_epoch  # first window of a fresh epoch
         last = first + s.windows - 1
-        _say(s, f"run {run_id}: {len(people)} trainers, 2 validators, windows {first}..{last} "
+        _say(s, f"run {run_id}: {len(people)} trainers, {len(validators)} validators, windows {first}..{last} "
                 f"({s.window_blocks} blocks each, {s.reveal_blocks} to reveal), epochs {first // s.windows_per_epoch}"
                 f"..{last // s.windows_per_epoch}; config {config_cid}")
         api = blobs.api_url
-        ports = [free_port(), free_port()]
+        ports = [free_port() for _ in validators]
         for i, (v, port) in enumerate(zip(validators, ports, strict=True)):
             self.spawn(f"validator-{i}", ["-m", "trainmarket.cli", "validator", "serve", "--deployment",
                                           str(deployment), "--ipfs-api", api, "--port", str(port),
@@ -190,6 +192,8 @@ class Demo:
         _say(s, "chain clock started: one block every "
                 f"{s.block_seconds:g}s")
         self.watch(sponsor, run_id, first, last, ports)
+        if not s.settle:
+            return self.out
         for proc in self.processes:  # trainers are done after the last window; stop any straggler
             if not proc.name.startswith("validator"):
                 proc.stop(grace=3.0)
