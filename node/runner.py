@@ -22,7 +22,7 @@ import torch
 from contracts.client import TrainingRunClient, commitment_hash
 from contracts.errors import ChainUnreachable, ContractReverted
 from contracts.types import CommitStatus
-from ipfs.errors import IpfsTimeout, IpfsUnavailable
+from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.chain_view import WindowClock, published_models
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
@@ -151,8 +151,10 @@ class TrainerNode:
                     until_window is None or self.clock.window_of(next_block) <= until_window
                 )
                 did, new_window = self.step(train=want_more)
-            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout):
-                # A blip (daemon restart, busy chain) should cost a poll, not the run; a long outage ends it.
+            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch):
+                # The client already retried within its bounds; nothing was revealed for a payload not pinned (add
+                # comes before reveal), and a reveal period that closes meanwhile is journalled as missed. A blip
+                # (daemon restart, busy chain) should cost a poll, not the run; a long outage ends it.
                 outage += 1
                 if outage > MAX_OUTAGE_POLLS:
                     raise
