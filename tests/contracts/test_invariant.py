@@ -1,136 +1,205 @@
-"""Property: whatever sequence of operations runs, every wei the contract holds is accounted for —
-balance == pool + stakes + what participants can claim — and a claim pays exactly what was claimable.
-Random sequences of fund / register / commit / reveal / report / settle / claim / unstake on a real Anvil."""
+"""Stateful property on a real Anvil: random sequences of fund / register / add stake / commit / reveal / report /
+settle / claim / unstake / withdraw, and after every step the run's books balance:
+
+- the contract's balance = pool + stakes + everything claimable (no wei appears or vanishes);
+- pool = funded + slashed − credited (settlement and slashing only move value between these);
+- everything claimable = credited − claimed, stakes = deposited − slashed − withdrawn;
+- a claim or a withdrawal pays exactly what was due to that account, the contract's balance drops by exactly
+  that, and a second attempt is refused: no account takes out more than was credited (or staked) to it."""
 
 from __future__ import annotations
 
 import contextlib
 import random
+from typing import Any
 
-from hypothesis import HealthCheck, event, example, given, settings
+import pytest
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from contracts.client import TrainingRunClient, commitment_hash
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
 
-from .conftest import ETH, Chain, make_run
+from .conftest import ETH, POOL, Chain, make_run, reverts
 
-OPS = ("fund", "register", "validator", "commit", "reveal", "report", "settle", "claim", "unstake", "withdraw")
+person = st.integers(0, 8)  # validators 0..2, then trainers 0..5
 
 
-class Scenario:
-    def __init__(self, chain: Chain, seed: int) -> None:
-        self.chain = chain
-        self.rng = random.Random(seed)
+class RunBooks(RuleBasedStateMachine):
+    chain: Chain  # set by the test before the machine runs
+
+    def __init__(self) -> None:
+        super().__init__()
+        chain = self.chain
+        self.snapshot = chain.node.snapshot()
         self.rid = make_run(chain, windows_per_epoch=1, miss_threshold=1, unbonding_blocks=3)
+        self.from_block = chain.node.block_number()
         self.people: list[TrainingRunClient] = chain.validators + chain.trainers
+        self.members: set[int] = set()  # indices into people that hold a role
+        self.funded, self.deposited, self.claimed, self.withdrawn = POOL, 0, 0, 0
         self.commits: list[tuple[TrainingRunClient, int, str, bytes]] = []
-        self.paid = 0
+        self.rng = random.Random(0)
+        for who, stake in ((3, ETH), (4, ETH), (0, 2 * ETH)):  # two trainers and a validator, so epochs settle
+            self._register(who, stake)
 
-    def accounted(self) -> tuple[int, int]:
-        sponsor, rid = self.chain.sponsor, self.rid
-        held = self.chain.web3.eth.get_balance(sponsor.contract.address)
-        total = sponsor.get_run(rid).pool
-        for person in self.people:
-            address = person.account.address
-            total += sponsor.trainer_info(rid, address).stake + sponsor.validator_info(rid, address).stake
-            total += sponsor.claimable(rid, address)
-        return int(held), total
-
-    def step(self, op: str, x: int) -> None:
-        chain, rid, rng = self.chain, self.rid, self.rng
-        person = self.people[x % len(self.people)]
-        with contextlib.suppress(ContractReverted):
-            if op == "fund":
-                person.fund(rid, (1 + x % 5) * ETH)
-            elif op == "register":
-                chain.trainers[x % 6].register_trainer(rid, ETH + (x % 3) * ETH)
-            elif op == "validator":
-                chain.validators[x % 3].register_validator(rid, 2 * ETH + (x % 4) * ETH)
-            elif op == "commit":
-                window = person.current_window(rid)
-                for trainer in chain.trainers[: 2 + x % 4]:
-                    cid, salt = f"bafk-{rng.randint(0, 3)}", rng.randbytes(32)  # few CIDs: duplicates happen
-                    with contextlib.suppress(ContractReverted):
-                        trainer.commit(rid, window, commitment_hash(cid, salt, rid, window, trainer.account.address))
-                        self.commits.append((trainer, window, cid, salt))
-            elif op == "reveal" and self.commits:
-                last_window = max(w for _, w, _, _ in self.commits)
-                end = person.window_bounds(rid, last_window).end
-                if chain.node.block_number() + 1 < end:
-                    chain.mine_to(end)
-                for trainer, window, cid, salt in self.commits:
-                    if window == last_window and rng.random() < 0.7:
-                        with contextlib.suppress(ContractReverted):
-                            trainer.reveal(rid, window, cid, salt)
-            elif op == "report" and self.commits:
-                last_window = max(w for _, w, _, _ in self.commits)
-                chain.mine_to(max(chain.node.block_number() + 1, person.window_bounds(rid, last_window).reveal_end))
-                for trainer, window, _, _ in self.commits:
-                    with contextlib.suppress(ContractReverted):
-                        person.report_missed_reveal(rid, window, trainer.account.address)
-            elif op == "settle":
-                run = person.get_run(rid)
-                epoch = run.next_epoch
-                chain.mine_to(max(chain.node.block_number() + 1, person.epoch_end_block(rid, epoch)))
-                for validator in chain.validators:
-                    vector = [rng.randint(0, 9) for _ in range(run.trainer_count)]
-                    with contextlib.suppress(ContractReverted):
-                        validator.submit_weights(rid, epoch, vector)
-                with contextlib.suppress(ContractReverted):
-                    person.finalize_epoch(rid, epoch)
-                chain.node.mine(run.grace_period_blocks)  # a later settle can use the grace path
-            elif op == "claim":
-                owed = [p for p in self.people if p.claimable(rid, p.account.address) > 0] or [person]
-                person = owed[x % len(owed)]
-                due = person.claimable(rid, person.account.address)
-                paid = person.claim(rid)
-                assert paid == due
-                self.paid += paid
-            elif op == "unstake":
-                person.request_unstake(rid)
-            elif op == "withdraw":
-                chain.node.mine(3)
-                person.withdraw_stake(rid)
-
-
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    seed=st.integers(0, 2**32),
-    ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 10**6)), min_size=6, max_size=16),
-)
-@example(  # one sequence that surely slashes, settles, claims and withdraws
-    seed=1,
-    ops=[
-        ("commit", 3),
-        ("reveal", 1),
-        ("report", 2),
-        ("settle", 3),
-        ("claim", 4),
-        ("claim", 5),
-        ("fund", 1),
-        ("settle", 7),
-        ("unstake", 4),
-        ("withdraw", 4),
-        ("claim", 8),
-    ],
-)
-def test_every_wei_is_accounted_for(chain: Chain, seed: int, ops: list[tuple[str, int]]) -> None:
-    snapshot = chain.node.snapshot()
-    try:
-        scenario = Scenario(chain, seed)
-        # a few participants up front so most sequences reach settlement
-        scenario.step("register", 0)
-        scenario.step("register", 1)
-        scenario.step("validator", 0)
-        for op, x in ops:
-            scenario.step(op, x)
-            held, accounted = scenario.accounted()
-            assert held == accounted, (op, x)
-        slashes = [chain.sponsor.trainer_info(scenario.rid, t.account.address).slash_count for t in chain.trainers]
-        event(f"rewards claimed: {scenario.paid > 0}")
-        event(f"trainer slashed: {any(slashes)}")
-    finally:
-        chain.node.revert(snapshot)
+    def teardown(self) -> None:
+        self.chain.node.revert(self.snapshot)
         NONCES.reset()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _held(self) -> int:
+        return int(self.chain.web3.eth.get_balance(self.chain.deployment.address))
+
+    def _events(self, name: str) -> list[Any]:
+        event = getattr(self.chain.sponsor.contract.events, name)
+        return list(event.get_logs(argument_filters={"runId": self.rid}, from_block=self.from_block))
+
+    def _register(self, who: int, stake: int) -> None:
+        client = self.people[who]
+        with contextlib.suppress(ContractReverted):
+            if who < 3:
+                client.register_validator(self.rid, stake)
+            else:
+                client.register_trainer(self.rid, stake)
+            self.deposited += stake
+            self.members.add(who)
+
+    # ------------------------------------------------------------------ rules
+
+    @rule(who=person, eth=st.integers(1, 5))
+    def fund(self, who: int, eth: int) -> None:
+        self.people[who].fund(self.rid, eth * ETH)
+        self.funded += eth * ETH
+
+    @rule(who=person, extra=st.integers(0, 3))
+    def register(self, who: int, extra: int) -> None:
+        self._register(who, (2 if who < 3 else 1) * ETH + extra * ETH)
+
+    @rule(who=st.integers(3, 8), eth=st.integers(1, 2))
+    def add_stake(self, who: int, eth: int) -> None:
+        with contextlib.suppress(ContractReverted):
+            self.people[who].add_stake(self.rid, eth * ETH)
+            self.deposited += eth * ETH
+
+    @rule(count=st.integers(1, 6), cids=st.integers(1, 4))
+    def commit(self, count: int, cids: int) -> None:
+        window = self.chain.sponsor.current_window(self.rid)
+        for trainer in self.chain.trainers[:count]:
+            cid, salt = f"bafk-{self.rng.randrange(cids)}", self.rng.randbytes(32)  # few CIDs: duplicates happen
+            with contextlib.suppress(ContractReverted):
+                trainer.commit(self.rid, window, commitment_hash(cid, salt, self.rid, window, trainer.account.address))
+                self.commits.append((trainer, window, cid, salt))
+
+    @rule(share=st.floats(0, 1))
+    def reveal(self, share: float) -> None:
+        if not self.commits:
+            return
+        last = max(w for _, w, _, _ in self.commits)
+        end = self.chain.sponsor.window_bounds(self.rid, last).end
+        self.chain.mine_to(max(self.chain.node.block_number() + 1, end))
+        for trainer, window, cid, salt in self.commits:
+            if window == last and self.rng.random() < share:
+                with contextlib.suppress(ContractReverted):
+                    trainer.reveal(self.rid, window, cid, salt)
+
+    @rule(reporter=person)
+    def report_missed(self, reporter: int) -> None:
+        if not self.commits:
+            return
+        last = max(w for _, w, _, _ in self.commits)
+        end = self.chain.sponsor.window_bounds(self.rid, last).reveal_end
+        self.chain.mine_to(max(self.chain.node.block_number() + 1, end))
+        for trainer, window, _, _ in self.commits:
+            with contextlib.suppress(ContractReverted):
+                self.people[reporter].report_missed_reveal(self.rid, window, trainer.account.address)
+
+    @rule(seed=st.integers(0, 2**16), use_grace=st.booleans())
+    def settle(self, seed: int, use_grace: bool) -> None:
+        rng, sponsor = random.Random(seed), self.chain.sponsor
+        run = sponsor.get_run(self.rid)
+        epoch = run.next_epoch
+        self.chain.mine_to(max(self.chain.node.block_number() + 1, sponsor.epoch_end_block(self.rid, epoch)))
+        for validator in self.chain.validators:
+            if use_grace and rng.random() < 0.5:
+                continue  # leave some validators out: settlement must wait for the grace period
+            with contextlib.suppress(ContractReverted):
+                validator.submit_weights(self.rid, epoch, [rng.randint(0, 0xFFFF) for _ in range(run.trainer_count)])
+        if use_grace:
+            self.chain.node.mine(run.grace_period_blocks)
+        with contextlib.suppress(ContractReverted):
+            sponsor.finalize_epoch(self.rid, epoch)
+
+    @rule(who=person)
+    def claim(self, who: int) -> None:
+        client = self.people[who]
+        due = client.claimable(self.rid, client.account.address)
+        if due == 0:
+            with reverts("NothingToClaim"):
+                client.claim(self.rid)
+            return
+        before = self._held()
+        assert client.claim(self.rid) == due
+        assert self._held() == before - due
+        self.claimed += due
+        with reverts("NothingToClaim"):  # a second claim takes nothing more
+            client.claim(self.rid)
+
+    @rule(who=person)
+    def unstake(self, who: int) -> None:
+        with contextlib.suppress(ContractReverted):
+            self.people[who].request_unstake(self.rid)
+
+    @rule(who=person)
+    def withdraw(self, who: int) -> None:
+        client, sponsor = self.people[who], self.chain.sponsor
+        self.chain.node.mine(3)  # the unbonding delay
+        address = client.account.address
+        trainer, validator = sponsor.trainer_info(self.rid, address), sponsor.validator_info(self.rid, address)
+        stake, unbonding = (trainer.stake, trainer.unbonding_at) if trainer.registered else (
+            validator.stake, validator.unbonding_at)
+        if not (trainer.registered or validator.registered) or unbonding == 0 or stake == 0:
+            with pytest.raises(ContractReverted):  # NotTrainer, NotUnbonding or NothingToWithdraw
+                client.withdraw_stake(self.rid)
+            assert sponsor.trainer_info(self.rid, address).stake == trainer.stake
+            return
+        before = self._held()
+        client.withdraw_stake(self.rid)
+        assert self._held() == before - stake
+        self.withdrawn += stake
+        with reverts("NothingToWithdraw"):
+            client.withdraw_stake(self.rid)
+
+    # ------------------------------------------------------------------ the books
+
+    @invariant()
+    def books_balance(self) -> None:
+        sponsor, rid = self.chain.sponsor, self.rid
+        pool = sponsor.get_run(rid).pool
+        stakes = claimable = 0
+        for who in self.members:
+            address = self.people[who].account.address
+            stakes += sponsor.trainer_info(rid, address).stake + sponsor.validator_info(rid, address).stake
+            claimable += sponsor.claimable(rid, address)
+        slashed = sum(int(e["args"]["amount"]) for e in self._events("TrainerSlashed"))
+        credited = sum(int(e["args"]["trainerReward"]) + int(e["args"]["validatorReward"])
+                       for e in self._events("EpochFinalized"))
+        assert self._held() == pool + stakes + claimable
+        assert pool == self.funded + slashed - credited
+        assert claimable == credited - self.claimed
+        assert stakes == self.deposited - slashed - self.withdrawn
+
+
+def test_the_books_always_balance(chain: Chain) -> None:
+    RunBooks.chain = chain
+    run_state_machine_as_test(
+        RunBooks,
+        settings=settings(
+            max_examples=5, stateful_step_count=10, deadline=None,
+            # each step is real transactions; a failure is reported as found rather than shrunk for minutes
+            phases=[Phase.explicit, Phase.reuse, Phase.generate],
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )

@@ -1,0 +1,142 @@
+"""Settlement arithmetic fuzzed against a Python reference on a real Anvil: stake-weighted median consensus of
+normalised weights, the uint16 quantisation, the trainer/validator split, validators' agreement shares and where
+the rounding dust goes — with stakes and rewards far beyond realistic sizes to look for overflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
+
+from contracts.tx import NONCES
+
+from .conftest import ETH, PARAMS, Chain
+
+SCALE = 10**12
+BPS = 10_000
+UINT88 = 2**88 - 1
+
+
+@dataclass(frozen=True)
+class Settlement:
+    reward_per_weight: int
+    weight_sum: int
+    quantised: list[int]  # stored consensus weight per trainer index
+    validator_credit: list[int]
+    pool_after: int
+
+
+def reference_settlement(
+    vectors: list[list[int]], stakes: list[int], reward_per_epoch: int, pool: int, validator_share_bps: int
+) -> Settlement:
+    """What finalizeEpoch must compute, written from its specification (not from its assembly)."""
+    n = len(vectors)
+    reward = min(reward_per_epoch, pool)
+    entries = max((len(v) for v in vectors), default=0)
+    if n == 0 or reward == 0:
+        return Settlement(0, 0, [0] * entries, [0] * n, pool)
+    validator_reward = reward * validator_share_bps // BPS
+    trainer_reward = reward - validator_reward
+    sums = [sum(v) for v in vectors]
+    total_stake = sum(stakes)
+    consensus: list[int] = []
+    agreement = [0] * n
+    for i in range(entries):
+        values = [v[i] * SCALE // sums[k] if i < len(v) and v[i] else 0 for k, v in enumerate(vectors)]
+        # stake-weighted median from above: the largest value that a strict stake majority gives at least
+        c, cumulative = 0, 0
+        for k in sorted(range(n), key=lambda k: -values[k]):
+            cumulative += stakes[k]
+            if 2 * cumulative > total_stake:
+                c = values[k]
+                break
+        consensus.append(c)
+        if c:
+            for k in range(n):
+                agreement[k] += min(values[k], c)
+    top = max(consensus, default=0)
+    quantised = [c * 0xFFFF // top for c in consensus] if top else [0] * entries
+    weight_sum = sum(quantised)
+    unit = trainer_reward // weight_sum if weight_sum else 0
+    trainer_paid = unit * weight_sum
+    total = sum(s * a for s, a in zip(stakes, agreement, strict=True))
+    credit = [0] * n
+    if total and validator_reward:
+        credit = [min(validator_reward * s * a // total, UINT88) for s, a in zip(stakes, agreement, strict=True)]
+    return Settlement(unit, weight_sum, quantised, credit, pool - trainer_paid - sum(credit))
+
+
+def test_reference_on_a_hand_computed_case() -> None:
+    # two validators, equal stake: a strict majority needs both, so consensus is the element-wise minimum
+    got = reference_settlement([[3, 1], [1, 1]], [1, 1], 1000, 10_000, 2000)
+    assert got.quantised == [0xFFFF, 0xFFFF // 2]  # consensus (0.5, 0.25) scaled to its maximum
+    assert got.reward_per_weight == 800 // (0xFFFF + 0xFFFF // 2) == 0  # all 800 wei of trainer reward is dust
+    assert got.validator_credit == [100, 100]  # equal stake × equal agreement (0.75 each) of 200 wei
+    assert got.pool_after == 10_000 - 200
+
+
+uint16 = st.integers(0, 0xFFFF)
+SETTLE_CASE = st.integers(1, 3).flatmap(
+    lambda n: st.tuples(
+        st.integers(1, 6),  # trainers
+        st.lists(st.lists(uint16, max_size=6), min_size=n, max_size=n),  # raw vectors, cut to the trainer count
+        st.lists(st.integers(2 * ETH, 2**88 - 1), min_size=n, max_size=n),  # validator stakes
+        st.integers(1, 2**127),  # rewardPerEpoch
+        st.integers(0, 2**100),  # pool
+        st.integers(0, BPS),  # validator share
+    )
+)
+
+
+# Each example is ~15 transactions; shrinking would replay hundreds of them, so a failure reports the example as
+# found (it is small already: at most 3 validators × 6 trainers).
+@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=SETTLE_CASE)
+# the extremes: largest stakes and rewards, all reward to validators; dust-only trainer reward
+@example(case=(6, [[0xFFFF] * 6, [1, 0, 0xFFFF, 2, 3, 0], [0] * 6], [2**88 - 1, 2**88 - 1, 2 * ETH], 2**127,
+               2**100, BPS))
+@example(case=(6, [[0xFFFF, 1, 1, 1, 1, 1], [0xFFFF, 0xFFFF, 0, 0, 0, 7]], [3 * ETH, 2 * ETH], 10**5, 10**6, 1))
+def test_settlement_matches_the_reference(
+    chain: Chain, case: tuple[int, list[list[int]], list[int], int, int, int]
+) -> None:
+    trainers, raw, stakes, reward_per_epoch, pool, share = case
+    vectors = [v[:trainers] for v in raw]
+    snapshot = chain.node.snapshot()
+    try:
+        for client in [chain.sponsor, *chain.validators]:
+            chain.node.set_balance(client.account.address, 2**101)
+        params = replace(PARAMS, window_blocks=1, reveal_blocks=1, windows_per_epoch=1,
+                         reward_per_epoch=reward_per_epoch, validator_share_bps=share)
+        rid = chain.sponsor.create_run(params, pool)
+        for client in chain.trainers[:trainers]:
+            client.register_trainer(rid, ETH)
+        validators = chain.validators[: len(vectors)]
+        for client, stake in zip(validators, stakes, strict=True):
+            client.register_validator(rid, stake)
+        chain.mine_to(max(chain.node.block_number() + 1, chain.sponsor.epoch_end_block(rid, 0)))
+        for client, vector in zip(validators, vectors, strict=True):
+            client.submit_weights(rid, 0, vector)
+        chain.sponsor.finalize_epoch(rid, 0)
+
+        want = reference_settlement(vectors, stakes, reward_per_epoch, pool, share)
+        epoch = chain.sponsor.epoch_info(rid, 0)
+        assert epoch.finalized
+        assert (epoch.reward_per_weight, epoch.weight_sum) == (want.reward_per_weight, want.weight_sum)
+        assert [chain.sponsor.consensus_weight(rid, 0, i) for i in range(len(want.quantised))] == want.quantised
+        for i, client in enumerate(chain.trainers[:trainers]):
+            q = want.quantised[i] if i < len(want.quantised) else 0
+            assert chain.sponsor.claimable(rid, client.account.address) == want.reward_per_weight * q
+        assert [chain.sponsor.validator_info(rid, v.account.address).credit for v in validators] == \
+            want.validator_credit
+        assert chain.sponsor.get_run(rid).pool == want.pool_after
+        # dust stays in the pool: what left it is never more than the epoch's reward
+        assert 0 <= pool - want.pool_after <= min(reward_per_epoch, pool)
+        # and every wei the contract holds is still accounted for
+        held = chain.web3.eth.get_balance(chain.deployment.address)
+        owed = sum(chain.sponsor.claimable(rid, c.account.address) for c in [*chain.trainers[:trainers], *validators])
+        assert held == want.pool_after + trainers * ETH + sum(stakes) + owed
+    finally:
+        chain.node.revert(snapshot)
+        NONCES.reset()
