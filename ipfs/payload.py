@@ -42,6 +42,7 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
+MAX_TENSOR_DIMS = 8  # our tensors are 1-D (packed codes) or 2-D (weights)
 ModelSpec = dict[str, tuple[tuple[int, ...], str]]
 Kind = Literal["contribution", "model"]
 _ITEMSIZE = {"U8": 1, "F32": 4}
@@ -96,7 +97,7 @@ class Manifest:
     def from_json(cls, text: str) -> Manifest:
         try:
             raw = json.loads(text)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: hostile nesting ([[[[…), not a bug of ours
             raise GarbagePayload("manifest", f"not JSON: {err}") from err
         if not isinstance(raw, dict):
             raise GarbagePayload("manifest", "not a JSON object")
@@ -274,7 +275,7 @@ def parse_header(data: bytes, dtypes: set[str]) -> dict[str, Any]:
         raise TruncatedPayload(8 + length, len(data))
     try:
         header = json.loads(data[8 : 8 + length])
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: hostile nesting
         raise GarbagePayload("safetensors header", f"not JSON: {err}") from err
     if not isinstance(header, dict):
         raise GarbagePayload("safetensors header", "not a JSON object")
@@ -301,10 +302,13 @@ def _checked_span(name: str, entry: object, dtypes: set[str]) -> tuple[int, int,
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         raise GarbagePayload(f"tensor {name!r}", "header entry is not {dtype, shape, data_offsets}")
     dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    if dtype not in dtypes:
-        raise GarbagePayload(f"tensor {name!r}", f"dtype {dtype!r} not allowed here ({sorted(dtypes)})")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise GarbagePayload(f"tensor {name!r}", f"shape {shape!r} is not a list of sizes")
+    if not isinstance(dtype, str) or dtype not in dtypes:  # a list or dict dtype must not reach the set lookup
+        raise GarbagePayload(f"tensor {name!r}", f"dtype {str(dtype)[:40]} not allowed here ({sorted(dtypes)})")
+    # The rank is bounded before the product is taken: 50k huge dimensions in a 1 MiB header made math.prod
+    # multiply multi-megabit integers for minutes.
+    if not isinstance(shape, list) or len(shape) > MAX_TENSOR_DIMS or not all(type(d) is int and d >= 0 for d in shape):
+        raise GarbagePayload(f"tensor {name!r}", f"shape {str(shape)[:80]} is not a list of at most "
+                                                 f"{MAX_TENSOR_DIMS} sizes")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
             and 0 <= offsets[0] <= offsets[1]):
         raise GarbagePayload(f"tensor {name!r}", f"data_offsets {offsets!r} are not [begin, end]")

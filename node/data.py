@@ -205,7 +205,7 @@ def parse_index(data: bytes, source: str = "") -> list[ShardEntry]:
     """Validate an index fetched from the network: every field typed and bounded, both splits present."""
     try:
         doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: hostile [[[[… nesting
         raise DatasetError(f"dataset index is not JSON: {err}", source) from err
     if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT or not isinstance(doc.get("shards"), list):
         raise DatasetError(f"dataset index is not in format {INDEX_FORMAT}", source)

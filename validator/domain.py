@@ -197,7 +197,7 @@ class WindowReport:
                 model_cid=raw["model_cid"],
                 version=int(raw["version"]),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:  # Recursion: [[[[… nesting
             raise ReportFormatError(f"not a window report: {err}") from err
 
     def score_of(self, trainer: str) -> ContributionScore | None:

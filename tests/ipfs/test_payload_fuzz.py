@@ -1,0 +1,313 @@
+"""Fuzzing everything that decodes bytes from the network — contribution and model payloads, their manifests,
+run configs, dataset indexes, window reports, CIDs — over random and mutated inputs: each input decodes or is
+refused with the project's own error, within a bounded time (a SIGALRM guard turns a hang into a failure) and
+bounded memory; plus bombs (inputs small on the wire, huge if believed) and manifests that lie."""
+
+from __future__ import annotations
+
+import json
+import resource
+import signal
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from ipfs.cid import parse_cid
+from ipfs.codecs import MAX_CHUNK, ChunkedTopK
+from ipfs.errors import IpfsError
+from ipfs.payload import (
+    MAX_HEADER_BYTES,
+    GarbagePayload,
+    Manifest,
+    ModelSpec,
+    PayloadError,
+    ShapeMismatch,
+    decode_contribution,
+    decode_model,
+    encode_contribution,
+    encode_model,
+)
+from node.data import parse_index
+from node.model import GPT, PRESETS, model_spec
+from node.protocol import RunConfig
+from trainmarket.errors import TrainmarketError
+from validator.domain import WindowReport
+
+SPEC: ModelSpec = model_spec(GPT(PRESETS["tiny"]))
+LIMIT = 1 << 24
+GUARD_SECONDS = 20  # far above any honest decode of these sizes; only a hang gets near it
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class Hang(AssertionError):
+    pass
+
+
+@contextmanager
+def no_hang(seconds: int = GUARD_SECONDS) -> Iterator[None]:
+    def fire(signum: int, frame: FrameType | None) -> None:
+        raise Hang(f"decoding took over {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def contribution(codec: ChunkedTopK, spec: ModelSpec = SPEC, seed: int = 0) -> bytes:
+    g = torch.Generator().manual_seed(seed)
+    delta = {name: torch.randn(shape, generator=g) for name, (shape, _) in spec.items()}
+    manifest = Manifest(kind="contribution", run_id=1, window=2, trainer="0x" + "ab" * 20, base_model_cid="bafk",
+                        codec=codec.name, codec_params=codec.params(), spec=spec)
+    return encode_contribution(delta, codec, manifest).data
+
+
+VALID = contribution(ChunkedTopK())
+MODEL = encode_model(dict(GPT(PRESETS["tiny"]).named_parameters()),
+                     Manifest(kind="model", run_id=1, window=2, trainer="", base_model_cid="", codec="", spec=SPEC))
+
+
+def decodes_or_refuses(data: bytes) -> None:
+    """The contract every decoder entry point must keep for hostile bytes."""
+    with no_hang():
+        try:
+            decoded = decode_contribution(data, SPEC, LIMIT)
+        except IpfsError:  # PayloadError subclasses and PayloadTooLarge
+            pass
+        else:
+            assert all(bool(torch.isfinite(t).all()) for t in decoded.delta.values())
+            assert {n: tuple(t.shape) for n, t in decoded.delta.items()} == {n: s for n, (s, _) in SPEC.items()}
+        with suppress(IpfsError):
+            decode_model(data, SPEC, LIMIT)
+
+
+@FUZZ
+@given(st.binary(max_size=4096))
+def test_random_bytes_are_refused_cleanly(data: bytes) -> None:
+    decodes_or_refuses(data)
+
+
+@FUZZ
+@given(st.binary(max_size=2048))
+def test_random_bytes_behind_a_plausible_length_prefix(body: bytes) -> None:
+    decodes_or_refuses(struct.pack("<Q", len(body)) + body)
+    decodes_or_refuses(struct.pack("<Q", max(0, len(body) - 7)) + body)
+
+
+mutation = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, len(VALID) - 1), st.integers(0, 255)),
+    st.tuples(st.just("cut"), st.integers(0, len(VALID) - 1), st.integers(0, 64)),
+    st.tuples(st.just("insert"), st.integers(0, len(VALID) - 1), st.binary(min_size=1, max_size=16)),
+    st.tuples(st.just("header_len"), st.integers(0, 2**64 - 1), st.just(0)),
+)
+
+
+def mutate(data: bytes, edits: list[tuple[str, int, Any]]) -> bytes:
+    out = bytearray(data)
+    for kind, at, arg in edits:
+        at = at % max(1, len(out))
+        if kind == "flip":
+            out[at] = arg
+        elif kind == "cut":
+            del out[at : at + arg]
+        elif kind == "insert":
+            out[at:at] = arg
+        else:
+            out[:8] = struct.pack("<Q", at)
+    return bytes(out)
+
+
+@FUZZ
+@given(st.lists(mutation, min_size=1, max_size=4), st.sampled_from(["contribution", "model"]))
+def test_mutated_payloads_decode_or_are_refused(edits: list[tuple[str, int, Any]], which: str) -> None:
+    decodes_or_refuses(mutate(VALID if which == "contribution" else MODEL, edits))
+
+
+json_scalar = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | st.text(max_size=12)
+json_value = st.recursive(json_scalar, lambda inner: st.lists(inner, max_size=4)
+                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+header_entry = st.fixed_dictionaries({
+    "dtype": st.sampled_from(["U8", "F32", "F64", "I64", "BF16", "x"]) | json_value,
+    "shape": st.lists(st.integers(-2, 2**40), max_size=4) | json_value,
+    "data_offsets": st.lists(st.integers(-(2**40), 2**40), min_size=2, max_size=2) | json_value,
+})
+
+
+@FUZZ
+@given(
+    st.dictionaries(st.sampled_from([*sorted(SPEC)[:3], "transformer.wte.weight/idx", "x", "__metadata__"]),
+                    header_entry | json_value, max_size=4),
+    st.binary(max_size=512),
+)
+def test_structured_lying_headers_are_refused(header: dict[str, Any], body: bytes) -> None:
+    text = json.dumps(header).encode()
+    decodes_or_refuses(struct.pack("<Q", len(text)) + text + body)
+
+
+@FUZZ
+@given(json_value)
+def test_random_manifests_are_refused_cleanly(raw: Any) -> None:
+    with no_hang(), pytest.raises(PayloadError):
+        Manifest.from_json(json.dumps(raw))
+
+
+@FUZZ
+@given(st.binary(max_size=1024) | json_value.map(lambda v: json.dumps(v).encode()))
+def test_other_network_decoders_refuse_cleanly(data: bytes) -> None:
+    """Run configs, dataset indexes, window reports and CIDs: only the project's own errors."""
+    decoders: list[Callable[[bytes], object]] = [
+        lambda d: RunConfig.from_json_bytes(d), parse_index, WindowReport.from_json,
+        lambda d: parse_cid(d.decode("latin-1")),
+    ]
+    for decode in decoders:
+        with no_hang(), suppress(TrainmarketError):
+            decode(data)
+
+
+# ------------------------------------------------------------------ bombs
+
+DEEP = b"[" * 200_000 + b"]" * 200_000
+
+
+def header_bytes(header: dict[str, Any] | bytes, body: bytes = b"") -> bytes:
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + body
+
+
+def test_deeply_nested_json_is_refused_not_a_recursion_error() -> None:
+    """Found by this suite: json.loads raised RecursionError (not ValueError) on [[[[…; every decoder crashed."""
+    with pytest.raises(GarbagePayload):
+        decode_contribution(header_bytes(DEEP), SPEC, LIMIT)
+    with pytest.raises(GarbagePayload):
+        decode_contribution(header_bytes({"__metadata__": {"manifest": DEEP.decode()}}), SPEC, LIMIT)
+    with pytest.raises(PayloadError):
+        Manifest.from_json(DEEP.decode())
+    for decode in (parse_index, WindowReport.from_json, RunConfig.from_json_bytes):
+        with pytest.raises(TrainmarketError):
+            decode(DEEP)
+
+
+def test_a_header_of_huge_dimensions_is_refused_before_multiplying_them() -> None:
+    """Found by this suite: 50k dimensions of 2**62 in a 1 MiB header kept math.prod busy for minutes."""
+    dims = b",".join([b"4611686018427387904"] * 50_000)
+    data = header_bytes(b'{"x":{"dtype":"U8","shape":[' + dims + b'],"data_offsets":[0,4]}}', b"\x00" * 4)
+    assert len(data) < MAX_HEADER_BYTES + 12
+    with no_hang(5), pytest.raises(GarbagePayload, match="at most"):
+        decode_contribution(data, SPEC, LIMIT)
+
+
+def maxrss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def test_bombs_stay_bounded_in_time_and_memory() -> None:
+    """Inputs that are small on the wire and enormous if believed: a terabyte tensor, 100k empty tensors, a
+    header at the size limit, a max-size zero payload, and the most expanding codec (one coefficient per
+    128×128 tile, 2-bit values) for a model far larger than the payload. Decoding allocates at most what the
+    caller's own model spec needs (the payload never chooses the output size)."""
+    small = model_spec(GPT(PRESETS["small"]))
+    dense_bytes = 4 * sum(torch.Size(shape).numel() for shape, _ in small.values())
+    sparse = contribution(ChunkedTopK(chunk=MAX_CHUNK, k=1, value_bits=2), small)
+    assert dense_bytes / len(sparse) > 50  # a real expansion ratio
+    many = {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(100_000)}
+    bombs: list[bytes] = [
+        header_bytes({"x": {"dtype": "F32", "shape": [2**38], "data_offsets": [0, 2**40]}}),
+        header_bytes({"x": {"dtype": "F32", "shape": [2**20, 2**20, 2**20], "data_offsets": [0, 2**62]}}),
+        header_bytes(json.dumps(many).encode()[:MAX_HEADER_BYTES]),
+        header_bytes(b" " * (MAX_HEADER_BYTES - 2) + b"{}"),
+        b"\x00" * LIMIT,
+    ]
+    before = maxrss_bytes()
+    with no_hang():
+        for bomb in bombs:
+            with pytest.raises(IpfsError):
+                decode_contribution(bomb, SPEC, LIMIT)
+        decoded = decode_contribution(sparse, small, LIMIT)
+    assert sum(t.numel() * t.element_size() for t in decoded.delta.values()) == dense_bytes
+    grown = maxrss_bytes() - before
+    assert grown < 8 * dense_bytes + (256 << 20), f"peak memory grew by {grown >> 20} MiB"
+
+
+# ------------------------------------------------------------------ manifests that lie
+
+
+def rewrite(data: bytes, manifest_edit: Callable[[dict[str, Any]], None] | None = None,
+            tensor_edit: Callable[[dict[str, Tensor]], None] | None = None) -> bytes:
+    tensors = st_load(data)
+    length = struct.unpack("<Q", data[:8])[0]
+    raw = json.loads(json.loads(data[8 : 8 + length])["__metadata__"]["manifest"])
+    if manifest_edit:
+        manifest_edit(raw)
+    if tensor_edit:
+        tensor_edit(tensors)
+    return st_save(tensors, metadata={"manifest": json.dumps(raw)})
+
+
+def _claim_huge_shape(raw: dict[str, Any]) -> None:
+    raw["spec"]["transformer.wte.weight"] = [[10**9, 10**9], "float32"]
+
+
+def _claim_other_dtype(raw: dict[str, Any]) -> None:
+    raw["spec"]["transformer.wte.weight"][1] = "float64"
+
+
+def _claim_more_kept(raw: dict[str, Any]) -> None:
+    raw["codec_params"]["k"] = raw["codec_params"]["k"] * 2  # the tensors hold half the coefficients claimed
+
+
+def _claim_bigger_chunks(raw: dict[str, Any]) -> None:
+    raw["codec_params"]["chunk"] = MAX_CHUNK
+
+
+def _values_as_float(tensors: dict[str, Tensor]) -> None:
+    tensors["transformer.wte.weight/val"] = tensors["transformer.wte.weight/val"].float()
+
+
+def _drop_half_the_values(tensors: dict[str, Tensor]) -> None:
+    val = tensors["transformer.wte.weight/val"]
+    tensors["transformer.wte.weight/val"] = val[: val.numel() // 2].clone()
+
+
+def as_contribution(data: bytes) -> object:
+    return decode_contribution(data, SPEC, LIMIT)
+
+
+def as_model(data: bytes) -> object:
+    return decode_model(data, SPEC, LIMIT)
+
+
+LIES: list[tuple[str, Callable[[], bytes], Callable[[bytes], object], type[Exception]]] = [
+    ("shape claimed 1e9×1e9", lambda: rewrite(VALID, _claim_huge_shape), as_contribution, ShapeMismatch),
+    ("dtype claimed float64", lambda: rewrite(VALID, _claim_other_dtype), as_contribution, ShapeMismatch),
+    ("twice the coefficients claimed", lambda: rewrite(VALID, _claim_more_kept), as_contribution, GarbagePayload),
+    ("bigger chunks claimed", lambda: rewrite(VALID, _claim_bigger_chunks), as_contribution, GarbagePayload),
+    ("values stored as float32", lambda: rewrite(VALID, tensor_edit=_values_as_float), as_contribution,
+     GarbagePayload),
+    ("value count short", lambda: rewrite(VALID, tensor_edit=_drop_half_the_values), as_contribution,
+     GarbagePayload),
+    ("model tensors not the spec's shapes",
+     lambda: rewrite(MODEL, tensor_edit=lambda t: t.__setitem__("transformer.wpe.weight", torch.zeros(3, 3))),
+     as_model, ShapeMismatch),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "decode", "error"), LIES, ids=[c[0] for c in LIES])
+def test_a_manifest_that_lies_is_refused(
+    case: str, make: Callable[[], bytes], decode: Callable[[bytes], object], error: type[Exception]
+) -> None:
+    data = make()
+    with no_hang(), pytest.raises(error):
+        decode(data)
