@@ -75,9 +75,11 @@ def _params(model: GPT) -> ParamDict:
     return {n: p.detach().float().cpu().clone() for n, p in model.named_parameters()}
 
 
-def centralised(config: RunConfig, ds: Dataset, setup: Setup, lr: float, monitor: Tensor, device: torch.device
-                ) -> list[float]:
-    """Loss after each window's worth of steps: W·H AdamW steps of K·seqs_per_step sequences each."""
+def centralised(config: RunConfig, ds: Dataset, setup: Setup, lr: float, monitor: Tensor, device: torch.device,
+                batch_trainers: int | None = None) -> list[float]:
+    """Loss after each window's worth of steps: W·H AdamW steps of K·seqs_per_step sequences each (equal tokens
+    and equal optimiser steps). `batch_trainers=1` is the single-node baseline: the same steps with one
+    trainer's batch, i.e. what one node alone would reach."""
     model = _model(config, device)
     steps = setup.windows * setup.inner_steps
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.0)
@@ -85,7 +87,7 @@ def centralised(config: RunConfig, ds: Dataset, setup: Setup, lr: float, monitor
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (
         1 + math.cos(math.pi * min(1.0, s / steps))) * 0.9 + 0.1)
     losses = []
-    per_step = setup.trainers * setup.seqs_per_step
+    per_step = (setup.trainers if batch_trainers is None else batch_trainers) * setup.seqs_per_step
     for w in range(setup.windows):
         data = assigned_batches(ds, config.run_seed, "0x" + "c" * 40, w, setup.inner_steps * per_step, setup.seq_len)
         model.train()
@@ -117,8 +119,10 @@ def _adversarial_delta(kind: str, honest: dict[str, Tensor], earlier: dict[str, 
 
 
 def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, monitor: Tensor,
-                device: torch.device) -> dict[str, Any]:
-    """W windows of the protocol; returns the loss per window and the bytes each trainer sent per window."""
+                device: torch.device, lag: int = 1, eager: str = "none",
+                cosine_windows: int = 0) -> dict[str, Any]:
+    """W windows of the protocol; returns the loss per window and the bytes each trainer sent per window.
+    `lag` is how many windows old a trainer's base model is (1 in the protocol; 0 is an ablation)."""
     base = _model(config, device)
     spec = model_spec(base)
     payloads = RunPayloads(config, 1, spec)
@@ -134,23 +138,31 @@ def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, 
     gen = torch.Generator().manual_seed(0)
     losses: list[float] = []
     sent: list[int] = []
+    accepted: list[int] = []
     last_honest: dict[str, Tensor] | None = None
+    pending: dict[str, dict[str, Tensor]] = {}
     for w in range(setup.windows):
-        start = models[max(0, len(models) - 2)]  # the one-window publish lag
+        start = models[max(0, len(models) - 1 - lag)]  # the publish lag
         contributions = []
         own: dict[str, Tensor] = {}
         for t in trainers:
-            worker.load_state_dict(start, strict=False)
+            if eager != "none" and t in pending and lag > 0:
+                worker.load_state_dict({n: p - config.outer_lr * pending[t][n] for n, p in start.items()},
+                                       strict=False)
+            else:
+                worker.load_state_dict(start, strict=False)
             rows = assigned_batches(ds, config.run_seed, t, w, config.inner_steps * config.seqs_per_step,
                                     config.seq_len)
             own[t] = rows[: config.eval_own_seqs]
-            delta = train_inner(worker, rows, inner, device).pseudo_gradient
+            factor = 1.0 if cosine_windows <= 0 else 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, w / cosine_windows)))
+            delta = train_inner(worker, rows, replace(inner, lr=inner.lr * factor), device).pseudo_gradient
             delta = {n: d.float().cpu() for n, d in delta.items()}
             if kinds[t] != "honest":
                 delta = _adversarial_delta(kinds[t], delta, last_honest, gen)
             acc = feedback[t].accumulate(delta)
             encoded = payloads.encode_contribution(acc, t, w, "current")
             feedback[t].record(acc, encoded.estimate)
+            pending[t] = {n: v.float().cpu() for n, v in (encoded.estimate if eager == "estimate" else delta).items()}
             decoded = decode_contribution(encoded.data, spec, config.max_payload_bytes)
             contributions.append(Contribution(trainer=t, window=w, cid=f"c-{t}-{w}", base_model_cid="current",
                                               delta=decoded.delta, indices=decoded.indices))
@@ -160,12 +172,14 @@ def marketplace(config: RunConfig, ds: Dataset, setup: Setup, adversaries: int, 
         random_batch = heldout_batches(ds, w.to_bytes(8, "big"), config.eval_random_seqs, config.seq_len)
         inputs = WindowInputs(window=w, block_hash=f"{w:064x}", base_model_cid="current", params=models[-1],
                               contributions=contributions, own_batches=own, random_batch=random_batch)
-        _, new_params, state = strategy.score_window(inputs, state)
+        report, new_params, state = strategy.score_window(inputs, state)
+        accepted.append(len(report.accepted))
         models.append({n: t.float().cpu() for n, t in new_params.items()})
         worker.load_state_dict(models[-1], strict=False)
         losses.append(evaluate_loss(worker, monitor.to(device)))
-        print(f"  window {w}: loss {losses[-1]:.4f}", flush=True)
-    return {"loss_per_window": losses, "bytes_per_trainer_window": sum(sent) / len(sent),
+        print(f"  window {w}: loss {losses[-1]:.4f}, {accepted[-1]} updates aggregated", flush=True)
+    return {"loss_per_window": losses, "aggregated_per_window": accepted,
+            "bytes_per_trainer_window": sum(sent) / len(sent),
             "dense_bf16_bytes": 2 * sum(math.prod(shape) for shape, _ in spec.values())}
 
 
@@ -175,11 +189,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--trainers", type=int, default=None)
     parser.add_argument("--windows", type=int, default=None)
+    parser.add_argument("--inner-steps", type=int, default=None, help="H (the baseline takes W·H steps)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     device = select_device(args.device)
     setup = SMALL if args.small or device.type != "cuda" else GPU
-    setup = replace(setup, trainers=args.trainers or setup.trainers, windows=args.windows or setup.windows)
+    setup = replace(setup, trainers=args.trainers or setup.trainers, windows=args.windows or setup.windows,
+                    inner_steps=args.inner_steps or setup.inner_steps)
     config = RunConfig(model_preset=setup.preset, seq_len=setup.seq_len, inner_steps=setup.inner_steps,
                        seqs_per_step=setup.seqs_per_step, inner_lr=setup.inner_lr)
     began = time.perf_counter()
@@ -190,6 +206,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"centralised, lr {lr:g}", flush=True)
         sweep[f"{lr:g}"] = centralised(config, ds, setup, lr, monitor, device)
     best_lr = min(sweep, key=lambda k: sweep[k][-1])
+    single: dict[str, list[float]] = {}
+    for lr in setup.baseline_lrs:
+        print(f"single node (one trainer's batch, same steps), lr {lr:g}", flush=True)
+        single[f"{lr:g}"] = centralised(config, ds, setup, lr, monitor, device, batch_trainers=1)
+    single_lr = min(single, key=lambda k: single[k][-1])
     timings = {"centralised_s": time.perf_counter() - began}
     print(f"marketplace, {setup.trainers} honest trainers", flush=True)
     honest = marketplace(config, ds, setup, 0, monitor, device)
@@ -206,8 +227,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "params": _model(config, torch.device("cpu")).num_params(),
         "tokens": tokens,
+        "loss_ratio_vs_single_node": honest["loss_per_window"][-1] / single[single_lr][-1],
         "baseline": {"best_lr": float(best_lr), "swept": sweep, "schedule": "AdamW, 5% warm-up, cosine to 10%",
-                     "batch_sequences": setup.trainers * setup.seqs_per_step},
+                     "batch_sequences": setup.trainers * setup.seqs_per_step,
+                     "optimiser_steps": setup.windows * setup.inner_steps,
+                     "comparison": "equal tokens and equal optimiser steps (each step sees all honest trainers' "
+                                   "sequences of one inner step)"},
+        "single_node_baseline": {"best_lr": float(single_lr), "swept": single,
+                                 "batch_sequences": setup.seqs_per_step,
+                                 "optimiser_steps": setup.windows * setup.inner_steps,
+                                 "comparison": "same optimiser steps as one trainer, one trainer's tokens (1/K)"},
         "marketplace": {"loss_per_window": honest["loss_per_window"], "trainers": setup.trainers},
         "marketplace_adversarial": {"loss_per_window": attacked["loss_per_window"], "adversaries": adversaries,
                                     "kinds": list(ADVERSARY_KINDS)},
@@ -232,13 +261,16 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    tokens_per_window = report["tokens"] / len(report["marketplace"]["loss_per_window"])
-    for label, losses in (("centralised (best lr)", report["baseline"]["swept"][f"{report['baseline']['best_lr']:g}"]),
+    best = report["baseline"]["swept"][f"{report['baseline']['best_lr']:g}"]
+    single = report["single_node_baseline"]["swept"][f"{report['single_node_baseline']['best_lr']:g}"]
+    for label, losses in (("centralised, equal tokens (best lr)", best),
+                          ("single node, 1/K tokens (best lr)", single),
                           ("marketplace", report["marketplace"]["loss_per_window"]),
                           ("marketplace + 25% adversaries", report["marketplace_adversarial"]["loss_per_window"])):
-        ax.plot([tokens_per_window * (i + 1) for i in range(len(losses))], losses, label=label)
-    ax.set_xlabel("tokens (all honest trainers)")
+        ax.plot(range(1, len(losses) + 1), losses, label=label)
+    ax.set_xlabel(f"window (outer step; {report['setup']['inner_steps']} optimiser steps each)")
     ax.set_ylabel("held-out loss")
+    ax.set_title(f"{report['params']:,} params, {report['tokens']:,} tokens, {report['device']}")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
