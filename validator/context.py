@@ -94,8 +94,12 @@ def ipfs_client(api_url: str, timeout: float = 30.0) -> BlobStore:
 
 
 def chain_client(rpc_url: str, contract: str, private_key: str, from_block: int = 0) -> TrainingRunClient:
+    try:
+        account = Account.from_key(private_key)
+    except (ValueError, TypeError):  # the library's message may quote the key: name the source only
+        raise ValidatorSetupError("the validator key is not a valid 32-byte hex private key") from None
     web3 = Web3(Web3.HTTPProvider(rpc_url))
-    return TrainingRunClient(web3, contract, Account.from_key(private_key), from_block)
+    return TrainingRunClient(web3, contract, account, from_block)
 
 
 def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, config_cid: str) -> RunConfig:

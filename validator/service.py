@@ -34,6 +34,8 @@ from validator.store import ValidatorStore
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+MAX_URL_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
@@ -250,9 +252,17 @@ def create_app(
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        if len(str(request.url)) > MAX_URL_BYTES:
+            return JSONResponse({"detail": "request URL too long"}, status_code=414)
+        if sum(len(name) + len(value) for name, value in request.headers.raw) > MAX_HEADER_BYTES:
+            # uvicorn's own header limit applies only when a request arrives in pieces; this one always does.
+            return JSONResponse({"detail": "request headers too large"}, status_code=431)
         declared = request.headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > settings.max_request_bytes):
             return JSONResponse({"detail": "request body too large"}, status_code=413)
+        if "transfer-encoding" in request.headers:
+            # A chunked body declares no length, so the cap above cannot see it: no endpoint takes a body anyway.
+            return JSONResponse({"detail": "a request body must declare its Content-Length"}, status_code=411)
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         response.headers["X-Content-Type-Options"] = "nosniff"
