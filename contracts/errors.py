@@ -37,6 +37,11 @@ class TransactionFailed(ChainError):
         super().__init__(f"{function} failed (tx {tx_hash}): {reason}")
 
 
+class TransactionPending(TransactionFailed):
+    """A transaction was broadcast but not mined within the wait; it may still be mined. Senders that recorded
+    its hash treat this as transient: the next attempt waits for that transaction instead of sending another."""
+
+
 class ContractReverted(ChainError):
     """A call reverted with one of the contract's custom errors; `error_name` and `error_args` say which."""
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import torch
 
 from contracts.client import TrainingRunClient, commitment_hash
-from contracts.errors import ChainUnreachable, ContractReverted
+from contracts.errors import ChainUnreachable, ContractReverted, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.chain_view import WindowClock, published_models
@@ -151,7 +151,8 @@ class TrainerNode:
                     until_window is None or self.clock.window_of(next_block) <= until_window
                 )
                 did, new_window = self.step(train=want_more)
-            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch):
+            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch,
+                    TransactionPending):  # a tx slow to mine is journalled: the next poll waits for it
                 # The client already retried within its bounds; nothing was revealed for a payload not pinned (add
                 # comes before reveal), and a reveal period that closes meanwhile is journalled as missed. A blip
                 # (daemon restart, busy chain) should cost a poll, not the run; a long outage ends it.
@@ -229,7 +230,7 @@ class TrainerNode:
         window = entry.window
         status = self._chain_status(window)
         if next_block >= self.clock.reveal_end(window) and status != CommitStatus.REVEALED:
-            self._missed(window, "reveal period closed" if status == CommitStatus.COMMITTED else "never committed")
+            self._missed(window, "never committed" if status == CommitStatus.NONE else "reveal period closed")
             return True
         if status == CommitStatus.REVEALED:
             self.journal.mark_revealed(window)
@@ -277,6 +278,8 @@ class TrainerNode:
 
     def _reveal(self, entry: WindowEntry) -> bool:
         window = entry.window
+        if entry.reveal_tx and tx_in_flight(self.client, entry.reveal_tx):
+            return False  # a reveal sent before a restart (or a slow one) is still in the mempool: wait for it
         data = self.journal.read_payload(window)
         cid = self.setup.blobs.add(data, pin=True)
         if cid != entry.cid:

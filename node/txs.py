@@ -9,7 +9,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, TransactionFailed
+from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
 
 
@@ -26,8 +26,8 @@ def send_recorded(client: TrainingRunClient, call: ContractFunction, name: str, 
             tx_hash, timeout=RECEIPT_TIMEOUT_S, poll_latency=0.05  # type: ignore[arg-type]
         )
     except TimeExhausted as err:
-        NONCES.forget(web3, me)
-        raise TransactionFailed(name, tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s") from err
+        # Still in the mempool, maybe mined later: the journal has its hash, so the caller waits for it.
+        raise TransactionPending(name, tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s") from err
     except OSError as err:
         NONCES.forget(web3, me)
         raise ChainUnreachable(client.rpc_url, str(err)) from err

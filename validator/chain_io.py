@@ -5,7 +5,8 @@ Every settling transaction (publish a window, submit an epoch's weights) goes th
   2. if the store holds a tx recorded as sent for the same (kind, key), its receipt is looked up by hash;
      a mined tx is the answer, a tx the chain never saw is sent again only if `done()` is still false;
   3. otherwise the tx is signed, recorded as pending *with its hash and nonce*, and only then broadcast.
-So a SIGKILL between any two steps leaves a state a restart resolves without a blind second send."""
+So a SIGKILL between any two steps leaves a state a restart resolves without a blind second send. A tx that
+is not mined within the wait raises TransactionPending: the loop retries the step, which waits for that tx."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from web3.contract.contract import ContractFunction
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, TransactionFailed
+from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
 from validator.store import ValidatorStore
 
@@ -66,9 +67,12 @@ class TxSender:
             if mined is True:
                 log.info("%s %s: found earlier tx %s mined", kind, key, pending.tx_hash)
                 return SentTx(pending.tx_hash, pending.nonce, resumed=True)
-            # Broadcast but not mined yet: wait for it rather than racing a second tx.
-            if mined is None and self._wait(pending.tx_hash):
-                return SentTx(pending.tx_hash, pending.nonce, resumed=True)
+            # Broadcast but not mined yet: wait for it rather than racing a second tx (which would take the next
+            # nonce and revert, or worse, land too); still waiting is transient, retried on the next step.
+            if mined is None:
+                if self._wait(pending.tx_hash):
+                    return SentTx(pending.tx_hash, pending.nonce, resumed=True)
+                raise TransactionPending(name, pending.tx_hash, f"still not mined after {RECEIPT_TIMEOUT_S:.0f}s")
         if done():
             return None
         raw = self.client.signed(call, name)
@@ -84,8 +88,12 @@ class TxSender:
             NONCES.forget(web3, self.client.account.address)
             raise TransactionFailed(name, sent.tx_hash, str(err)) from err
         if not self._wait(sent.tx_hash):
-            raise TransactionFailed(name, sent.tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s")
+            raise TransactionPending(name, sent.tx_hash, f"not mined after {RECEIPT_TIMEOUT_S:.0f}s")
         return sent
+
+    def mined(self, tx_hash: str) -> bool | None:
+        """True: mined and succeeded; False: failed or unknown to the node; None: still in the mempool."""
+        return self._receipt(tx_hash)
 
     def _receipt(self, tx_hash: str) -> bool | None:
         """True: mined and succeeded; False: mined and failed, or unknown to the node; None: in the mempool."""

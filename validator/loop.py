@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed
+from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 
 EVAL_THREADS = 2  # fixed so that two validators (and an auditor) sum floats in the same order
 KEEP_STATE_FILES = 3
-TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout)
+TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, TransactionPending)
 
 
 class LoopError(ValidatorError):
@@ -126,15 +126,21 @@ class ValidatorLoop:
                 stop.wait(poll_seconds)
 
     def step(self) -> bool:
-        """Finish an unpublished window, else process the next due window, else settle an epoch."""
+        """Finish an unpublished window, else settle a due epoch, else process the next due window.
+
+        Settling comes before scoring: an epoch's weights are only accepted until the contract's grace period
+        ends (then it is finalised without them), while a window can be scored late. A validator catching up
+        after a restart thus submits each epoch as soon as that epoch's windows are published."""
         for window in self.store.unpublished_windows():
             self.publish(window)
+            return True
+        if self.settler.settle():
             return True
         window = self.next_window()
         if self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end:
             self.process_window(window)
             return True
-        return self.settler.settle()
+        return False
 
     def next_window(self) -> int:
         last = self.store.last_processed_window()

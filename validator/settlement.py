@@ -52,7 +52,8 @@ class EpochSettler:
         """Submit and finalize the oldest unsettled epoch whose windows are all published. True if it acted."""
         run = self.client.get_run(self.run_id)
         epoch = run.next_epoch
-        first, last = epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch - 1
+        self.record_settled_earlier(epoch)
+        last = (epoch + 1) * run.windows_per_epoch - 1
         if last < self.start_window:
             return self.finalize(epoch)  # an epoch before this validator joined: settle it, submit nothing
         if self.store.window_status(last) != "published":
@@ -61,13 +62,30 @@ class EpochSettler:
             return False
         acted = False
         if not self.store.epoch_submitted(epoch):
-            self.submit(epoch, range(max(first, self.start_window), last + 1))
+            self.submit(epoch)
             acted = True
         return self.finalize(epoch) or acted
 
-    def submit(self, epoch: int, windows: range) -> None:
+    def record_settled_earlier(self, next_epoch: int) -> None:
+        """A validator killed after its weights tx was sent finds the epoch settled on restart (next_epoch moved
+        on): record the submission and the rewards the chain shows, so its own records lose neither."""
+        for tx in self.store.unconfirmed_txs():
+            epoch = int(tx.key)
+            if tx.kind != TX_SUBMIT_WEIGHTS or epoch >= next_epoch or self.store.epoch_submitted(epoch):
+                continue
+            if self.sender.mined(tx.tx_hash) is not True:
+                continue  # our tx never landed (the epoch was settled without us): nothing to record
+            self.store.record_epoch_submission(epoch, self.epoch_weights(epoch), tx.tx_hash)
+            self.record_rewards(epoch)
+
+    def epoch_weights(self, epoch: int) -> dict[str, float]:
+        per_epoch = self.client.get_run(self.run_id).windows_per_epoch
+        windows = range(max(epoch * per_epoch, self.start_window), (epoch + 1) * per_epoch)
         recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
-        weights = mean_window_weights(recorded, len(windows))
+        return mean_window_weights(recorded, len(windows))
+
+    def submit(self, epoch: int) -> None:
+        weights = self.epoch_weights(epoch)
         vector = weight_vector(weights, self.client.trainers(self.run_id))
         call = self.client.contract.functions.submitWeights(self.run_id, epoch, pack_weights(vector))
 

@@ -23,7 +23,7 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
 from node.protocol import RunConfig
-from trainmarket.demo.network import ETH, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
 from trainmarket.errors import TrainmarketError
@@ -59,6 +59,22 @@ class DemoSettings:
     @property
     def windows(self) -> int:
         return self.epochs * self.windows_per_epoch
+
+
+def validator_argv(deployment: Path, api: str, port: int, first: int, home: Path, device: str) -> list[str]:
+    """A demo validator's command line (`python` + this): the CLI's `validator serve`, state under `home`."""
+    return ["-m", "trainmarket.cli", "validator", "serve", "--deployment", str(deployment), "--ipfs-api", api,
+            "--port", str(port), "--start-window", str(first), "--home", str(home), "--device", device,
+            "--poll-seconds", "0.5"]
+
+
+def trainer_argv(deployment: Path, api: str, home: Path, cache: Path, p: Participant, first: int,
+                 last: int) -> list[str]:
+    """A demo trainer's command line (`python` + this): trainmarket.demo.participant in its role."""
+    return ["-m", "trainmarket.demo.participant", "--deployment", str(deployment), "--ipfs-api", api,
+            "--home", str(home), "--cache", str(cache), "--role", p.role,
+            "--first-window", str(first), "--last-window", str(last),
+            "--sybil-leader", p.sybil_leader, "--sybil-member", str(p.sybil_member)]
 
 
 class DemoFailed(TrainmarketError):
@@ -167,10 +183,8 @@ class Demo:
         api = blobs.api_url
         ports = [free_port() for _ in validators]
         for i, (v, port) in enumerate(zip(validators, ports, strict=True)):
-            self.spawn(f"validator-{i}", ["-m", "trainmarket.cli", "validator", "serve", "--deployment",
-                                          str(deployment), "--ipfs-api", api, "--port", str(port),
-                                          "--start-window", str(first), "--home", str(self.out / f"validator-{i}"),
-                                          "--device", s.device, "--poll-seconds", "0.5"],
+            self.spawn(f"validator-{i}", validator_argv(deployment, api, port, first, self.out / f"validator-{i}",
+                                                        s.device),
                        {"TRAINMARKET_VALIDATOR_KEY": v.account.key.hex(),
                         "TRAINMARKET_HOME": str(self.out / "home")},
                        ready=lambda port=port: port_open(port))
@@ -179,10 +193,7 @@ class Demo:
         for p in people:
             home = self.out / "trainers" / p.name
             home.mkdir(parents=True, exist_ok=True)
-            argv = ["-m", "trainmarket.demo.participant", "--deployment", str(deployment), "--ipfs-api", api,
-                    "--home", str(home), "--cache", str(self.out / "cache"), "--role", p.role,
-                    "--first-window", str(first), "--last-window", str(last),
-                    "--sybil-leader", p.sybil_leader, "--sybil-member", str(p.sybil_member)]
+            argv = trainer_argv(deployment, api, home, self.out / "cache", p, first, last)
             self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
                                       "TRAINMARKET_HOME": str(self.out / "home")})
             ready_files[p.name] = lambda home=home: (home / "ready").exists()
