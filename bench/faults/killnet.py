@@ -3,8 +3,9 @@ launcher (trainmarket.demo.orchestrator.Demo: IPFS daemon, Anvil, `validator ser
 `trainmarket.demo.participant` processes) with a *gated* block clock instead of interval mining.
 
 The gated clock mines one block every `block_seconds`, but holds the last block that can still include a
-window's commits (or reveals, or an epoch's weight submissions) until every live party has its transaction on
-chain or in the mempool, up to `max_hold_s`. So a loaded machine or a process that is restarting does not turn
+window's commits (or reveals) until every live trainer has that transaction on chain or in the mempool, up to
+`max_hold_s`; epochs get a grace period longer than the run, so they settle once every validator submitted.
+So a loaded machine or a process that is restarting does not turn
 into a missed window by wall-clock accident: a miss is then a fact about the software, which is what the fault
 scenarios measure. Parties listed in `down` (killed and deliberately kept down) are not waited for."""
 
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH
 VALIDATOR_STAKE = 10 * ETH
 HEALTH_EVERY_S = 2.0
+GRACE_BLOCKS = 100_000
 
 
 class FaultRunError(TrainmarketError):
@@ -99,8 +101,12 @@ class KillNet:
         self.views = demo.start_chain()
         assert isinstance(demo.chain, AnvilNode)
         self.chain: AnvilNode = demo.chain
-        self.run_id = self.views.create_run(run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch),
-                                            POOL)
+        # A grace period longer than the run: an epoch is finalised once every validator submitted, never
+        # without the one that is restarting (weights that miss a short grace are a liveness matter, not what
+        # a kill may lose; the validator settles an epoch before scoring later windows to meet it).
+        params = replace(run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch),
+                         grace_period_blocks=GRACE_BLOCKS)
+        self.run_id = self.views.create_run(params, POOL)
         self.people = participants(s.trainers, 0, ())
         self.validator_clients = [self.views.with_account(Account.from_key(self.chain.private_keys[i + 1]))
                                   for i in range(s.validators)]
@@ -252,7 +258,7 @@ class KillNet:
 
     def _waiting_for(self, block: int) -> list[str]:
         """Live parties whose transaction must be in `block` (its last chance) and is neither mined nor sent."""
-        clock, s = self.clock, self.s
+        clock = self.clock
         need: list[tuple[str, str, Callable[[], bool]]] = []
         live = [p for p in self.people if p.name not in self.down]
         for window in range(self.first, self.last + 1):
@@ -262,18 +268,10 @@ class KillNet:
             if block == clock.reveal_end(window) - 1:
                 for p in live:
                     need.append((p.name, "reveal", partial(self._settled_reveal, p, window)))
-        for epoch in range(self.first // s.windows_per_epoch, self.last // s.windows_per_epoch + 1):
-            if block == self._epoch_end(epoch) + self.run.grace_period_blocks - 1:
-                for i, v in enumerate(self.validator_clients):
-                    need.append((f"validator-{i}", "submitWeights", partial(self._submitted, v, epoch)))
         if not need:
             return []
         pending = self._pending_calls()
         return [name for name, call, done in need if (self.address(name).lower(), call) not in pending and not done()]
-
-    def _epoch_end(self, epoch: int) -> int:
-        last_window = (epoch + 1) * self.s.windows_per_epoch - 1
-        return self.clock.reveal_end(last_window)
 
     def _commit_status(self, p: Participant, window: int) -> CommitStatus:
         return self.views.commitment_of(self.run_id, window, p.address)[1]
@@ -284,9 +282,6 @@ class KillNet:
     def _settled_reveal(self, p: Participant, window: int) -> bool:
         """Revealed, missed, or never committed: nothing of `p` left to reveal for `window`."""
         return self._commit_status(p, window) != CommitStatus.COMMITTED
-
-    def _submitted(self, v: TrainingRunClient, epoch: int) -> bool:
-        return self.views.validator_info(self.run_id, v.address_of_account).next_submit_epoch > epoch
 
     def _mine_loop(self) -> None:
         try:
