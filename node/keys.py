@@ -8,6 +8,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,7 @@ from trainmarket.errors import TrainmarketError
 
 PRIVATE_KEY_ENV = "TRAINMARKET_PRIVATE_KEY"
 PASSPHRASE_ENV = "TRAINMARKET_KEY_PASSPHRASE"
+PRIVATE_KEY_HEX = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 # scrypt is the keystore default but costs ~1 s per unlock; pbkdf2 at this count is still a real KDF.
 KEYSTORE_KDF: Literal["pbkdf2"] = "pbkdf2"
 KEYSTORE_ITERATIONS = 262_144
@@ -47,6 +49,9 @@ def load_account(
         raise KeySourceError(
             f"no signing key: pass --keystore FILE (see `trainmarket node keygen`) or set ${PRIVATE_KEY_ENV}"
         )
+    # eth-account left-pads a short hex key, so a key missing its last digit would silently be another account.
+    if not PRIVATE_KEY_HEX.fullmatch(raw):
+        raise KeySourceError(f"${PRIVATE_KEY_ENV} does not hold a valid 32-byte hex private key") from None
     try:
         return Account.from_key(raw)
     except (ValueError, TypeError):

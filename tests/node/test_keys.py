@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -102,3 +103,78 @@ def test_cli_never_prints_the_key(tmp_path: Path) -> None:
     assert "unreachable" in failed.stderr
     assert key_hex not in failed.stdout + failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+# ------------------------------------------------------------------ keystore format and secrecy
+
+PASSPHRASE = "tr0ub4dor&3-passphrase"
+
+
+def test_keystore_is_the_standard_encrypted_v3_format(tmp_path: Path) -> None:
+    path = tmp_path / "key.json"
+    write_keystore(Account.from_key(KEY), path, PASSPHRASE)
+    text = path.read_text()
+    doc = json.loads(text)
+    assert doc["version"] == 3 and set(doc) >= {"address", "crypto", "id", "version"}
+    crypto = doc["crypto"]
+    assert crypto["cipher"] == "aes-128-ctr" and crypto["kdf"] == "pbkdf2"
+    assert crypto["kdfparams"]["c"] >= 100_000 and len(bytes.fromhex(crypto["kdfparams"]["salt"])) >= 16
+    assert {"ciphertext", "mac", "cipherparams"} <= set(crypto)
+    assert KEY.removeprefix("0x") not in text and PASSPHRASE not in text
+    # any eth-account (or geth/foundry) reader opens it with the passphrase, and only with it
+    assert Account.decrypt(doc, PASSPHRASE).hex().removeprefix("0x") == KEY.removeprefix("0x")
+    with pytest.raises(ValueError):
+        Account.decrypt(doc, PASSPHRASE + "x")
+
+
+def test_loading_keys_logs_and_prints_neither_key_nor_passphrase(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = tmp_path / "key.json"
+    write_keystore(Account.from_key(KEY), path, PASSPHRASE)
+    messages: list[str] = []
+    load_account(path, env={PASSPHRASE_ENV: PASSPHRASE})
+    load_account(path, env={}, prompt=lambda _: PASSPHRASE)
+    load_account(None, env={PRIVATE_KEY_ENV: KEY})
+    for env in ({PASSPHRASE_ENV: PASSPHRASE + "-wrong"}, {PASSPHRASE_ENV: ""}):
+        with pytest.raises(KeySourceError) as info:
+            load_account(path, env=env)
+        messages.append(str(info.value))
+    for almost in (KEY[:-1], KEY + "00", KEY[:-1] + "g"):  # KEY[:-1] was accepted as another (padded) key
+        with pytest.raises(KeySourceError) as info:
+            load_account(None, env={PRIVATE_KEY_ENV: almost})
+        messages.append(str(info.value))
+    out, err = capfd.readouterr()
+    seen = "\n".join([*messages, caplog.text, out, err])
+    assert KEY.removeprefix("0x")[:-1] not in seen
+    assert PASSPHRASE not in seen
+
+
+def test_cli_commands_that_load_keys_never_print_key_or_passphrase(tmp_path: Path) -> None:
+    """Every node command that loads a key, from a keystore (right and wrong passphrase) or from the
+    environment, failing at the unreachable chain: plain errors, neither secret in stdout or stderr."""
+    keystore = tmp_path / "key.json"
+    write_keystore(Account.from_key(KEY), keystore, PASSPHRASE)
+    deployment = tmp_path / "deployment.json"
+    deployment.write_text(json.dumps({"address": "0x" + "00" * 20, "block": 0, "rpc_url": "http://127.0.0.1:9",
+                                      "ipfs_api": "http://127.0.0.1:9", "config_cid": "bafk"}))
+    common = ["--deployment", str(deployment), "--home", str(tmp_path / "home")]
+    runs = [
+        (["register", "--stake", "1", *common, "--keystore", str(keystore)], {PASSPHRASE_ENV: PASSPHRASE}),
+        (["unstake", *common, "--keystore", str(keystore)], {PASSPHRASE_ENV: PASSPHRASE + "-wrong"}),
+        (["run", "--windows", "1", "--device", "cpu", *common], {PRIVATE_KEY_ENV: KEY}),
+    ]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "trainmarket.cli", "node", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+                         env={**{k: v for k, v in os.environ.items() if k not in (PASSPHRASE_ENV, PRIVATE_KEY_ENV)},
+                              **env})
+        for args, env in runs
+    ]
+    for (args, _), proc in zip(runs, procs, strict=True):
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode != 0, (args, out, err)
+        assert "Traceback" not in err, (args, err)
+        assert KEY.removeprefix("0x") not in out + err, args
+        assert PASSPHRASE not in out + err, args

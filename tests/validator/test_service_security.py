@@ -207,24 +207,26 @@ def test_the_private_key_never_appears_in_responses_error_pages_or_logs(
 
 
 def test_validator_cli_never_prints_its_key(tmp_path: Path) -> None:
-    """`validator serve` with the key in the environment, failing at start (chain unreachable) or given a
-    malformed key: a plain error, no traceback, no key."""
+    """`validator serve` with the key in the environment, failing at start (chain unreachable): a plain
+    error, no traceback, no key."""
     deployment = tmp_path / "deployment.json"
     deployment.write_text('{"address": "0x' + "00" * 20 + '", "block": 0, "rpc_url": "http://127.0.0.1:9"}')
-    for key in ("0x" + KEY_HEX, "0x" + KEY_HEX[:-1] + "q"):
-        done = subprocess.run(
-            [sys.executable, "-m", "trainmarket.cli", "validator", "serve", "--deployment", str(deployment),
-             "--port", str(free_port()), "--home", str(tmp_path / "home")],
-            capture_output=True, text=True, cwd=REPO_ROOT, timeout=120,
-            env={**os.environ, "TRAINMARKET_VALIDATOR_KEY": key},
-        )
-        output = done.stdout + done.stderr
-        assert done.returncode != 0, output
-        assert "Traceback" not in output, output
-        assert KEY_HEX[:-1] not in output
+    done = subprocess.run(
+        [sys.executable, "-m", "trainmarket.cli", "validator", "serve", "--deployment", str(deployment),
+         "--port", str(free_port()), "--home", str(tmp_path / "home")],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        env={**os.environ, "TRAINMARKET_VALIDATOR_KEY": "0x" + KEY_HEX},
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "unreachable" in output, output
+    assert "Traceback" not in output, output
+    assert KEY_HEX not in output
 
 
-def test_loop_errors_are_trainmarket_errors() -> None:
-    # The failure above is reported on /health only because it is a TrainmarketError (not a crash).
-    with pytest.raises(TrainmarketError):
-        chain_client("http://127.0.0.1:9", "0x" + "00" * 20, "0x" + KEY_HEX[:-1] + "q")
+@pytest.mark.parametrize("key", ["0x" + KEY_HEX[:-1], KEY_HEX[:-1] + "q", "0x" + KEY_HEX + "00", ""])
+def test_a_malformed_validator_key_is_a_plain_error_that_does_not_quote_it(key: str) -> None:
+    # KEY_HEX[:-1]: eth-account would left-pad it into another account; the project refuses it instead.
+    with pytest.raises(TrainmarketError) as info:
+        chain_client("http://127.0.0.1:9", "0x" + "00" * 20, key)
+    assert info.value.__cause__ is None
+    assert KEY_HEX[:-1] not in str(info.value)
