@@ -4,7 +4,7 @@ launcher (trainmarket.demo.orchestrator.Demo: IPFS daemon, Anvil, `validator ser
 
 The gated clock mines one block every `block_seconds`, but holds the last block that can still include a
 window's commits (or reveals) until every live trainer has that transaction on chain or in the mempool, up to
-`max_hold_s`; epochs get a grace period longer than the run, so they settle once every validator submitted.
+`max_hold_s`; in an epoch's grace period it waits for a validator that neither submitted nor waits on a tx.
 So a loaded machine or a process that is restarting does not turn
 into a missed window by wall-clock accident: a miss is then a fact about the software, which is what the fault
 scenarios measure. Parties listed in `down` (killed and deliberately kept down) are not waited for."""
@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,6 @@ POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH
 VALIDATOR_STAKE = 10 * ETH
 HEALTH_EVERY_S = 2.0
-GRACE_BLOCKS = 100_000
 
 
 class FaultRunError(TrainmarketError):
@@ -78,7 +77,7 @@ class KillNet:
         self.validator_clients: list[TrainingRunClient] = []
         self.ports: dict[str, int] = {}
         self.homes: dict[str, Path] = {}
-        self.first = self.last = 0
+        self.first = self.last = self.settle_through = 0
         self.run_id = 0
         self._stop = threading.Event()
         self._miner: threading.Thread | None = None
@@ -101,12 +100,8 @@ class KillNet:
         self.views = demo.start_chain()
         assert isinstance(demo.chain, AnvilNode)
         self.chain: AnvilNode = demo.chain
-        # A grace period longer than the run: an epoch is finalised once every validator submitted, never
-        # without the one that is restarting (weights that miss a short grace are a liveness matter, not what
-        # a kill may lose; the validator settles an epoch before scoring later windows to meet it).
-        params = replace(run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch),
-                         grace_period_blocks=GRACE_BLOCKS)
-        self.run_id = self.views.create_run(params, POOL)
+        self.run_id = self.views.create_run(run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch),
+                                            POOL)
         self.people = participants(s.trainers, 0, ())
         self.validator_clients = [self.views.with_account(Account.from_key(self.chain.private_keys[i + 1]))
                                   for i in range(s.validators)]
@@ -126,6 +121,7 @@ class KillNet:
         current = self.views.current_window(self.run_id)
         self.first = -(-(current + 1) // s.windows_per_epoch) * s.windows_per_epoch
         self.last = self.first + s.windows - 1
+        self.settle_through = self.last  # validators' epochs are waited for (and judged) up to this window
         api = blobs.api_url
         env = {"TRAINMARKET_HOME": str(self.out / "home")}
         for i, v in enumerate(self.validator_clients):
@@ -215,17 +211,18 @@ class KillNet:
         self.wait_until(lambda: self.head() >= block, timeout, f"block {block}")
 
     def wait_settled(self, timeout: float = 900) -> None:
-        """Until every validator published every window and the run's last epoch is finalised."""
-        last_epoch = self.last // self.s.windows_per_epoch
+        """Until every validator published every window through `settle_through` and its epoch is finalised."""
+        last_epoch = self.settle_through // self.s.windows_per_epoch
         validators = [v.address_of_account.lower() for v in self.validator_clients]
 
         def settled() -> bool:
             if not self.views.epoch_info(self.run_id, last_epoch).finalized:
                 return False
-            published = {v.lower() for v in self.views.publications(self.run_id, self.last)}
+            published = {v.lower() for v in self.views.publications(self.run_id, self.settle_through)}
             return all(v in published for v in validators)
 
-        self.wait_until(settled, timeout, f"epoch {last_epoch} finalised and window {self.last} published", 0.5)
+        self.wait_until(settled, timeout, f"epoch {last_epoch} finalised and window {self.settle_through} published",
+                        0.5)
 
     # -- state read from the outside -------------------------------------------------------------------------
 
@@ -268,10 +265,23 @@ class KillNet:
             if block == clock.reveal_end(window) - 1:
                 for p in live:
                     need.append((p.name, "reveal", partial(self._settled_reveal, p, window)))
-        if not need:
-            return []
         pending = self._pending_calls()
+        senders = {sender for sender, _ in pending}
+        # An epoch's grace period: a validator that has not submitted yet and waits on nothing on chain is
+        # computing or restarting; the clock waits for it (publishing first needs blocks, so any pending tx of
+        # it lets a block through), so a restart is not turned into weights lost to the grace by wall time.
+        wpe = self.s.windows_per_epoch
+        for epoch in range(self.first // wpe, self.settle_through // wpe + 1):
+            end = self.clock.reveal_end((epoch + 1) * wpe - 1)
+            if end <= block < end + self.run.grace_period_blocks:
+                for i, v in enumerate(self.validator_clients):
+                    address = v.address_of_account.lower()
+                    if address not in senders:
+                        need.append((f"validator-{i}", "(any)", partial(self._submitted, v, epoch)))
         return [name for name, call, done in need if (self.address(name).lower(), call) not in pending and not done()]
+
+    def _submitted(self, v: TrainingRunClient, epoch: int) -> bool:
+        return self.views.validator_info(self.run_id, v.address_of_account).next_submit_epoch > epoch
 
     def _commit_status(self, p: Participant, window: int) -> CommitStatus:
         return self.views.commitment_of(self.run_id, window, p.address)[1]

@@ -59,9 +59,12 @@ def drive(net: KillNet, faults: int, rng: random.Random) -> list[ValidatorKill]:
     net.wait_until(lambda: _published_by(net, REFERENCE, net.first), 300, f"{REFERENCE} publishing {net.first}")
     processing_s = max(2.0, time.monotonic() - t0)
     kills: list[ValidatorKill] = []
+    # The victim may skip ahead of the trainers' last window while it catches up: kills go on in the windows
+    # after it (nothing to score, still a report, a model and the epoch's weights), judged the same way.
+    net.settle_through = net.last + 2 * faults
     for _ in range(faults):
         window = unpublished_window(net)
-        if window > net.last:
+        if window > net.settle_through - 2:
             break
         net.wait_block(net.clock.reveal_end(window))
         delay = rng.uniform(0.0, 1.3 * processing_s)
@@ -107,7 +110,7 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
         counter[index] += 1
         notes.setdefault(index, []).append(note)
 
-    for w in range(net.first, net.last + 1):
+    for w in range(net.first, net.settle_through + 1):
         mine, theirs = published.get((victim, w), []), published.get((ref, w), [])
         if not mine:
             charge(w, lost, f"window {w} never published")
@@ -118,7 +121,7 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
             kind, why = _report_difference(net, w)
             charge(w, lost if kind == "lost" else double, f"window {w} differs from the reference: {why}")
     wpe = net.s.windows_per_epoch
-    for epoch in range(net.first // wpe, net.last // wpe + 1):
+    for epoch in range(net.first // wpe, net.settle_through // wpe + 1):
         last_window = (epoch + 1) * wpe - 1
         mine_w, theirs_w = submitted.get((victim, epoch), []), submitted.get((ref, epoch), [])
         if not mine_w:
@@ -128,7 +131,7 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
         elif theirs_w and mine_w[0] != theirs_w[0]:
             charge(last_window, lost, f"epoch {epoch} weights {mine_w[0].hex()} != reference {theirs_w[0].hex()}")
     if _ratings(net, VICTIM) != _ratings(net, REFERENCE):
-        charge(net.last, double, "final ratings differ from the reference (a window's update applied twice?)")
+        charge(net.settle_through, double, "final ratings differ from the reference (a window's update applied twice?)")
     outcomes = []
     for i, k in enumerate(kills):
         detail = f"killed at +{k.delay_s}s in {k.phase}; restarted in {k.restart_s}s"
