@@ -27,12 +27,13 @@ def test_every_rpc_fault_is_survived_and_applied_once(tmp_path: Path) -> None:
                 assert ledger.fund(client, 100 + i) == "", name
                 assert proxy.faults_applied > applied, f"{name}: the fault never fired"
             proxy.clear()
-        lost, double, detail = ledger.audit()
-        assert (lost, double) == (0, 0), detail
-        assert ledger.direct.get_run(ledger.run_id).pool == sum(100 + i for i in range(len(RPC_FAULTS)))
-        first = client.signed(client.contract.functions.fund(ledger.run_id), "fund", 1)
-        second = client.signed(client.contract.functions.fund(ledger.run_id), "fund", 1)
-        assert nonce_of(second) == nonce_of(first) + 1  # resends are matched by the nonce inside the bytes
+            lost, double, detail = ledger.audit()
+            assert (lost, double) == (0, 0), detail
+            assert ledger.direct.get_run(ledger.run_id).pool == sum(100 + i for i in range(len(RPC_FAULTS)))
+            # Signed, never sent: resends are matched by the nonce inside the bytes.
+            first = client.signed(client.contract.functions.fund(ledger.run_id), "fund", 1)
+            second = client.signed(client.contract.functions.fund(ledger.run_id), "fund", 1)
+            assert nonce_of(second) == nonce_of(first) + 1
     finally:
         ledger.stop()
 
