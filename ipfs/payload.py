@@ -32,6 +32,7 @@ from ipfs.codecs import (
     codec_from,
 )
 from ipfs.errors import PayloadTooLarge
+from ipfs.jsonguard import loads as bounded_json
 
 __all__ = [
     "FORMAT_VERSION", "BadIndices", "DecodedContribution", "EncodedContribution", "FormatVersionMismatch",
@@ -96,7 +97,7 @@ class Manifest:
     @classmethod
     def from_json(cls, text: str) -> Manifest:
         try:
-            raw = json.loads(text)
+            raw = bounded_json(text)
         except (ValueError, RecursionError) as err:  # RecursionError: hostile nesting ([[[[…), not a bug of ours
             raise GarbagePayload("manifest", f"not JSON: {err}") from err
         if not isinstance(raw, dict):
@@ -274,7 +275,7 @@ def parse_header(data: bytes, dtypes: set[str]) -> dict[str, Any]:
     if length > len(data) - 8:
         raise TruncatedPayload(8 + length, len(data))
     try:
-        header = json.loads(data[8 : 8 + length])
+        header = bounded_json(data[8 : 8 + length])
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: hostile nesting
         raise GarbagePayload("safetensors header", f"not JSON: {err}") from err
     if not isinstance(header, dict):

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from ipfs.jsonguard import loads as bounded_json
 from trainmarket.errors import TrainmarketError
 
 INDEX_FORMAT = "trainmarket-dataset/1"
@@ -204,7 +205,7 @@ def publish_dataset(client: BlobStore, built: BuiltDataset) -> str:
 def parse_index(data: bytes, source: str = "") -> list[ShardEntry]:
     """Validate an index fetched from the network: every field typed and bounded, both splits present."""
     try:
-        doc = json.loads(data)
+        doc = bounded_json(data)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # RecursionError: hostile [[[[… nesting
         raise DatasetError(f"dataset index is not JSON: {err}", source) from err
     if not isinstance(doc, dict) or doc.get("format") != INDEX_FORMAT or not isinstance(doc.get("shards"), list):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ipfs.jsonguard import loads as bounded_json
 from trainmarket.errors import TrainmarketError
 
 ParamDict = dict[str, Tensor]
@@ -174,7 +175,7 @@ class WindowReport:
     @classmethod
     def from_json(cls, text: str | bytes) -> WindowReport:
         try:
-            raw = json.loads(text)
+            raw = bounded_json(text)
             if raw.get("version") != REPORT_FORMAT_VERSION:
                 raise ReportFormatError(f"report version {raw.get('version')!r} is not {REPORT_FORMAT_VERSION}")
             return cls(

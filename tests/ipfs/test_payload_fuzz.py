@@ -9,6 +9,8 @@ import json
 import resource
 import signal
 import struct
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
@@ -25,6 +27,8 @@ from torch import Tensor
 from ipfs.cid import parse_cid
 from ipfs.codecs import MAX_CHUNK, ChunkedTopK
 from ipfs.errors import IpfsError
+from ipfs.jsonguard import JsonTooDeep
+from ipfs.jsonguard import loads as bounded_json
 from ipfs.payload import (
     MAX_HEADER_BYTES,
     GarbagePayload,
@@ -41,6 +45,7 @@ from node.data import parse_index
 from node.model import GPT, PRESETS, model_spec
 from node.protocol import RunConfig
 from trainmarket.errors import TrainmarketError
+from trainmarket.paths import REPO_ROOT
 from validator.domain import WindowReport
 
 SPEC: ModelSpec = model_spec(GPT(PRESETS["tiny"]))
@@ -198,6 +203,46 @@ def test_deeply_nested_json_is_refused_not_a_recursion_error() -> None:
     for decode in (parse_index, WindowReport.from_json, RunConfig.from_json_bytes):
         with pytest.raises(TrainmarketError):
             decode(DEEP)
+
+
+DEEP_IN_A_RAISED_RECURSION_LIMIT = """
+import json, struct, sys
+sys.setrecursionlimit(10**6)  # as under hypothesis or torch.compile: the C scanner then overflowed the C stack
+from ipfs.payload import Manifest, decode_contribution, PayloadError
+from node.data import parse_index, DatasetError
+from validator.domain import WindowReport, ReportFormatError
+from node.model import GPT, PRESETS, model_spec
+deep = "[" * 1_000_000
+header = deep.encode()
+for call, error in [
+    (lambda: decode_contribution(struct.pack("<Q", len(header)) + header, model_spec(GPT(PRESETS["tiny"])), 1 << 24),
+     PayloadError),
+    (lambda: Manifest.from_json(deep), PayloadError),
+    (lambda: parse_index(header), DatasetError),
+    (lambda: WindowReport.from_json(deep), ReportFormatError),
+]:
+    try:
+        call()
+    except error:
+        print("refused")
+"""
+
+
+def test_deep_json_is_refused_even_with_a_raised_recursion_limit() -> None:
+    """Found by this suite: with the recursion limit raised, json.loads on [[[[… died of SIGSEGV (seen when this
+    file ran after the hypothesis state machine); the depth is now checked before parsing."""
+    done = subprocess.run([sys.executable, "-c", DEEP_IN_A_RAISED_RECURSION_LIMIT], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["refused"] * 4
+
+
+def test_the_depth_check_skips_brackets_inside_strings() -> None:
+    nested_looking = "[" * 80 + "{" * 80
+    assert bounded_json(json.dumps({"a": nested_looking})) == {"a": nested_looking}
+    assert bounded_json(json.dumps(["\\", '"]]', "[["]).encode()) == ["\\", '"]]', "[["]  # escapes in strings
+    with pytest.raises(JsonTooDeep):  # closing brackets hidden in a string do not buy depth
+        bounded_json('["' + "]" * 1000 + '",' + "[" * 100 + "]" * 100 + "]")
 
 
 def test_a_header_of_huge_dimensions_is_refused_before_multiplying_them() -> None:
