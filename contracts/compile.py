@@ -44,7 +44,8 @@ def compiler_version(wrapper: Path) -> str:
 
 def compile_artifact(source_path: Path = SOURCE_PATH, contract_name: str = CONTRACT_NAME) -> dict[str, Any]:
     """Compile `contract_name` from the source and return the artifact dict (abi, bytecode, deployedBytecode,
-    compiler, settings, source_sha256); tests compile their own attacker contracts with it. Raises ToolMissingError when the wrapper or node_modules is absent, CompileError on errors."""
+    compiler, settings, source_sha256); tests compile their own attacker contracts with it. Raises
+    ToolMissingError when the wrapper or node_modules is absent, CompileError on errors."""
     wrapper = solc_wrapper()
     if not wrapper.exists():
         raise ToolMissingError("solc-wrapper", str(wrapper))
