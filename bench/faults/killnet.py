@@ -273,7 +273,7 @@ class KillNet:
         wpe = self.s.windows_per_epoch
         for epoch in range(self.first // wpe, self.settle_through // wpe + 1):
             end = self.clock.reveal_end((epoch + 1) * wpe - 1)
-            if end <= block < end + self.run.grace_period_blocks:
+            if end < block < end + self.run.grace_period_blocks:  # the head is past the epoch, a tx can still land
                 for i, v in enumerate(self.validator_clients):
                     address = v.address_of_account.lower()
                     if address not in senders:
