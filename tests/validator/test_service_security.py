@@ -210,7 +210,8 @@ def test_validator_cli_never_prints_its_key(tmp_path: Path) -> None:
     """`validator serve` with the key in the environment, failing at start (chain unreachable): a plain
     error, no traceback, no key."""
     deployment = tmp_path / "deployment.json"
-    deployment.write_text('{"address": "0x' + "00" * 20 + '", "block": 0, "rpc_url": "http://127.0.0.1:9"}')
+    deployment.write_text('{"address": "0x' + "00" * 20 + '", "block": 0, "rpc_url": "http://127.0.0.1:9", '
+                          '"config_cid": "bafkreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy"}')
     done = subprocess.run(
         [sys.executable, "-m", "trainmarket.cli", "validator", "serve", "--deployment", str(deployment),
          "--port", str(free_port()), "--home", str(tmp_path / "home")],
