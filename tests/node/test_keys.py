@@ -151,6 +151,7 @@ def test_loading_keys_logs_and_prints_neither_key_nor_passphrase(
     assert PASSPHRASE not in seen
 
 
+@pytest.mark.slow  # real CLI processes, each importing torch: 20-45 s on the shared 2-core machine
 def test_cli_commands_that_load_keys_never_print_key_or_passphrase(tmp_path: Path) -> None:
     """Every node command that loads a key, from a keystore (right and wrong passphrase) or from the
     environment, failing at the unreachable chain: plain errors, neither secret in stdout or stderr."""

@@ -206,6 +206,7 @@ def test_the_private_key_never_appears_in_responses_error_pages_or_logs(
     assert KEY_HEX not in seen
 
 
+@pytest.mark.slow  # real CLI processes, each importing torch: 20-45 s on the shared 2-core machine
 def test_validator_cli_never_prints_its_key(tmp_path: Path) -> None:
     """`validator serve` with the key in the environment, failing at start (chain unreachable): a plain
     error, no traceback, no key."""
