@@ -51,7 +51,7 @@ def validator_sigkill(faults: int, rng: random.Random, workdir: Path) -> list[Fa
 
 def trainer_sigkill(faults: int, rng: random.Random, workdir: Path) -> list[FaultOutcome]:
     """One validator, three honest trainers killed in rotation; one window per kill."""
-    settings = KillNetSettings(trainers=3, validators=1, windows=_epochs_of(faults + 3, 2),
+    settings = KillNetSettings(trainers=3, validators=1, windows=_epochs_of(2 * faults + 3, 2),
                                run_seed=rng.randrange(1, 2**31))
     net = KillNet(settings, workdir)
     with sigterm_unwinds():
