@@ -32,10 +32,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ipfs-timeout", type=float, default=30.0,
                         help="seconds a payload fetch may wait for content (a revealed CID nobody serves)")
     parser.add_argument("--config-cid", default=None, help="run config CID (default: the deployment file's)")
-    parser.add_argument("--key", default=None, help=f"validator private key (default: ${KEY_ENV})")
+    # No --key flag: a key on the command line is readable by every local user through the process list.
     parser.add_argument("--keystore", type=Path, default=None,
                         help="encrypted keystore of the validator's key (passphrase from $TRAINMARKET_KEY_PASSPHRASE "
-                             "or a prompt); takes precedence over --key")
+                             f"or a prompt); takes precedence over ${KEY_ENV}")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -77,13 +77,13 @@ def _key(args: argparse.Namespace, required: bool = True) -> str:
         from node.keys import load_account
 
         return str(load_account(args.keystore).key.hex())
-    key = args.key or os.environ.get(KEY_ENV)
+    key = os.environ.get(KEY_ENV)
     if not key:
         if not required:
             from eth_account import Account
 
             return str(Account.create().key.hex())  # read-only use: any account can call views
-        raise ValidatorSetupError(f"no validator key: pass --keystore FILE or --key, or set ${KEY_ENV}")
+        raise ValidatorSetupError(f"no validator key: pass --keystore FILE or set ${KEY_ENV}")
     return str(key)
 
 
