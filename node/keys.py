@@ -49,13 +49,18 @@ def load_account(
         raise KeySourceError(
             f"no signing key: pass --keystore FILE (see `trainmarket node keygen`) or set ${PRIVATE_KEY_ENV}"
         )
+    return account_from_hex(raw, f"${PRIVATE_KEY_ENV}")
+
+
+def account_from_hex(raw: str, source: str) -> LocalAccount:
+    """The account of a raw hex private key; the error names `source`, never the key (the library's may)."""
     # eth-account left-pads a short hex key, so a key missing its last digit would silently be another account.
-    if not PRIVATE_KEY_HEX.fullmatch(raw):
-        raise KeySourceError(f"${PRIVATE_KEY_ENV} does not hold a valid 32-byte hex private key") from None
     try:
-        return Account.from_key(raw)
+        if PRIVATE_KEY_HEX.fullmatch(raw):
+            return Account.from_key(raw)
     except (ValueError, TypeError):
-        raise KeySourceError(f"${PRIVATE_KEY_ENV} does not hold a valid 32-byte hex private key") from None
+        pass
+    raise KeySourceError(f"{source} does not hold a valid 32-byte hex private key") from None
 
 
 def _from_keystore(path: Path, env: Mapping[str, str], prompt: PromptFn | None) -> LocalAccount:

@@ -4,25 +4,22 @@ against its on-chain digest, the dataset, the payload codecs. The CLI and the te
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
 from web3 import Web3
 
 from contracts.client import TrainingRunClient
 from contracts.errors import DeploymentError
 from node.data import BlobStore, fetch_dataset
+from node.keys import KeySourceError, account_from_hex
 from node.model import model_spec
 from node.protocol import RunConfig
 from trainmarket.paths import state_dir
 from validator.domain import ParamDict, ValidatorError
 from validator.loop import build_model
 from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext
-
-PRIVATE_KEY_HEX = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 CONFIG_MAX_BYTES = 1024 * 1024
 
@@ -98,11 +95,9 @@ def ipfs_client(api_url: str, timeout: float = 30.0) -> BlobStore:
 
 def chain_client(rpc_url: str, contract: str, private_key: str, from_block: int = 0) -> TrainingRunClient:
     try:
-        if not PRIVATE_KEY_HEX.fullmatch(private_key):  # eth-account would left-pad a key missing a digit
-            raise ValueError("not 64 hex digits")
-        account = Account.from_key(private_key)
-    except (ValueError, TypeError):  # the library's message may quote the key: name the source only
-        raise ValidatorSetupError("the validator key is not a valid 32-byte hex private key") from None
+        account = account_from_hex(private_key, "the validator key")
+    except KeySourceError as err:
+        raise ValidatorSetupError(str(err)) from None
     web3 = Web3(Web3.HTTPProvider(rpc_url))
     return TrainingRunClient(web3, contract, account, from_block)
 
