@@ -206,12 +206,17 @@ def nonce_of(raw: bytes) -> int:
     return int.from_bytes(rlp.decode(raw[1:])[1], "big")
 
 
+def tx_hash_of(raw: bytes) -> str:
+    """The 0x-prefixed hash a node will know the signed transaction `raw` by."""
+    return "0x" + keccak(raw).hex()
+
+
 def broadcast(
     web3: Web3, raw: bytes, sender: str, function: str, policy: ResendPolicy = RESEND_POLICY
 ) -> TxReceipt:
     """Send the signed `raw` and return its receipt, re-sending the same bytes after every connection failure
     and whenever the chain no longer knows it (restarted from a state saved before it was mined)."""
-    tx_hash = "0x" + keccak(raw).hex()
+    tx_hash = tx_hash_of(raw)
     nonce = nonce_of(raw)
     endpoint = _endpoint(web3)
     deadline = time.monotonic() + policy.receipt_timeout_s

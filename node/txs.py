@@ -10,7 +10,7 @@ from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
-from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
+from contracts.tx import NONCES, RECEIPT_TIMEOUT_S, tx_hash_of
 
 
 def send_recorded(client: TrainingRunClient, call: ContractFunction, name: str, record: Callable[[str], None]) -> str:
@@ -18,7 +18,7 @@ def send_recorded(client: TrainingRunClient, call: ContractFunction, name: str, 
     web3 = client.web3
     me = client.address_of_account
     raw = client.signed(call, name)
-    tx_hash = "0x" + web3.keccak(raw).hex().removeprefix("0x")
+    tx_hash = tx_hash_of(raw)
     record(tx_hash)
     try:
         web3.eth.send_raw_transaction(raw)

@@ -14,14 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import rlp
-from eth_utils import keccak
 from web3.contract.contract import ContractFunction
 from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
-from contracts.tx import NONCES, RECEIPT_TIMEOUT_S
+from contracts.tx import NONCES, RECEIPT_TIMEOUT_S, nonce_of, tx_hash_of
 from validator.store import ValidatorStore
 
 log = logging.getLogger(__name__)
@@ -32,19 +30,6 @@ class SentTx:
     tx_hash: str  # 0x-prefixed
     nonce: int
     resumed: bool  # True when found on chain from an earlier (killed) run instead of being sent now
-
-
-def nonce_of(raw: bytes) -> int:
-    """The nonce of a signed raw transaction (legacy RLP list, or typed: type byte + RLP list)."""
-    body = raw[1:] if raw and raw[0] < 0x7F else raw
-    fields = rlp.decode(body)
-    # Typed (EIP-2930/1559) txs start with chain id, then nonce; legacy ones with the nonce.
-    index = 1 if body is not raw else 0
-    return int.from_bytes(fields[index], "big")
-
-
-def tx_hash_of(raw: bytes) -> str:
-    return "0x" + keccak(raw).hex()
 
 
 class TxSender:
@@ -63,7 +48,7 @@ class TxSender:
         if pending is not None and pending.status == "confirmed":
             return SentTx(pending.tx_hash, pending.nonce, resumed=True)
         if pending is not None:
-            mined = self._receipt(pending.tx_hash)
+            mined = self.mined(pending.tx_hash)
             if mined is True:
                 log.info("%s %s: found earlier tx %s mined", kind, key, pending.tx_hash)
                 return SentTx(pending.tx_hash, pending.nonce, resumed=True)
@@ -92,10 +77,6 @@ class TxSender:
         return sent
 
     def mined(self, tx_hash: str) -> bool | None:
-        """True: mined and succeeded; False: failed or unknown to the node; None: still in the mempool."""
-        return self._receipt(tx_hash)
-
-    def _receipt(self, tx_hash: str) -> bool | None:
         """True: mined and succeeded; False: mined and failed, or unknown to the node; None: in the mempool."""
         web3 = self.client.web3
         try:

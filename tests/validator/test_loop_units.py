@@ -9,10 +9,10 @@ import pytest
 import torch
 from eth_account import Account
 
+from contracts.tx import nonce_of, tx_hash_of
 from node.data import build_dataset
 from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
-from validator.chain_io import nonce_of, tx_hash_of
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.settlement import mean_window_weights, weight_vector
 from validator.window_inputs import MONITOR_SEQS, allowed_base_models, current_base_model, monitor_batch
