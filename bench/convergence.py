@@ -197,7 +197,7 @@ def run_ablations(config: RunConfig, ds: Dataset, setup: Setup, monitor: Tensor,
     variants: dict[str, tuple[RunConfig, Setup, dict[str, Any]]] = {
         "no_publish_lag": (config, setup, {"lag": 0}),
         "eager_start": (config, setup, {"eager": True}),
-        "half_inner_steps_twice_windows": (replace_config(config, inner_steps=finer.inner_steps), finer, {}),
+        "half_inner_steps_twice_windows": (config.model_copy(update={"inner_steps": finer.inner_steps}), finer, {}),
     }
     out: dict[str, Any] = {}
     for name, (cfg, stp, knobs) in variants.items():
@@ -207,10 +207,6 @@ def run_ablations(config: RunConfig, ds: Dataset, setup: Setup, monitor: Tensor,
                      "windows": stp.windows, "inner_steps": stp.inner_steps,
                      "loss_per_window": run["loss_per_window"], "aggregated_per_window": run["aggregated_per_window"]}
     return out
-
-
-def replace_config(config: RunConfig, **changes: Any) -> RunConfig:
-    return RunConfig(**{**config.model_dump(), **changes})
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
