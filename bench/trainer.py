@@ -138,9 +138,10 @@ def measure_publish(
     from ipfs.codecs import DEFAULT_CODEC
     from ipfs.payload import Manifest, encode_contribution
     from node.model import model_spec
+    from node.protocol import RunConfig
 
     result = train_inner(model, batches, cfg, device)
-    feedback = ErrorFeedback()
+    feedback = ErrorFeedback(RunConfig().error_feedback_decay)
     manifest = Manifest(
         kind="contribution",
         run_id=0,

@@ -251,6 +251,10 @@ class RichObserver:
     def missed(self, entry: WindowEntry) -> None:
         console.print(f"window {entry.window}: missed — {entry.note}")
 
+    def waiting(self, window: int, for_window: int, until_block: int) -> None:
+        console.print(f"window {window}: waiting for the global model of window {for_window} "
+                      f"(training starts by block {until_block} at the latest)")
+
 
 # -- wiring ----------------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from node.model import GPT, preset_config, select_device
 from node.protocol import RunConfig
-from node.train import InnerLoopConfig, InnerResult, ProgressFn, train_inner
+from node.train import InnerLoopConfig, InnerOptimizerState, InnerResult, ProgressFn, train_inner
 from trainmarket.errors import TrainmarketError
 
 
@@ -99,16 +99,29 @@ def _broadcast_job(cluster: Cluster, job: dict[str, Any] | None) -> dict[str, An
 
 def lead_window(
     cluster: Cluster, model: GPT, batches: Tensor, cfg: InnerLoopConfig, config: RunConfig,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, optimizer_state: InnerOptimizerState | None = None,
 ) -> InnerResult:
-    """Rank 0: hand the window's job to the followers, then train its own share in lockstep with them."""
+    """Rank 0: hand the window's job (and its inner optimiser moments, so that every rank steps alike) to the
+    followers, then train its own share in lockstep with them."""
     if not cluster.leader:
         raise ClusterError("only rank 0 leads a window")
-    job = {"config": config.to_json_bytes(), "inner": cfg, "shape": tuple(batches.shape)}
+    state = optimizer_state or InnerOptimizerState()
+    job = {"config": config.to_json_bytes(), "inner": cfg, "shape": tuple(batches.shape),
+           "moments": sorted(state.exp_avg), "steps": state.steps}
     _broadcast_job(cluster, job)
     rows = batches.to(device=cluster.device, dtype=torch.long).contiguous()
     dist.broadcast(rows, src=0)
-    return train_inner(model, rows, cfg, cluster.device, progress, cluster=cluster)
+    _broadcast_moments(cluster, state)
+    return train_inner(model, rows, cfg, cluster.device, progress, cluster=cluster, optimizer_state=state)
+
+
+def _broadcast_moments(cluster: Cluster, state: InnerOptimizerState) -> None:
+    """Every rank ends up with rank 0's moments (followers pass an empty state with the names filled in)."""
+    for table in (state.exp_avg, state.exp_avg_sq):
+        for name in sorted(table):
+            buf = table[name].to(cluster.device).contiguous()
+            dist.broadcast(buf, src=0)
+            table[name] = buf.cpu()
 
 
 def follow(cluster: Cluster) -> int:
@@ -129,5 +142,12 @@ def follow(cluster: Cluster) -> int:
             model_config = job["config"]
         rows = torch.empty(job["shape"], dtype=torch.long, device=cluster.device)
         dist.broadcast(rows, src=0)
-        train_inner(model, rows, job["inner"], cluster.device, cluster=cluster)
+        shapes = dict(model.named_parameters())
+        state = InnerOptimizerState(
+            steps=job["steps"],
+            exp_avg={n: torch.empty_like(shapes[n], dtype=torch.float32) for n in job["moments"]},
+            exp_avg_sq={n: torch.empty_like(shapes[n], dtype=torch.float32) for n in job["moments"]},
+        )
+        _broadcast_moments(cluster, state)
+        train_inner(model, rows, job["inner"], cluster.device, cluster=cluster, optimizer_state=state)
         trained += 1

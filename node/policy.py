@@ -21,7 +21,7 @@ from node.data import BlobStore
 from node.ddp import Cluster, lead_window
 from node.model import GPT
 from node.protocol import RunConfig
-from node.train import InnerLoopConfig, ProgressFn, train_inner
+from node.train import InnerLoopConfig, InnerOptimizerState, ProgressFn, train_inner
 
 
 @dataclass
@@ -43,6 +43,9 @@ class TrainingContext:
     tokens: int = 0
     seconds: float = 0.0
     cluster: Cluster | None = None  # set under torchrun (see LeadingPolicy): train() then leads the followers
+    # The inner AdamW moments the trainer carries across windows; train() starts from them and replaces them
+    # with the moments after this window (the runner persists whatever is here after make_delta).
+    optimizer_state: InnerOptimizerState = field(default_factory=InnerOptimizerState)
 
     def inner_loop_config(self) -> InnerLoopConfig:
         cfg = self.config
@@ -55,9 +58,11 @@ class TrainingContext:
         """H AdamW steps on the assigned batches; returns θ_start − θ_end (CPU, float32)."""
         if self.cluster is not None and self.cluster.distributed:
             result = lead_window(self.cluster, self.model, self.batches, self.inner_loop_config(), self.config,
-                                 self.progress)
+                                 self.progress, self.optimizer_state)
         else:
-            result = train_inner(self.model, self.batches, self.inner_loop_config(), self.device, self.progress)
+            result = train_inner(self.model, self.batches, self.inner_loop_config(), self.device, self.progress,
+                                 optimizer_state=self.optimizer_state)
+        self.optimizer_state = result.optimizer
         self.losses = result.losses
         self.tokens = result.tokens
         self.seconds = result.seconds

@@ -1,12 +1,21 @@
 """The trainer's window loop. The chain is the clock: the loop polls the block number and acts on window
 boundaries; it never sleeps on wall time as a measure of progress.
 
-Per window w: load the global model (validators' publication, else the run's initial model), let the
-policy make Δ (honest: H AdamW steps on the assigned batches), add error feedback, encode with the run's
-codec, compute the payload's CID locally, journal (payload, salt, commitment) *then* commit; after w
-closes, `ipfs add` + pin the payload and reveal. Every state change is journalled before the transaction
-it enables, and the chain's own commit record is checked before acting, so a node killed at any point
-restarts without committing a window twice or losing a reveal whose period is still open."""
+Per window w: wait for the global model of window w−1 (the sync phase, below), let the policy make Δ (honest:
+H AdamW steps on the assigned batches, from the AdamW moments carried over from the previous window), add
+error feedback, encode with the run's codec, compute the payload's CID locally, journal (payload, salt,
+commitment) *then* commit; after w closes, `ipfs add` + pin the payload and reveal at once.
+
+The sync phase: window w trains from the model of window w−1, so that an update is applied to the model it
+was computed on (no publish lag). That model exists only once w−1's reveals are in and the validators have
+scored and published it, early in window w (after w−1's reveal period, which a run keeps short). The node
+waits for it until the latest block at which its training can still finish inside the window (its own
+training time in blocks, measured); past that it trains from the newest model it has, and the payload names
+that base, so the staleness is explicit. Measured idle fractions and the alternatives: node/protocol.py.
+
+Every state change is journalled before the transaction it enables, and the chain's own commit record is
+checked before acting, so a node killed at any point restarts without committing a window twice or losing a
+reveal whose period is still open."""
 
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ from contracts.client import TrainingRunClient, commitment_hash
 from contracts.errors import ChainUnreachable, ContractReverted, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
+from node.carry import CarriedState
 from node.chain_view import WindowClock, published_models
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
@@ -30,10 +40,10 @@ from node.model import GPT, model_spec, preset_config
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
-from node.train import ErrorFeedback
 from node.txs import send_recorded, tx_in_flight
 from trainmarket.errors import TrainmarketError
 
+COMMIT_MARGIN_BLOCKS = 2  # blocks kept between the end of training and the window's end, for the commit to land
 MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up
 OUTAGE_WAIT_S = 1.0
 BOUNDARY_ERRORS = frozenset({"WrongWindow", "NotInRevealPeriod"})
@@ -66,6 +76,8 @@ class NodeObserver(Protocol):
 
     def missed(self, entry: WindowEntry) -> None: ...
 
+    def waiting(self, window: int, for_window: int, until_block: int) -> None: ...
+
 
 class SilentObserver:
     def training(self, window: int, steps: int) -> None:
@@ -81,6 +93,9 @@ class SilentObserver:
         pass
 
     def missed(self, entry: WindowEntry) -> None:
+        pass
+
+    def waiting(self, window: int, for_window: int, until_block: int) -> None:
         pass
 
 
@@ -124,15 +139,13 @@ class TrainerNode:
         self.model = build_model(self.config)
         self.spec = model_spec(self.model)
         self.payloads = RunPayloads(self.config, self.run_id, self.spec)
-        self.feedback_path = setup.home / "error_feedback.safetensors"
-        self.feedback = (
-            ErrorFeedback.load(self.feedback_path, self.config.error_feedback_decay)
-            if self.feedback_path.exists()
-            else ErrorFeedback(self.config.error_feedback_decay)
-        )
+        self.carry_path = setup.home / "carried_state.safetensors"
+        self.carry = CarriedState.load(self.carry_path, self.config.error_feedback_decay)
         self.initial_cid = self.config.initial_model_cid or self._publish_seeded_model()
         self._base: tuple[str, dict[str, torch.Tensor]] | None = None
         self._skipped: set[int] = set()  # windows the policy chose to send nothing for
+        self._train_blocks: list[int] = []  # blocks the last trainings took (for the sync-phase deadline)
+        self._waiting_for: int | None = None
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -185,7 +198,12 @@ class TrainerNode:
             or self._chain_status(window) != CommitStatus.NONE
         ):
             return False, False
-        entry = self.train_window(window)
+        published = published_models(self.client, self.run_id, window)
+        if not self._fresh_base_ready(window, published, next_block):
+            return False, False
+        began = self.client.block_number()
+        entry = self.train_window(window, published)
+        self._train_blocks = [*self._train_blocks[-2:], self.client.block_number() - began]
         if entry is None:
             self._skipped.add(window)
         else:
@@ -194,9 +212,29 @@ class TrainerNode:
 
     # -- one window --------------------------------------------------------------------------------------
 
-    def train_window(self, window: int) -> WindowEntry | None:
+    def _fresh_base_ready(self, window: int, published: dict[int, str], next_block: int) -> bool:
+        """True when window `window` should train now: the model of window − 1 is published by every active
+        validator, or the node cannot wait any longer (its measured training time would overrun the window)."""
+        if window == 0 or self._all_published(window - 1):
+            return True
+        estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
+        latest_start = self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
+        if next_block >= latest_start:
+            return True
+        if self._waiting_for != window:
+            self._waiting_for = window
+            self.observer.waiting(window, window - 1, latest_start)
+        return False
+
+    def _all_published(self, window: int) -> bool:
+        """Every active validator published `window` (trivially so in a run without validators)."""
+        active = self.client.get_run(self.run_id).validator_count
+        return len(self.client.publications(self.run_id, window)) >= active
+
+    def train_window(self, window: int, published: dict[int, str] | None = None) -> WindowEntry | None:
         """Make, encode and journal window `window`'s update (no transaction). None: the policy sent nothing."""
-        published = published_models(self.client, self.run_id, window)
+        if published is None:
+            published = published_models(self.client, self.run_id, window)
         base_cid = self.policy.choose_base(window, published, self.initial_cid)
         self._load_base(base_cid)
         cfg = self.config
@@ -208,11 +246,13 @@ class TrainerNode:
             base_model_cid=base_cid, batches=batches, device=self.setup.device, views=self.client,
             blobs=self.setup.blobs, progress=self._progress(window),
         )
+        self.carry.reset_if_behind(window, self.config.max_stale_windows + 1)
+        ctx.optimizer_state = self.carry.optimizer
         self.observer.training(window, cfg.inner_steps)
         delta = self.policy.make_delta(ctx)
         if delta is None:
             return None
-        acc = self.feedback.accumulate(delta)
+        acc = self.carry.feedback.accumulate(delta)
         encoded = self.payloads.encode_contribution(acc, self.trainer, window, base_cid)
         data = self.policy.tamper_payload(encoded.data)
         cid = payload_cid(data)
@@ -220,9 +260,12 @@ class TrainerNode:
         loss = sum(ctx.losses) / len(ctx.losses) if ctx.losses else float("nan")
         commitment = commitment_hash(cid, salt, self.run_id, window, self.trainer)
         entry = self.journal.prepare(window, base_cid, cid, salt, commitment, data, loss)
-        # The residual follows the payload the journal holds; a crash right here loses one window's residual.
-        self.feedback.record(acc, encoded.estimate)
-        self.feedback.save(self.feedback_path)
+        # Residual and moments follow the payload the journal holds; a crash right here costs one window's
+        # residual and moments (the next window trains from the previous ones), never a double count.
+        self.carry.feedback.record(acc, encoded.estimate)
+        self.carry.optimizer = ctx.optimizer_state
+        self.carry.window = window
+        self.carry.save(self.carry_path)
         return entry
 
     def advance(self, entry: WindowEntry, next_block: int) -> bool:

@@ -1,10 +1,12 @@
-"""The trainer's inner loop (H AdamW steps on the assigned batches -> pseudo-gradient) and the error
-feedback that carries what the codec dropped into the next window.
+"""The trainer's inner loop (H AdamW steps on the assigned batches -> pseudo-gradient), the inner
+optimiser's state that a trainer carries from window to window, and the error feedback that carries what
+the codec dropped into the next window.
 
-A fresh AdamW is built every window, on purpose: each window starts from a new global model (the
-validators' aggregate), so moments carried over would describe a trajectory the node no longer follows;
-a fresh optimiser also makes the pseudo-gradient a function of (global model, assigned data, config)
-alone, which a validator could re-run, and a restarted node needs no optimiser state to resume."""
+The AdamW moments persist across windows (as in DiLoCo, SparseLoCo and Templar): each window starts from
+the new global model, but the moments still describe the loss surface well, since the model moved by one
+outer step. A fresh AdamW every window moves each coordinate by about lr·sign(g) in its first steps and
+estimates the second moment from a handful of batches; measured on `bench.convergence --small`, dropping the
+state each window costs most of what collaboration gains (see node/protocol.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,10 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -53,11 +53,56 @@ class InnerLoopConfig:
 
 
 @dataclass
+class InnerOptimizerState:
+    """AdamW's moments by parameter name, carried from one window to the next (CPU, float32). Empty: a fresh
+    optimiser (a new run, or a node that re-synchronised after falling behind)."""
+
+    steps: int = 0
+    exp_avg: dict[str, Tensor] = field(default_factory=dict)
+    exp_avg_sq: dict[str, Tensor] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.exp_avg
+
+    def install(self, optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> None:
+        """Give `optimizer` these moments for `named` parameters (a fresh optimiser when empty)."""
+        if self.empty:
+            return
+        names = {n for n, _ in named}
+        if set(self.exp_avg) != names or set(self.exp_avg_sq) != names:
+            odd = sorted(set(self.exp_avg) ^ names)[:5]
+            raise InnerLoopError(f"optimiser state names {odd} differ from the model's parameters")
+        for name, p in named:
+            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            if m.shape != p.shape or v.shape != p.shape:
+                raise InnerLoopError(f"optimiser state {name} has shape {tuple(m.shape)}, parameter {tuple(p.shape)}")
+            optimizer.state[p] = {
+                "step": torch.tensor(float(self.steps)),
+                "exp_avg": m.to(p.device, p.dtype).clone(),
+                "exp_avg_sq": v.to(p.device, p.dtype).clone(),
+            }
+
+    @classmethod
+    def capture(cls, optimizer: torch.optim.Optimizer, named: list[tuple[str, nn.Parameter]]) -> InnerOptimizerState:
+        out = cls()
+        for name, p in named:
+            st = optimizer.state.get(p)
+            if not st:
+                continue
+            out.steps = int(float(st["step"]))
+            out.exp_avg[name] = st["exp_avg"].detach().float().cpu().clone()
+            out.exp_avg_sq[name] = st["exp_avg_sq"].detach().float().cpu().clone()
+        return out
+
+
+@dataclass
 class InnerResult:
     pseudo_gradient: dict[str, Tensor]  # θ_start − θ_end, float32, CPU, keyed like model.named_parameters()
     losses: list[float]  # mean training loss of each step, before that step's update
     tokens: int  # predicted tokens processed
     seconds: float
+    optimizer: InnerOptimizerState = field(default_factory=InnerOptimizerState)  # the moments after the window
 
 
 def snapshot_parameters(model: nn.Module) -> dict[str, Tensor]:
@@ -77,9 +122,11 @@ def train_inner(
     device: torch.device,
     progress: ProgressFn | None = None,
     cluster: Cluster | None = None,
+    optimizer_state: InnerOptimizerState | None = None,
 ) -> InnerResult:
     """Train `model` in place for `cfg.steps` AdamW steps on `batches` ([steps·k, seq_len + 1] token ids)
-    and return the pseudo-gradient θ_start − θ_end. Losses stay on the device until the end (no per-step
+    and return the pseudo-gradient θ_start − θ_end. `optimizer_state` (the moments the previous window left)
+    seeds AdamW; the result carries the moments after this window. Losses stay on the device until the end (no per-step
     host sync) unless a `progress(step, loss)` callback asks for them.
 
     With a distributed `cluster` (node/ddp.py) every rank passes the same `batches`, trains on its own
@@ -97,10 +144,13 @@ def train_inner(
     model.to(device)
     model.train()
     start = snapshot_parameters(model)
-    params = [p for p in model.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = torch.optim.AdamW(
         params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, foreach=device.type == "cuda"
     )
+    if optimizer_state is not None:
+        optimizer_state.install(optimizer, named)
     data = batches.to(device=device, dtype=torch.long, non_blocking=True)
     step_losses = torch.zeros(cfg.steps, device=device)
     forward: nn.Module = model
@@ -144,7 +194,8 @@ def train_inner(
     with torch.no_grad():
         delta = {name: (start[name] - p.detach().float()).cpu() for name, p in model.named_parameters()}
     tokens = batches.shape[0] * (batches.shape[1] - 1)
-    return InnerResult(pseudo_gradient=delta, losses=losses, tokens=tokens, seconds=seconds)
+    return InnerResult(pseudo_gradient=delta, losses=losses, tokens=tokens, seconds=seconds,
+                       optimizer=InnerOptimizerState.capture(optimizer, named))
 
 
 def _finite(x: float) -> bool:
@@ -156,7 +207,7 @@ class ErrorFeedback:
     """Decayed residual: acc = decay·residual + Δ; the codec compresses acc; residual = acc − estimate,
     where estimate is what the receiver will decode. Whatever the codec drops is sent later, decayed."""
 
-    decay: float = 0.5  # the run config's default; see node/protocol.py
+    decay: float  # RunConfig.error_feedback_decay
     residual: dict[str, Tensor] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -180,21 +231,3 @@ class ErrorFeedback:
         if missing:
             raise InnerLoopError(f"estimate and accumulator name different tensors: {sorted(missing)}")
         self.residual = {name: acc[name] - estimate[name].detach().float().cpu() for name in acc}
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {name: t.contiguous() for name, t in self.residual.items()}
-
-    def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        self.residual = {name: t.detach().float().cpu() for name, t in state.items()}
-
-    def save(self, path: Path) -> None:
-        """safetensors on local disk (never pickle); written to a temp file then renamed."""
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(self.state_dict(), str(tmp), metadata={"decay": repr(self.decay)})
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path, decay: float) -> ErrorFeedback:
-        feedback = cls(decay=decay)
-        feedback.load_state_dict(load_file(str(path)))
-        return feedback

@@ -22,7 +22,7 @@ from validator.loop import build_strategy, initial_model
 from validator.strategy import ValidatorState
 from validator.window_inputs import (
     RunContext,
-    allowed_base_models,
+    base_models,
     current_base_model,
     gather_window,
     sorted_params,
@@ -150,7 +150,7 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
     recomputed: WindowReport | None = None
     for w in range(start, window + 1):
         base = current_base_model(history, initial_cid, w)
-        allowed = allowed_base_models(history, initial_cid, w, ctx.config.max_stale_windows)
+        allowed = base_models(history, initial_cid, w, ctx.config.max_stale_windows)
         gathered = gather_window(ctx, w, base, params, allowed)
         result, new_params, state = strategy.score_window(gathered.inputs, state)
         params = sorted_params(new_params)

@@ -152,6 +152,7 @@ class WindowReportInputs:
     base_model_cid: str
     eval_step_size: float
     strategy: dict[str, Any]  # the pipeline's configuration, so a changed threshold is visible
+    stale_bases: dict[str, str] = field(default_factory=dict)  # trainer → the older base its payload names
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ class FilterConfig:
     reliability_horizon: int = 10  # windows
     penalty_per_miss: float = 0.1  # score multiplier lost per recent miss (at or below max_misses)
     cosine_threshold: float = 0.95  # cos ≥ this → near-identical updates
-    jaccard_threshold: float = 0.9  # index overlap ≥ this, with cos ≥ jaccard_min_cosine → near-identical
+    jaccard_threshold: float = 0.9  # overlap beyond chance ≥ this, with cos ≥ jaccard_min_cosine → near-identical
     jaccard_min_cosine: float = 0.5
     copy_horizon: int = 3  # how many earlier windows' accepted updates a copy is checked against
 
@@ -46,6 +46,7 @@ class FilterContext:
     window: int
     current_model_cid: str
     param_shapes: Mapping[str, tuple[int, ...]]
+    stale_bases: Mapping[str, int] = field(default_factory=dict)  # older bases still accepted → windows behind
     misses: Mapping[str, int] = field(default_factory=dict)  # trainer → misses in the reliability horizon
     recent_accepted: Sequence[UpdateFingerprint] = ()  # accepted updates of earlier windows
 
@@ -107,13 +108,18 @@ def format_problem(c: Contribution, shapes: Mapping[str, tuple[int, ...]]) -> st
 
 
 class StalenessFilter:
+    """Keeps updates computed on the current model or on one of the few older bases the run still accepts
+    (`stale_bases`, see validator/window_inputs.base_models); rejects the rest as stale."""
+
     name = "staleness"
 
     def apply(self, contribs: list[Contribution], ctx: FilterContext) -> tuple[list[Contribution], list[Rejection]]:
-        kept = [c for c in contribs if c.base_model_cid == ctx.current_model_cid]
+        accepted = {ctx.current_model_cid, *ctx.stale_bases}
+        kept = [c for c in contribs if c.base_model_cid in accepted]
         rejected = [
-            _reject(c, RejectReason.STALE, f"base model {c.base_model_cid}, current {ctx.current_model_cid}")
-            for c in contribs if c.base_model_cid != ctx.current_model_cid
+            _reject(c, RejectReason.STALE, f"base model {c.base_model_cid} is not the current "
+                    f"{ctx.current_model_cid} nor one of {len(ctx.stale_bases)} recent ones")
+            for c in contribs if c.base_model_cid not in accepted
         ]
         return kept, rejected
 
@@ -287,7 +293,8 @@ def fingerprint(c: Contribution, shapes: Mapping[str, tuple[int, ...]]) -> Updat
 
 
 def similarity_matrices(fps: Sequence[UpdateFingerprint], size: int) -> tuple[Tensor, Tensor]:
-    """Pairwise cosine similarity and Jaccard index overlap [n, n] (float64) through two sparse Gram products."""
+    """Pairwise cosine similarity and index overlap beyond chance ([n, n], float64; see `excess_overlap`)
+    through two sparse Gram products."""
     n = len(fps)
     rows = torch.cat([torch.full((fp.keys.numel(),), i, dtype=torch.long) for i, fp in enumerate(fps)])
     cols = torch.cat([fp.keys for fp in fps])
@@ -306,7 +313,22 @@ def similarity_matrices(fps: Sequence[UpdateFingerprint], size: int) -> tuple[Te
     counts = overlap.diagonal()
     union = counts[:, None] + counts[None, :] - overlap
     jaccard = torch.where(union > 0, overlap / union.clamp_min(1.0), torch.zeros_like(union))
-    return cosine, jaccard
+    return cosine, excess_overlap(jaccard, counts / max(1, size))
+
+
+def excess_overlap(jaccard: Tensor, density: Tensor) -> Tensor:
+    """Index overlap beyond what two supports of these densities share by chance: (J − J₀) / (1 − J₀), where
+    J₀ = p·q / (p + q − p·q) is the Jaccard index of independent random supports of densities p and q.
+
+    A shared support is evidence of copying only when choosing it was a choice: at top-k density (under 1%)
+    J₀ ≈ 0 and this is the plain Jaccard index, while two dense updates share every index by necessity
+    (J = J₀ = 1) and get 0, so honest dense updates are told apart by their values (cosine) alone."""
+    p, q = density[:, None], density[None, :]
+    union = p + q - p * q
+    chance = torch.where(union > 0, p * q / union.clamp_min(1e-300), torch.zeros_like(union))
+    room = 1.0 - chance
+    return torch.where(room > 1e-9, ((jaccard - chance) / room.clamp_min(1e-9)).clamp_min(0.0),
+                       torch.zeros_like(jaccard))
 
 
 def _gram(m: Tensor) -> Tensor:

@@ -39,8 +39,7 @@ from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
 from validator.window_inputs import (
     GatheredWindow,
     RunContext,
-    allowed_base_models,
-    base_model_horizon,
+    base_models,
     current_base_model,
     gather_window,
     monitor_batch,
@@ -151,7 +150,7 @@ class ValidatorLoop:
     def model_history(self, before: int) -> dict[int, str]:
         """window → model CID produced by it, for the windows this validator recorded before `before`."""
         out: dict[int, str] = {}
-        horizon = base_model_horizon(self.ctx.config.max_stale_windows)
+        horizon = self.ctx.config.max_stale_windows + 1
         for w in range(max(self.start_window, before - horizon), before):
             recorded = self.store.window_status(w) in ("scored", "published")
             cid = self.stored_report(w).model_cid if recorded else None
@@ -175,7 +174,7 @@ class ValidatorLoop:
         state, params = self.load_state(previous)
         history = self.model_history(window)
         base_cid = current_base_model(history, self.initial_cid, window)
-        allowed = allowed_base_models(history, self.initial_cid, window, self.ctx.config.max_stale_windows)
+        allowed = base_models(history, self.initial_cid, window, self.ctx.config.max_stale_windows)
         gathered = gather_window(self.ctx, window, base_cid, params, allowed)
         self.report_missed(window, gathered)
         report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)

@@ -65,6 +65,7 @@ class WindowInputs:
     own_batches: Mapping[str, Tensor]  # trainer → its assigned data, recomputed by the validator
     random_batch: Tensor
     prior_rejections: Sequence[Rejection] = ()  # found upstream: missing reveal, undecodable payload
+    stale_bases: Mapping[str, int] = field(default_factory=dict)  # older accepted bases → windows behind
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ class ScoringStrategy:
         shapes = {n: tuple(t.shape) for n, t in inputs.params.items()}
         horizon = self.filter_config.copy_horizon
         ctx = FilterContext(
-            window=w, current_model_cid=inputs.base_model_cid, param_shapes=shapes,
+            window=w, current_model_cid=inputs.base_model_cid, stale_bases=inputs.stale_bases, param_shapes=shapes,
             misses=state.miss_counts(w, self.filter_config.reliability_horizon),
             recent_accepted=[fp for fp in state.recent_accepted if w - horizon <= fp.window < w],
         )
@@ -208,7 +209,9 @@ class ScoringStrategy:
         report = WindowReport(
             window=w,
             inputs=WindowReportInputs(cids=cids, block_hash=inputs.block_hash, base_model_cid=inputs.base_model_cid,
-                                      eval_step_size=self.config.eval_step_size, strategy=self.describe()),
+                                      eval_step_size=self.config.eval_step_size, strategy=self.describe(),
+                                      stale_bases={c.trainer: c.base_model_cid for c in inputs.contributions
+                                                   if c.base_model_cid != inputs.base_model_cid}),
             scores=tuple(sorted(scores, key=lambda x: x.trainer)),
             rejections=tuple(sorted(rejections, key=lambda r: (r.trainer, r.reason.value, r.cid))),
             accepted=result.info.contributors,

@@ -82,24 +82,21 @@ class GatheredWindow:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def base_model_horizon(max_stale: int) -> int:
-    """How many of the most recent produced models `allowed_base_models` may accept (see there)."""
-    return max_stale + 1
+def base_models(history: Mapping[int, str], initial_cid: str, window: int, max_stale: int) -> dict[str, int]:
+    """Base models a window-`window` contribution may have trained from, each with its staleness in windows:
+    the model produced by the latest window before `window` (0: fresh), the one before it (1), … up to
+    `max_stale`; the run's initial model counts as produced before the first window.
 
-
-def allowed_base_models(history: Mapping[int, str], initial_cid: str, window: int, max_stale: int) -> set[str]:
-    """Base models a window-`window` contribution may have trained from: the last `max_stale + 1` global
-    models produced before it, plus the initial model while fewer were produced.
-
-    The `+ 1` is the lag no trainer can avoid: window w−1's model is published only after w−1's reveal
-    period, i.e. during window w, so a trainer that starts window w on time has at best w−2's model.
-    `max_stale` is therefore the lag tolerated *beyond* that (a slow validator, a trainer one window behind)."""
-    produced_before = sorted(w for w in history if w < window)
-    keep = base_model_horizon(max_stale)
-    allowed = {history[w] for w in produced_before[-keep:]}
-    if len(produced_before) < keep:
-        allowed.add(initial_cid)
-    return allowed
+    Trainers train window w from the model of w−1 (node/runner.py waits for it), so fresh is the rule; a base up
+    to `max_stale` windows older is what a trainer gets when the model of w−1 came after its sync deadline. The
+    rule for such an update: it is evaluated and, if it helps, applied on the current model like a fresh one
+    (asynchronous SGD with bounded delay), so a stale direction that no longer lowers the loss scores nothing and
+    stays out of the aggregate. Older bases are rejected as stale."""
+    produced = [initial_cid] + [history[w] for w in sorted(history) if w < window]
+    out: dict[str, int] = {}
+    for age, cid in enumerate(reversed(produced[-(max_stale + 1):])):
+        out.setdefault(cid, age)
+    return out
 
 
 def current_base_model(history: Mapping[int, str], initial_cid: str, window: int) -> str:
@@ -123,7 +120,7 @@ def closing_block_hash(views: TrainingRunViews, run_id: int, window: int) -> byt
 
 
 def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: ParamDict,
-                  allowed_bases: set[str]) -> GatheredWindow:
+                  allowed_bases: Mapping[str, int]) -> GatheredWindow:
     """Build the strategy's inputs for `window` (whose reveal period must be over)."""
     reveals = ctx.views.reveals(ctx.run_id, window)
     revealed = {r.trainer.lower() for r in reveals}
@@ -134,7 +131,7 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     # Results are consumed in reveal order, so the outcome does not depend on which fetch finishes first.
     with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch") as pool:
         fetched = list(pool.map(
-            lambda r: fetch_contribution(ctx, r.trainer.lower(), window, r.cid, allowed_bases, base_cid), reveals))
+            lambda r: fetch_contribution(ctx, r.trainer.lower(), window, r.cid), reveals))
     for decoded in fetched:
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
@@ -142,11 +139,12 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
             contributions.append(decoded)
     block_hash = closing_block_hash(ctx.views, ctx.run_id, window)
     random_batch = heldout_batches(ctx.dataset, block_hash, ctx.config.eval_random_seqs, ctx.config.seq_len)
-    well_formed = len(contributions) + sum(1 for r in rejections if r.reason == RejectReason.STALE)
+    well_formed = len(contributions)
     inputs = WindowInputs(
         window=window,
         block_hash="0x" + block_hash.hex(),
         base_model_cid=base_cid,
+        stale_bases={cid: age for cid, age in allowed_bases.items() if cid != base_cid},
         params=base_params,
         contributions=sorted(contributions, key=lambda c: c.trainer),
         own_batches={c.trainer: own_rows(ctx.dataset, ctx.config, c.trainer, window) for c in contributions},
@@ -156,8 +154,7 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     return GatheredWindow(inputs, tuple(missed), len(reveals), well_formed)
 
 
-def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str, allowed_bases: set[str],
-                       current_cid: str) -> Contribution | Rejection:
+def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str) -> Contribution | Rejection:
     """Fetch, verify and decode one revealed payload; any failure is a rejection with its reason."""
     limit = ctx.config.max_payload_bytes
     try:
@@ -179,12 +176,8 @@ def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str, all
     if payload.codec != ctx.config.codec:
         detail = f"codec {payload.codec!r} is not the run's {ctx.config.codec!r}"
         return Rejection(trainer, window, RejectReason.MALFORMED, detail[:500], cid)
-    if payload.base_model_cid not in allowed_bases:
-        detail = f"base model {payload.base_model_cid} is not one of {sorted(allowed_bases)}"
-        return Rejection(trainer, window, RejectReason.STALE, detail[:500], cid)
-    # Every allowed base is evaluated against the current model (the protocol's rule); the strategy's own
-    # staleness filter then sees the current CID and keeps the contribution.
-    return Contribution(trainer=trainer, window=window, cid=cid, base_model_cid=current_cid,
+    # The base the payload names travels on unchanged: the strategy's staleness filter judges it.
+    return Contribution(trainer=trainer, window=window, cid=cid, base_model_cid=payload.base_model_cid,
                         delta=payload.delta, indices=payload.indices)
 
 

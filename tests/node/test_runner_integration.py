@@ -146,7 +146,73 @@ def test_one_trainer_commits_then_reveals(devrun: DevRun, tmp_path: Path) -> Non
                                               "run_id": devrun.run_id, "base_model_cid": entry.base_model_cid})
         assert set(decoded.delta) == set(node.spec)
         assert any(float(d.abs().sum()) > 0 for d in decoded.delta.values())
-        assert (tmp_path / "error_feedback.safetensors").exists()
+        node.close()
+        # A restarted node resumes the residual and the inner AdamW moments this window left.
+        restarted = TrainerNode(node_setup(devrun, 4, tmp_path, blobs))
+        assert restarted.carry.window == window
+        assert restarted.carry.optimizer.steps == devrun.config.inner_steps
+        assert set(restarted.carry.optimizer.exp_avg) == set(node.spec)
+        for name, moment in node.carry.optimizer.exp_avg_sq.items():
+            assert torch.equal(restarted.carry.optimizer.exp_avg_sq[name], moment)
+        assert any(float(r.abs().sum()) > 0 for r in restarted.carry.feedback.residual.values())
+        restarted.close()
+
+
+class Waits:
+    """Records the node's sync-phase notices."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int, int]] = []
+
+    def training(self, window: int, steps: int) -> None: ...
+
+    def step(self, window: int, step: int, loss: float) -> None: ...
+
+    def committed(self, entry: object) -> None: ...
+
+    def revealed(self, entry: object) -> None: ...
+
+    def missed(self, entry: object) -> None: ...
+
+    def waiting(self, window: int, for_window: int, until_block: int) -> None:
+        self.seen.append((window, for_window, until_block))
+
+
+def test_trains_from_the_model_of_the_previous_window(devrun: DevRun, tmp_path: Path) -> None:
+    """The sync phase: window w waits for the model every validator published for w−1 and trains from it; with
+    no such model by its deadline it trains from the newest one it has and names that base."""
+    with IpfsClient(devrun.api_url) as blobs:
+        run = start_dev_run(devrun.node, blobs, devrun.api_url)  # its own run: a validator joins it
+        validator = run.client(7)
+        validator.register_validator(run.run_id, 2 * ETH)
+        run.client(6).register_trainer(run.run_id, ETH)
+        clock = run.clock()
+        window = clock.window_of(run.node.block_number() + 1) + 1
+        run.mine_to(clock.start(window))
+        waits = Waits()
+        node = TrainerNode(node_setup(run, 6, tmp_path, blobs), observer=waits)  # type: ignore[arg-type]
+        assert node.step() == (False, False)  # the model of window − 1 is not out yet
+        assert waits.seen and waits.seen[0][:2] == (window, window - 1)
+        latest_start = waits.seen[0][2]
+        assert clock.start(window) < latest_start < clock.end(window)
+
+        run.mine_to(clock.reveal_end(window - 1))
+        params = {n: p.detach() + 0.01 for n, p in build_model(run.config).named_parameters()}
+        model_cid = blobs.add(node.payloads.encode_initial_model(params))  # any model payload will do
+        validator.publish_window(run.run_id, window - 1, model_cid, model_cid)
+        assert node.step() == (True, True)
+        entry = node.journal.get(window)
+        assert entry is not None and entry.base_model_cid == model_cid
+
+        # Nobody publishes window `window`: the next window waits until its deadline, then trains from the newest
+        # model (of window − 1), one window stale, and says so in its payload.
+        run.mine_to(clock.start(window + 1))
+        assert node.step() == (True, False)  # the reveal of `window` comes first
+        assert node.step() == (False, False)
+        run.mine_to(waits.seen[-1][2])
+        assert node.step()[1]
+        stale = node.journal.get(window + 1)
+        assert stale is not None and stale.base_model_cid == model_cid
         node.close()
 
 

@@ -7,8 +7,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from node.carry import CarriedState
 from node.model import GPT, PRESETS, evaluate_loss
-from node.train import ErrorFeedback, InnerLoopConfig, InnerLoopError, snapshot_parameters, train_inner
+from node.train import (
+    ErrorFeedback,
+    InnerLoopConfig,
+    InnerLoopError,
+    InnerOptimizerState,
+    snapshot_parameters,
+    train_inner,
+)
 
 TINY = PRESETS["tiny"]
 CPU = torch.device("cpu")
@@ -103,12 +111,58 @@ def test_error_feedback_residual_bookkeeping(tmp_path: Path) -> None:
     acc2 = ef.accumulate(d2)
     assert torch.equal(acc2["w"], 0.5 * ef.residual["w"] + d2["w"])
 
-    path = tmp_path / "ef.safetensors"
-    ef.save(path)
-    restored = ErrorFeedback.load(path, decay=0.5)
-    assert restored.residual.keys() == ef.residual.keys()
-    assert torch.equal(restored.residual["w"], ef.residual["w"])
-    assert torch.equal(restored.accumulate(d2)["w"], acc2["w"])
+    path = tmp_path / "carried.safetensors"
+    CarriedState(ef, window=3).save(path)
+    restored = CarriedState.load(path, decay=0.5)
+    assert restored.window == 3 and restored.optimizer.empty
+    assert restored.feedback.residual.keys() == ef.residual.keys()
+    assert torch.equal(restored.feedback.residual["w"], ef.residual["w"])
+    assert torch.equal(restored.feedback.accumulate(d2)["w"], acc2["w"])
+
+
+def test_carried_moments_continue_adamw_across_windows(tmp_path: Path) -> None:
+    """Two windows of H steps with the moments carried (and saved/loaded in between) are exactly one run of 2H
+    steps; a fresh optimiser in the second window is not (its first steps move every coordinate by ~lr)."""
+    cfg = InnerLoopConfig(steps=3, lr=1e-2, micro_batch_size=4)
+    batches = torch.randint(0, 256, (24, 17), generator=torch.Generator().manual_seed(3))
+    whole = GPT.from_seed(TINY, 0)
+    train_inner(whole, batches, InnerLoopConfig(steps=6, lr=1e-2, micro_batch_size=4), CPU)
+
+    split = GPT.from_seed(TINY, 0)
+    first = train_inner(split, batches[:12], cfg, CPU)
+    path = tmp_path / "carried.safetensors"
+    CarriedState(ErrorFeedback(0.5), first.optimizer, window=0).save(path)
+    loaded = CarriedState.load(path, decay=0.5)
+    assert loaded.optimizer.steps == 3
+    second = train_inner(split, batches[12:], cfg, CPU, optimizer_state=loaded.optimizer)
+    assert second.optimizer.steps == 6
+    for (name, a), b in zip(whole.named_parameters(), split.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+    fresh = GPT.from_seed(TINY, 0)
+    train_inner(fresh, batches[:12], cfg, CPU)
+    train_inner(fresh, batches[12:], cfg, CPU)
+    assert any(not torch.allclose(a, b, atol=1e-5) for a, b in zip(whole.parameters(), fresh.parameters(),
+                                                                      strict=True))
+
+
+def test_carried_state_resets_only_after_falling_behind(tmp_path: Path) -> None:
+    state = CarriedState(ErrorFeedback(0.5, residual={"w": torch.ones(2)}), window=4)
+    assert not state.reset_if_behind(6, max_gap=2) and state.feedback.residual
+    assert state.reset_if_behind(7, max_gap=2)
+    assert state.window is None and not state.feedback.residual and state.optimizer.empty
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors at all")
+    with pytest.raises(InnerLoopError, match="unreadable"):
+        CarriedState.load(bad, decay=0.5)
+    assert CarriedState.load(tmp_path / "absent.safetensors", decay=0.5).window is None
+
+
+def test_optimizer_state_of_another_model_is_refused() -> None:
+    model = GPT.from_seed(TINY, 0)
+    wrong = InnerOptimizerState(steps=1, exp_avg={"nope": torch.zeros(1)}, exp_avg_sq={"nope": torch.zeros(1)})
+    with pytest.raises(InnerLoopError, match="differ"):
+        train_inner(model, fixed_batch().repeat(2, 1), InnerLoopConfig(steps=2), CPU, optimizer_state=wrong)
 
 
 def test_error_feedback_rejects_mismatches() -> None:

@@ -83,7 +83,29 @@ def test_similarity_matches_dense_computation(params: ParamDict, honest: list[Up
     a, b = (torch.cat([u[0][n].flatten() for n in sorted(u[0])]).double() for u in honest[:2])
     assert float(cos[0, 1]) == pytest.approx(float(torch.nn.functional.cosine_similarity(a, b, dim=0)), rel=1e-9)
     sa, sb = set(fps[0].keys.tolist()), set(fps[1].keys.tolist())
-    assert float(jac[0, 1]) == pytest.approx(len(sa & sb) / len(sa | sb))
+    p, q = len(sa) / total_size(shapes), len(sb) / total_size(shapes)
+    chance = p * q / (p + q - p * q)  # the Jaccard index two random supports of these densities would have
+    assert float(jac[0, 1]) == pytest.approx((len(sa & sb) / len(sa | sb) - chance) / (1 - chance))
+
+
+def test_dense_honest_updates_are_not_one_cluster(params: ParamDict) -> None:
+    """Dense updates share every index by necessity: only their values (cosine) may cluster them. Near-copies
+    among dense updates are still caught."""
+    tokens = corpus()
+    model = make_model()
+    dense = [train_delta(model, params, rows(tokens, 7_000 * (i + 1), 4)) for i in range(4)]
+    full = {n: torch.arange(t.numel()) for n, t in dense[0].items()}
+    contribs = [_c(f"0x{i}", (d, full)) for i, d in enumerate(dense)]
+    shapes = _ctx(params).param_shapes
+    cos, overlap = similarity_matrices([fingerprint(c, shapes) for c in contribs], total_size(shapes))
+    off = ~torch.eye(4, dtype=torch.bool)
+    assert float(overlap[off].max()) == 0.0
+    assert float(cos[off].min()) > FilterConfig().jaccard_min_cosine  # what clustered them under plain Jaccard
+    kept, rejected = run_filters(default_filters(), contribs, _ctx(params))
+    assert rejected == [] and all(not c.sybil_cluster and c.sync == 1.0 for c in kept)
+    copies = [*contribs, _c("0xcopy", (perturbed(dense[0], full, 0.01, seed=1), full))]
+    kept, _ = SybilClusterFilter(FilterConfig()).apply(copies, _ctx(params))
+    assert {c.trainer for c in kept if c.sybil_cluster} == {"0x0", "0xcopy"}
 
 
 def test_format_filter_rejects_malformed(params: ParamDict, honest: list[Update]) -> None:
@@ -110,6 +132,12 @@ def test_staleness_filter(params: ParamDict, honest: list[Update]) -> None:
         [_c("0xa", honest[0]), _c("0xb", honest[1], base="bafkold")], _ctx(params))
     assert [c.trainer for c in kept] == ["0xa"]
     assert rejected[0].reason == RejectReason.STALE and "bafkold" in rejected[0].detail
+    # An older base the run still accepts (one window behind) is kept, and keeps naming its real base.
+    kept, rejected = StalenessFilter().apply(
+        [_c("0xa", honest[0]), _c("0xb", honest[1], base="bafkold"), _c("0xc", honest[2], base="bafkolder")],
+        _ctx(params, stale_bases={"bafkold": 1}))
+    assert [(c.trainer, c.base_model_cid) for c in kept] == [("0xa", "bafkbasemodel"), ("0xb", "bafkold")]
+    assert [r.trainer for r in rejected] == ["0xc"]
 
 
 def test_reliability_rejects_or_penalises(params: ParamDict, honest: list[Update]) -> None:

@@ -15,25 +15,24 @@ from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.settlement import mean_window_weights, weight_vector
-from validator.window_inputs import MONITOR_SEQS, allowed_base_models, current_base_model, monitor_batch
+from validator.window_inputs import MONITOR_SEQS, base_models, current_base_model, monitor_batch
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 
 
-def test_initial_model_is_allowed_until_enough_models_exist() -> None:
-    assert allowed_base_models({}, "init", 0, 2) == {"init"}
-    assert allowed_base_models({0: "m0"}, "init", 1, 2) == {"init", "m0"}
-    assert allowed_base_models({0: "m0", 1: "m1"}, "init", 2, 2) == {"init", "m0", "m1"}
-    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2"}, "init", 3, 2) == {"m0", "m1", "m2"}
-    assert allowed_base_models({0: "m0", 1: "m1", 2: "m2", 3: "m3"}, "init", 4, 2) == {"m1", "m2", "m3"}
-    # A validator that started late: model numbering follows what it produced, not window numbers.
-    assert allowed_base_models({3: "m3", 4: "m4"}, "init", 5, 2) == {"init", "m3", "m4"}
-    assert allowed_base_models({3: "m3", 4: "m4", 5: "m5"}, "init", 6, 2) == {"m3", "m4", "m5"}
+def test_base_models_are_the_latest_produced_with_their_staleness() -> None:
+    assert base_models({}, "init", 0, 1) == {"init": 0}
+    assert base_models({0: "m0"}, "init", 1, 1) == {"m0": 0, "init": 1}
+    assert base_models({0: "m0", 1: "m1"}, "init", 2, 1) == {"m1": 0, "m0": 1}
+    assert base_models({0: "m0", 1: "m1", 2: "m2"}, "init", 3, 2) == {"m2": 0, "m1": 1, "m0": 2}
+    assert base_models({0: "m0", 1: "m1"}, "init", 2, 0) == {"m1": 0}
+    # A validator that started late: staleness counts the models it produced, not window numbers.
+    assert base_models({3: "m3", 4: "m4"}, "init", 5, 2) == {"m4": 0, "m3": 1, "init": 2}
 
 
-def test_models_of_later_windows_are_never_allowed_bases() -> None:
+def test_models_of_later_windows_are_never_bases() -> None:
     history = {0: "m0", 1: "m1", 2: "m2"}
-    assert allowed_base_models(history, "init", 2, 2) == {"init", "m0", "m1"}  # m2 is later: never allowed
+    assert base_models(history, "init", 2, 2) == {"m1": 0, "m0": 1, "init": 2}  # m2 is later: never a base
     assert current_base_model(history, "init", 2) == "m1"
     assert current_base_model(history, "init", 0) == "init"
     assert current_base_model({0: "m0"}, "init", 5) == "m0"  # the most recent one produced

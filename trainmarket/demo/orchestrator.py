@@ -44,7 +44,7 @@ class DemoSettings:
     epochs: int = 2
     windows_per_epoch: int = 3
     window_blocks: int = 24
-    reveal_blocks: int = 8
+    reveal_blocks: int = 3  # short: window w trains from the model of w − 1, published only after this period
     block_seconds: float = 1.0
     model: str = "tiny"
     device: str = "cpu"
