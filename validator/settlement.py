@@ -1,9 +1,9 @@
 """Per-epoch settlement: submit this validator's weight vector once, finalize the epoch when the contract
 allows (anyone may), and record the rewards the contract credited.
 
-Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
-power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-index
-order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
+Epoch weight vector: `scoring.epoch_weights` of the epoch's window reports this validator processed (each
+trainer's share of the epoch's final scores), in the contract's trainer-index order, rounded to uint16 by
+`scoring.to_u16_weights` (largest remainder; the contract renormalises).
 The contract settles epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
 
 from __future__ import annotations
@@ -15,21 +15,10 @@ from contracts.client import TrainingRunClient, pack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
-from validator.scoring import to_u16_weights
+from validator.scoring import epoch_weights, to_u16_weights
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
 
 log = logging.getLogger(__name__)
-
-
-def mean_window_weights(reports: Sequence[WindowReport], n_windows: int) -> dict[str, float]:
-    """Per trainer, the sum of its weights over `reports` divided by the epoch's `n_windows` (≥ the reports
-    given: a window this validator did not record counts as all zeros). Sums to ≤ 1."""
-    totals: dict[str, float] = {}
-    for report in reports:
-        for s in report.scores:
-            totals[s.trainer] = totals.get(s.trainer, 0.0) + s.weight
-    n = max(1, n_windows, len(reports))
-    return {t: v / n for t, v in sorted(totals.items())}
 
 
 def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) -> list[int]:
@@ -82,7 +71,7 @@ class EpochSettler:
         per_epoch = self.client.get_run(self.run_id).windows_per_epoch
         windows = range(max(epoch * per_epoch, self.start_window), (epoch + 1) * per_epoch)
         recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
-        return mean_window_weights(recorded, len(windows))
+        return epoch_weights(recorded)
 
     def submit(self, epoch: int) -> None:
         weights = self.epoch_weights(epoch)
