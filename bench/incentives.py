@@ -47,6 +47,7 @@ from validator.domain import WindowReport
 RESULTS = Path(__file__).resolve().parent / "results"
 HONEST = 5
 MAX_STRATEGY_IDENTITIES = 3  # per market: honest trainers stay the majority of the aggregated updates
+MAX_PASSIVE_IDENTITIES = 3  # and identities whose updates never enter the aggregate (rejected, or harmful)
 GENERIC = {"copier", "copy_noise_resparsified", "replay_step", "replay_two_steps", "replay_payload_mean",
            "replay_noisy", "replay_resparsified", "replay_sign", "others_rows", "noise", "stale_lying"}
 QUICK = ("replay_step", "half_steps", "split_2")
@@ -62,11 +63,18 @@ class MarketSpec:
 
 
 def markets(strategies: Sequence[Strategy]) -> list[tuple[str, ...]]:
-    """Pack strategies into markets of at most MAX_STRATEGY_IDENTITIES identities, in library order."""
+    """Pack strategies into markets, in library order: at most MAX_STRATEGY_IDENTITIES identities whose updates
+    may be aggregated, plus at most MAX_PASSIVE_IDENTITIES whose updates never are (they change nothing the
+    honest trainers are measured against but the median norm, which honest trainers still dominate)."""
     out: list[list[Strategy]] = []
+
+    def fits(group: list[Strategy], s: Strategy) -> bool:
+        same = sum(g.identities for g in group if g.passive == s.passive) + s.identities
+        return same <= (MAX_PASSIVE_IDENTITIES if s.passive else MAX_STRATEGY_IDENTITIES)
+
     for s in strategies:
         for group in out:
-            if sum(g.identities for g in group) + s.identities <= MAX_STRATEGY_IDENTITIES:
+            if fits(group, s):
                 group.append(s)
                 break
         else:

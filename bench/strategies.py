@@ -268,6 +268,7 @@ class Strategy:
     identities: int
     make: Maker
     what: str
+    passive: bool = False  # its updates never enter the aggregate (rejected, or never lower the loss)
 
     def behaviours(self, addresses: list[str]) -> list[Behaviour]:
         crew = Crew(members=list(addresses))
@@ -275,13 +276,13 @@ class Strategy:
 
 
 LIBRARY: tuple[Strategy, ...] = (
-    Strategy("copier", 1, _copier(0.01, False, True), "demo: a revealed payload + 1% noise"),
+    Strategy("copier", 1, _copier(0.01, False, True), "demo: a revealed payload + 1% noise", passive=True),
     Strategy("noise", 1, _noise, "demo: random noise, no training"),
-    Strategy("zero", 1, _zero, "demo: an empty update"),
-    Strategy("freerider", 1, _silent, "demo: commits, never reveals"),
-    Strategy("stale", 1, _stale(False), "demo: trains on the initial model and says so"),
+    Strategy("zero", 1, _zero, "demo: an empty update", passive=True),
+    Strategy("freerider", 1, _silent, "demo: commits, never reveals", passive=True),
+    Strategy("stale", 1, _stale(False), "demo: trains on the initial model and says so", passive=True),
     Strategy("stale_lying", 1, _stale(True), "trains on the initial model, names the current one"),
-    Strategy("poisoner", 1, _poisoner, "demo: honest update × −5"),
+    Strategy("poisoner", 1, _poisoner, "demo: honest update × −5", passive=True),
     Strategy("sybil_swarm", 3, _sybil_swarm, "demo: one training sent by 3 identities (near copies)"),
     Strategy("replay_step", 1, _replay("step"), "the previous aggregate step at a typical norm"),
     Strategy("replay_two_steps", 1, _replay("two_steps"), "the last two aggregate steps"),

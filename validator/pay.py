@@ -38,6 +38,9 @@ class PayConfig:
     # t-statistic is ~1 for the first 8 windows of the tiny model (generic learning swamps row memorisation)
     # and 3–4 from window 12 on; without this maturity term those noisy early windows paid the spread split
     # 0.72 of an honest trainer, with a prior of 10 0.35 (30: 0.29, honest max/min 1.44).
+    # The same prior also pulls a thin effort record towards the typical one before it is squared: over the
+    # first 6 windows the honest trainers' pay (min over mean per market) was 0.14–0.89 without it, 0.67–0.96
+    # with it (one market's 0.36 is a griefing victim); over 30 windows it changed no bound.
     evidence_prior: float = 10.0
 
 
@@ -73,7 +76,8 @@ def pay_window(scored: Sequence[Contribution], aggregated: Sequence[Contribution
         # Paid only for an update that entered the aggregate (a cluster enters through one member).
         counted = t in in_aggregate or any(m in in_aggregate for m in c.sybil_cluster)
         v_factor = value_factor(record.value, typical_value)
-        e_factor = effort_factor(record.effort, typical_effort, config.effort_power)
+        e_factor = effort_factor(shrunk_effort(record, typical_effort, config.evidence_prior), typical_effort,
+                                 config.effort_power)
         mature = maturity(record.effort_weight, config.evidence_prior)
         nu = norm_factor(norms[t], median_norm)
         final = pay_score(float(counted), v_factor, e_factor, mature, nu, shares[t], penalty=penalties[t])
@@ -87,6 +91,14 @@ def pay_window(scored: Sequence[Contribution], aggregated: Sequence[Contribution
         median_norm=median_norm, public_vectors=valued.info.public_vectors,
         total_final=sum(r["final"] for r in rows.values()))
     return WindowPay(rows=rows, standing=records, info=info)
+
+
+def shrunk_effort(record: Standing, typical: float, prior: float) -> float:
+    """The effort record pulled towards the typical one by `prior` units of evidence: a thin record (a
+    newcomer's, or anyone's in the first windows, whose specificity tests are noise) is not squared into a
+    lottery; the maturity factor keeps such a record from earning much either way."""
+    weight = record.effort_weight + prior
+    return (record.effort_weight * record.effort + prior * typical) / weight if weight > 0.0 else 0.0
 
 
 def cluster_shares(scored: Sequence[Contribution], specificity: Mapping[str, float]) -> dict[str, float]:

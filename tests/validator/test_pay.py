@@ -40,7 +40,7 @@ def play(draw: Draw, windows: int = 60, seed: int = 0, norms: dict[str, float] |
         scored = [_contribution(t, (clusters or {}).get(t, ())) for t in sorted(numbers)]
         # A cluster enters the aggregate through one member, the others do not.
         aggregated = [c for c in scored if not c.sybil_cluster or c.trainer == c.sybil_cluster[0]]
-        specs = {t: Specificity(delta=s, se=0.35 * (1 + w / 10), slope=0.0) for t, (_, s) in numbers.items()}
+        specs = {t: Specificity(delta=s, se=0.3, slope=0.0) for t, (_, s) in numbers.items()}  # honest t ≈ 3
         value = {t: v for t, (v, _) in numbers.items()}
         for c in scored:
             if c.sybil_cluster:
