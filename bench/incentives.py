@@ -15,7 +15,8 @@ bench/results/incentives.json, the issue's schema:
      "honest": {"max_over_min": r, "cv": v}, "windows": W, "seeds": [..]}
   pay_vs_honest: the strategy's pay over all its identities and seeds / the mean honest trainer's in the same
   markets; compute_fraction: rows it trained on / an honest trainer's; honest max_over_min and cv: over every
-  honest trainer of every market and seed, each one's pay over its market's honest mean.
+  honest trainer (a market's honest slot, which plays every seed, as a strategy does), each one's pay over the
+  seeds / its markets' honest mean over the seeds. The detail file also gives them per single run (one seed).
 bench/results/incentives-detail.json: the bound of every strategy (max(0.05, min(1, compute_fraction))), the
 own-vs-common indicator's signal, noise and false-positive/negative rates, per-strategy means of the report's
 factors (value, effort, norm factor), the loss curves and the wall time."""
@@ -141,7 +142,8 @@ def window_rows(report: WindowReport, roles: dict[str, str]) -> list[dict[str, A
 
 def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], windows: int, seeds: list[int]
               ) -> tuple[dict[str, Any], dict[str, Any]]:
-    honest_norm: list[float] = []
+    honest_norm: list[float] = []  # per run (one market, one seed)
+    slots: dict[tuple[int, str], list[float]] = {}  # (market, honest address) → [pay, market honest mean] over seeds
     totals: dict[str, dict[str, float]] = {s.name: {"pay": 0.0, "honest": 0.0, "rows": 0.0, "honest_rows": 0.0}
                                            for s in strategies}
     for run in runs:
@@ -149,6 +151,10 @@ def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], window
         mean_pay = statistics.fmean(run["pay"][t] for t in honest)
         mean_rows = statistics.fmean(run["rows"][t] for t in honest)
         honest_norm += [run["pay"][t] / mean_pay for t in honest] if mean_pay > 0 else []
+        for t in honest:
+            slot = slots.setdefault((run["market"], t), [0.0, 0.0])
+            slot[0] += run["pay"][t]
+            slot[1] += mean_pay
         for name in {r for r in run["roles"].values() if r != "honest"}:
             ids = [t for t, r in run["roles"].items() if r == name]
             totals[name]["pay"] += sum(run["pay"][t] for t in ids)
@@ -161,10 +167,16 @@ def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], window
         table[s.name] = {"pay_vs_honest": t["pay"] / t["honest"] if t["honest"] else math.nan,
                          "compute_fraction": t["rows"] / t["honest_rows"] if t["honest_rows"] else math.nan,
                          "identities": s.identities}
-    honest_stats = {"max_over_min": max(honest_norm) / min(honest_norm) if min(honest_norm, default=0) > 0
-                    else math.inf, "cv": statistics.pstdev(honest_norm) / statistics.fmean(honest_norm)}
-    result = {"strategies": table, "honest": honest_stats, "windows": windows, "seeds": seeds}
-    return result, detail(runs, table, honest_norm)
+    per_trainer = [pay / mean for pay, mean in slots.values() if mean > 0]
+    result = {"strategies": table, "honest": spread(per_trainer), "windows": windows, "seeds": seeds}
+    return result, {**detail(runs, table, honest_norm), "honest_per_run": spread(honest_norm)}
+
+
+def spread(pays: list[float]) -> dict[str, float]:
+    """max/min and coefficient of variation of honest trainers' pay (each over its market's honest mean)."""
+    if not pays or min(pays) <= 0:
+        return {"max_over_min": math.inf, "cv": math.nan}
+    return {"max_over_min": max(pays) / min(pays), "cv": statistics.pstdev(pays) / statistics.fmean(pays)}
 
 
 def bound(entry: dict[str, Any]) -> float:
@@ -204,6 +216,13 @@ def detail(runs: list[dict[str, Any]], table: dict[str, Any], honest_norm: list[
             "definition": "b = +1 when the own-row excess gain (specificity, control variate applied) is positive",
             "honest_false_negative_rate": mean([float(r["b"] < 0) for r in honest]),
             "generic_false_positive_rate": mean([float(r["b"] > 0) for r in generic]),
+            # The same test with a margin of two standard errors (what a decision on one window could use).
+            "honest_false_negative_rate_at_2se": mean([float(r["specificity"] <= 2 * r["specificity_se"])
+                                                       for r in honest]),
+            "generic_false_positive_rate_at_2se": mean([float(r["specificity"] > 2 * r["specificity_se"])
+                                                        for r in generic]),
+            "honest_false_negative_rate_from_window_10": mean([float(r["b"] < 0) for r in honest
+                                                               if r["window"] >= 10]),
             "generic_strategies": sorted(GENERIC),
             "honest_signal_vs_reference": mean([rel(r) for r in honest]),
             "honest_sd_vs_reference": statistics.pstdev([rel(r) for r in honest]) if honest else math.nan,

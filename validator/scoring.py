@@ -11,12 +11,12 @@ epoch pays each trainer its share of the epoch's summed finals (`epoch_weights`)
   loss reduction on common rows it does not own, counting only the part of its update outside the span of public
   directions, so replays of published steps or payloads are worth 0) over the median of the aggregated ones:
   the value ratio. Its record (`Standing`, decayed over ~1/(1 − decay) windows) against the typical record
-  (`shorth_centre` of the aggregated trainers' records) is folded at 1 (`value_factor`): less than typical is
-  paid in proportion, and so is more than typical, in inverse proportion. Value above the typical contribution
-  comes from more than one unit of work (merged identities, extra epochs) or from measurement luck; paying it at
-  the typical rate would let a strategy that is always at the cap out-earn honest trainers whose measured value
-  scatters around it, and paying it more would let merging pay. Folded, the typical honest contribution is the
-  best response.
+  (the `weighted_median` of the aggregated trainers' records, each counted by its effort) is folded at 1
+  (`value_factor`) and squared: less than typical is paid less than in proportion (value grows faster than
+  compute), and more than typical is paid less too. Value above the typical contribution comes from more than
+  one unit of work (merged identities, extra epochs) or from measurement luck; paying it at the typical rate
+  would let a strategy that is always at the cap out-earn honest trainers whose measured value scatters around
+  it, and paying it more would let merging pay. Folded, the typical honest contribution is the best response.
 * effort: proof of work on one's own data. Per window, the contribution's specificity (own-row gain beyond the
   common rows', validator/marginal.py) over the median of the aggregated ones: the effort ratio. Its record is
   weighted window by window by the evidence of that window's test (the squared median t-statistic: early in
@@ -164,9 +164,33 @@ def shorth_centre(values: Sequence[float]) -> float:
     return (xs[i] + xs[i + h - 1]) / 2.0
 
 
+def weighted_median(pairs: Sequence[tuple[float, float]]) -> float:
+    """The lower weighted median of (value, weight) pairs: the smallest value at which the cumulative weight of
+    the values up to it reaches half the total. No positive weight: the plain median; no pairs: 0."""
+    ordered = sorted(pairs)
+    _require_finite(**{f"{kind}[{i}]": x for i, pair in enumerate(ordered) for kind, x in zip(("value", "weight"),
+                                                                                               pair, strict=True)})
+    if any(w < 0.0 for _, w in ordered):
+        raise ScoringError("weights must be non-negative")
+    total = math.fsum(w for _, w in ordered)
+    if not ordered:
+        return 0.0
+    if total <= 0.0:
+        values = [v for v, _ in ordered]
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2.0
+    cumulative = 0.0
+    for value, weight in ordered:
+        cumulative += weight
+        if cumulative >= total / 2.0:
+            return value
+    return ordered[-1][0]
+
+
 def value_factor(standing_value: float, typical: float) -> float:
     """ρ for ρ ≤ 1 and 1/ρ above, with ρ = the trainer's value record over the typical one: 1 for a typical
-    contribution, less for a smaller one, and less for a larger one too (see the module docstring)."""
+    contribution, less for a smaller one, and less for a larger one too (see the module docstring). The pay
+    stage raises it to `PayConfig.value_power`."""
     _require_finite(standing_value=standing_value, typical=typical)
     if typical <= 0.0 or standing_value <= 0.0:
         return 0.0

@@ -24,6 +24,7 @@ from validator.scoring import (
     to_u16_weights,
     update_binary_average,
     value_factor,
+    weighted_median,
     window_ratio,
 )
 
@@ -120,6 +121,15 @@ def test_maturity_grows_with_evidence() -> None:
     assert maturity(0.0, 10.0) == 0.0
     assert maturity(10.0, 10.0) == pytest.approx(0.5)
     assert maturity(90.0, 10.0) == pytest.approx(0.9)
+
+
+def test_weighted_median_ignores_what_carries_no_weight() -> None:
+    """Replays and partial workers (little effort) must not drag the typical value record down."""
+    assert weighted_median([(0.1, 0.0), (0.2, 0.0), (1.0, 1.0), (1.2, 1.0), (1.4, 1.0)]) == 1.2
+    assert weighted_median([(0.5, 0.2), (1.0, 1.0), (1.1, 1.0)]) == 1.0
+    assert weighted_median([(3.0, 0.0), (1.0, 0.0)]) == 2.0 and weighted_median([]) == 0.0
+    with pytest.raises(ScoringError):
+        weighted_median([(1.0, -1.0)])
 
 
 def test_shorth_centre_finds_the_majority_not_the_median() -> None:
