@@ -124,8 +124,10 @@ def attribute(model: nn.Module, params: ParamDict, step: ParamDict, shares: Shar
     mid = {n: (params[n].to(device) - 0.5 * step[n].to(device, params[n].dtype)).detach() for n in names}
     groups = sorted(set(owners))
     rows_of = {g: [r for r, o in enumerate(owners) if o == g] for g in groups}
-    full = {t: {g: 0.0 for g in groups} for t in shares}
-    novel = {t: {g: 0.0 for g in groups} for t in novel_shares}
+    trainers = sorted(shares)
+    full_map, novel_map = _share_map(shares, trainers, params), _share_map(novel_shares, trainers, params)
+    full: dict[str, dict[str, float]] = {t: {} for t in trainers}
+    novel: dict[str, dict[str, float]] = {t: {} for t in trainers}
     mid_losses = torch.zeros(common.size(0), dtype=torch.float64)
     model.eval()
     with torch.enable_grad():
@@ -135,10 +137,10 @@ def attribute(model: nn.Module, params: ParamDict, step: ParamDict, shares: Shar
             losses = per_row_losses(model, {**leaves, **buffers}, common[index].to(device))
             grads = torch.autograd.grad(losses.sum(), [leaves[n] for n in names])
             mid_losses[index] = losses.detach().cpu()
-            flat = {n: gr.detach().reshape(-1) for n, gr in zip(names, grads, strict=True)}
-            for target, source in ((full, shares), (novel, novel_shares)):
-                for t, parts in source.items():
-                    target[t][g] = _dot(flat, parts)
+            flat = torch.cat([gr.detach().reshape(-1) for gr in grads]).cpu().double()
+            for target, mapping in ((full, full_map), (novel, novel_map)):
+                for t, value in zip(trainers, _dots(flat, mapping, len(trainers)), strict=True):
+                    target[t][g] = value
     with torch.inference_mode():
         after_state = {**{n: params[n].to(device) - step[n].to(device, params[n].dtype) for n in names}, **buffers}
         after = per_row_losses(model, after_state, common.to(device)).cpu()
@@ -158,10 +160,30 @@ def attribute(model: nn.Module, params: ParamDict, step: ParamDict, shares: Shar
     )
 
 
-def _dot(flat: Mapping[str, Tensor], parts: Mapping[str, tuple[Tensor, Tensor]]) -> float:
-    """Σ over tensors (sorted) of gradient · share, in float64 on the share's indices."""
-    return math.fsum(float((flat[n][idx.to(flat[n].device)].double().cpu() * coeff.double()).sum())
-                     for n, (idx, coeff) in sorted(parts.items()))
+def _share_map(shares: Shares, trainers: Sequence[str], params: ParamDict) -> tuple[Tensor, Tensor, Tensor]:
+    """All trainers' shares as flat (owner index, global key, value) vectors over the parameters laid end to end
+    in sorted-name order: one gather-multiply-scatter per gradient dots it with every share at once."""
+    offsets, total = {}, 0
+    for name in sorted(params):
+        offsets[name] = total
+        total += params[name].numel()
+    owner, keys, values = [], [], []
+    for i, t in enumerate(trainers):
+        for name, (idx, vals) in sorted(shares.get(t, {}).items()):
+            owner.append(torch.full((idx.numel(),), i, dtype=torch.long))
+            keys.append(idx.long().cpu() + offsets[name])
+            values.append(vals.double().cpu())
+    empty = torch.empty(0, dtype=torch.long)
+    return (torch.cat(owner) if owner else empty, torch.cat(keys) if keys else empty,
+            torch.cat(values) if values else torch.empty(0, dtype=torch.float64))
+
+
+def _dots(flat: Tensor, mapping: tuple[Tensor, Tensor, Tensor], n: int) -> list[float]:
+    """⟨gradient, share_i⟩ for every trainer i, in float64 (index_add_ sums in a fixed order on CPU)."""
+    owner, keys, values = mapping
+    out = torch.zeros(n, dtype=torch.float64)
+    out.index_add_(0, owner, flat[keys] * values)
+    return out.tolist()
 
 
 def midpoint_row_losses(model: nn.Module, params: ParamDict, step: ParamDict, batches: Sequence[Tensor],
