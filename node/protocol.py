@@ -59,7 +59,8 @@ class RunConfig(BaseModel):
     # but not better here.)
     error_feedback_decay: float = 0.5
     # Validator side. The evaluation step size only decides which updates count as improving (s_i > 0): 0.5, 1
-    # and 2 gave 2.377 / 2.377 / 2.376, since every honest update improves at all three.
+    # and 2 gave 2.377 / 2.377 / 2.376 at outer lr 1, and 0.2 / 1 gave 2.319 / 2.317 at lr 1.5, since every honest
+    # sparse update improves at all of them (a dense update is another matter: see bench/convergence.dense_config).
     eval_step_size: float = 1.0
     eval_own_seqs: int = 4
     eval_random_seqs: int = 12

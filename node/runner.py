@@ -214,9 +214,11 @@ class TrainerNode:
 
     def _fresh_base_ready(self, window: int, published: dict[int, str], next_block: int) -> bool:
         """True when window `window` should train now: the model of window − 1 is published by every active
-        validator, or the node cannot wait any longer (its measured training time would overrun the window)."""
-        if window == 0 or self._all_published(window - 1):
-            return True
+        validator, or nobody committed in window − 1 (the run's first window, an idle one: its model is the one
+        before, so there is nothing to wait for), or the node cannot wait any longer (its measured training time
+        would overrun the window)."""
+        if window == 0 or self._all_published(window - 1) or not self.client.commits(self.run_id, window - 1):
+            return True  # the fresh model is out, or window − 1 had no contribution and changes nothing
         estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
         latest_start = self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
         if next_block >= latest_start:

@@ -180,17 +180,29 @@ class Waits:
 
 def test_trains_from_the_model_of_the_previous_window(devrun: DevRun, tmp_path: Path) -> None:
     """The sync phase: window w waits for the model every validator published for w−1 and trains from it; with
-    no such model by its deadline it trains from the newest one it has and names that base."""
+    no such model by its deadline it trains from the newest one it has and names that base. A window − 1 that
+    nobody contributed to (the run's first window) is not waited for."""
     with IpfsClient(devrun.api_url) as blobs:
         run = start_dev_run(devrun.node, blobs, devrun.api_url)  # its own run: a validator joins it
         validator = run.client(7)
         validator.register_validator(run.run_id, 2 * ETH)
         run.client(6).register_trainer(run.run_id, ETH)
+        other = run.client(8)
+        other.register_trainer(run.run_id, ETH)
         clock = run.clock()
-        window = clock.window_of(run.node.block_number() + 1) + 1
-        run.mine_to(clock.start(window))
+        first = clock.window_of(run.node.block_number() + 1) + 1
+        run.mine_to(clock.start(first))
         waits = Waits()
         node = TrainerNode(node_setup(run, 6, tmp_path, blobs), observer=waits)  # type: ignore[arg-type]
+        assert node.step() == (True, True) and waits.seen == []  # nobody committed in first − 1: no wait
+        entry = node.journal.get(first)
+        assert entry is not None and entry.base_model_cid == run.config.initial_model_cid
+
+        window = first + 2
+        run.mine_to(clock.start(window - 1))
+        assert node.step(train=False) == (True, False)  # the reveal of `first`
+        other.commit(run.run_id, window - 1, b"\x01" * 32)  # someone contributes to window − 1: its model matters
+        run.mine_to(clock.start(window))
         assert node.step() == (False, False)  # the model of window − 1 is not out yet
         assert waits.seen and waits.seen[0][:2] == (window, window - 1)
         latest_start = waits.seen[0][2]
