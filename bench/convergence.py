@@ -162,8 +162,9 @@ def dense_config(config: RunConfig) -> RunConfig:
 def run_ablations(config: RunConfig, ds: Dataset, setup: Setup, monitor: Tensor, device: torch.device,
                   central: float) -> dict[str, Any]:
     """The honest marketplace with the old protocol's parts put back one at a time (same tokens)."""
-    variants: dict[str, dict[str, Any]] = {"publish_lag_1": {"lag": 1}, "fresh_adamw_each_window": {"persistent": False},
-                "old_protocol_lag_1_fresh_adamw": {"lag": 1, "persistent": False}}
+    variants: dict[str, dict[str, Any]] = {
+        "publish_lag_1": {"lag": 1}, "fresh_adamw_each_window": {"persistent": False},
+        "old_protocol_lag_1_fresh_adamw": {"lag": 1, "persistent": False}}
     out: dict[str, Any] = {}
     for name, knobs in variants.items():
         print(f"ablation {name}", flush=True)
