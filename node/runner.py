@@ -31,7 +31,7 @@ from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
 from node.train import ErrorFeedback
-from node.txs import send_recorded, tx_in_flight
+from node.txs import RevertedOnChain, SendConflict, send_recorded, tx_in_flight
 from trainmarket.errors import TrainmarketError
 
 MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up
@@ -66,6 +66,10 @@ class NodeObserver(Protocol):
 
     def missed(self, entry: WindowEntry) -> None: ...
 
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
+        """Nothing is due: the next action on `window` waits for block `block` (the chain is at `now`); `until`
+        says what happens then ("train", "reveal"). Called on every idle poll: an observer de-duplicates."""
+
 
 class SilentObserver:
     def training(self, window: int, steps: int) -> None:
@@ -81,6 +85,9 @@ class SilentObserver:
         pass
 
     def missed(self, entry: WindowEntry) -> None:
+        pass
+
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
         pass
 
 
@@ -176,7 +183,10 @@ class TrainerNode:
         for pending in self.journal.unrevealed():
             if self.advance(pending, next_block):
                 return True, False
-        if not train or next_block < self.clock.start_block:
+        if not train:
+            return False, False
+        if next_block < self.clock.start_block:
+            self.observer.waiting(0, self.clock.start_block, next_block - 1, "train")
             return False, False
         window = self.clock.window_of(next_block)
         if (
@@ -184,6 +194,7 @@ class TrainerNode:
             or self.journal.get(window) is not None
             or self._chain_status(window) != CommitStatus.NONE
         ):
+            self.observer.waiting(window + 1, self.clock.start(window + 1), next_block - 1, "train")
             return False, False
         entry = self.train_window(window)
         if entry is None:
@@ -245,6 +256,7 @@ class TrainerNode:
             self.journal.mark_committed(window)
             self.observer.committed(self._entry(window))
         if not self.clock.can_reveal(window, next_block):
+            self.observer.waiting(window, self.clock.end(window), next_block - 1, "reveal")
             return False  # committed; the reveal period has not opened yet
         if not self.policy.should_reveal(window):
             self._missed(window, f"policy {self.policy.name} withheld the reveal")
@@ -253,12 +265,16 @@ class TrainerNode:
 
     def _at_boundary(self, send: Callable[[], bool]) -> bool:
         """Run a commit/reveal; if a block boundary passed between reading the clock and the estimate (interval
-        mining), the contract refuses with a window error: let the next poll re-read the clock and decide."""
+        mining), the contract refuses with a window error: let the next poll re-read the clock and decide.
+        The same when it passed between the estimate and the mining (the tx reverted on chain), or when the
+        user's other transactions kept taking the nonce: a reveal is retried until its period closes."""
         try:
             return send()
         except ContractReverted as err:
             if err.error_name not in BOUNDARY_ERRORS:
                 raise
+            return False
+        except (RevertedOnChain, SendConflict):
             return False
 
     def _commit(self, entry: WindowEntry, next_block: int) -> bool:

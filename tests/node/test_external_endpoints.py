@@ -85,8 +85,8 @@ def test_clis_join_an_external_chain_and_ipfs(
 
     # The same through the environment, and the dead URL in the file is really used when nothing overrides it.
     monkeypatch.setenv("TRAINMARKET_RPC_URL", rpc)
-    assert main(["node", "claim", "--deployment", str(deployment_file), "--keystore", str(trainer)]) == 2
-    assert "nothing to claim" in capsys.readouterr().err
+    assert main(["node", "claim", "--deployment", str(deployment_file), "--keystore", str(trainer)]) == 0
+    assert "nothing to claim" in capsys.readouterr().out
     monkeypatch.delenv("TRAINMARKET_RPC_URL")
     assert main(["node", "claim", "--deployment", str(deployment_file), "--keystore", str(trainer)]) == 2
     assert f"127.0.0.1:{dead}" in capsys.readouterr().err
