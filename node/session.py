@@ -26,8 +26,8 @@ from trainmarket.units import ETH, eth
 __all__ = ["ETH", "eth"]  # re-exported: the node's commands format amounts with them
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"
 CONFIG_MAX_BYTES = 1024 * 1024
-# Gas a registration may cost, bounded from above (measured: see `require_funds`), so that an account that
-# passes the funds check is not stopped by gas.
+# Gas a registration may cost, bounded from above, so that an account that passes the funds check is not
+# stopped by gas. Measured on Anvil: registerTrainer 169,906, registerValidator 58,628.
 REGISTER_GAS_BOUND = 300_000
 
 
