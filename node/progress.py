@@ -12,6 +12,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from node.chain_view import WindowClock
 from node.journal import WindowEntry
+from trainmarket.errors import TrainmarketError
 
 SLOW_HINT = ("this machine needs more time than a window gives: ask for longer windows (`trainmarket devnet "
              "--window-blocks`, or a slower --block-time), or give the node more CPU (--threads)")
@@ -30,7 +31,7 @@ class RunProgress:
         self.block_number = block_number
         self.revealed_count = 0
         self.missed_count = 0
-        self._trained_at: dict[int, tuple[float, int]] = {}  # window → (monotonic start, block at start)
+        self._trained_at: dict[int, tuple[float, str]] = {}  # window → (monotonic start, block at start)
         self._waited: set[tuple[int, int, str]] = set()  # what was already said, so each wait is one line
         self.progress = Progress(
             TextColumn("window {task.fields[window]}"), BarColumn(), TextColumn("step {task.completed:.0f}/"
@@ -46,6 +47,14 @@ class RunProgress:
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def _block(self) -> str:
+        """The chain's block for a message; "?" when the chain does not answer (the loop handles outages, a
+        progress line must not)."""
+        try:
+            return str(self.block_number())
+        except TrainmarketError:
+            return "?"
+
     def say(self, text: str) -> None:
         self.console.print(f"{stamp()} {text}", soft_wrap=True)
 
@@ -58,7 +67,7 @@ class RunProgress:
         self.say(f"window {window}: waiting for block {block} to {until} (now block {now})")
 
     def training(self, window: int, steps: int) -> None:
-        block = self.block_number()
+        block = self._block()
         self._trained_at[window] = (time.monotonic(), block)
         self.say(f"window {window}: training {steps} steps (block {block}; commits accepted until block "
                  f"{self.clock.end(window) - 1})")
@@ -91,7 +100,7 @@ class RunProgress:
         started = self._trained_at.get(window)
         if started is None:
             return ""
-        seconds, block = time.monotonic() - started[0], self.block_number()
+        seconds, block = time.monotonic() - started[0], self._block()
         return f" after {seconds:.1f} s of training (blocks {started[1]}→{block})"
 
     def why_missed(self, entry: WindowEntry) -> str:
@@ -101,7 +110,7 @@ class RunProgress:
                     "a missed reveal counts towards a slash (`trainmarket node status` says how close)")
         started = self._trained_at.get(window)
         if started is not None:
-            seconds, block = time.monotonic() - started[0], self.block_number()
+            seconds, block = time.monotonic() - started[0], self._block()
             return (f"{entry.note}: training took {seconds:.0f} s, from block {started[1]} to {block}, but commits "
                     f"for window {window} closed at block {self.clock.end(window)}; {SLOW_HINT}. Not slashed: "
                     "nothing was committed")

@@ -202,6 +202,8 @@ def start_devnet(settings: DevnetSettings | None = None, port: int | None = None
         chain_url = rpc_url or (node.rpc_url if node is not None else "")
         assert sponsor is not None
         web3 = Web3(Web3.HTTPProvider(chain_url))
+        if node is not None:  # a local chain funds its dev keys, not a sponsor from --keystore
+            check_sponsor_funds(web3, sponsor, settings.pool_wei)
         deployment = replace(deploy(web3, sponsor), rpc_url=chain_url)
         client = TrainingRunClient(web3, deployment.address, sponsor, deployment.block)
         run_id = client.create_run(run_params, settings.pool_wei)
