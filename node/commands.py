@@ -52,7 +52,7 @@ Handler = Callable[[argparse.Namespace], int]
 # Piped output is not cut to 80 columns: lines stay whole for grep and logs, tables get room.
 console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 # A node that joins with less than this fraction of the current window's commit period left starts at the
-# next window instead. Without it, the README's run (tiny model, 10-block windows at 1 s, a validator on the
+# next window instead. Without it, a run like the README's (tiny model, 10-block windows at 1 s, a validator on the
 # same 2 cores) lost its first window: the node, started part-way through it, trained it and missed the commit.
 # The fraction is a margin for the first window's start-up (model build, first steps), not a measurement.
 JOIN_FRACTION = 0.75

@@ -100,8 +100,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                              "so the chain only moves when something is sent)")
     parser.add_argument("--model", default="tiny", choices=("tiny", "small", "base"),
                         help="model preset of the run (default tiny; small and base want a GPU)")
-    parser.add_argument("--window-blocks", type=int, default=10, metavar="N",
-                        help="blocks per window, i.e. per training round (default 10)")
+    parser.add_argument("--window-blocks", type=int, default=20, metavar="N",
+                        help="blocks per window, i.e. per training round (default 20)")
     parser.add_argument("--reveal-blocks", type=int, default=5, metavar="N",
                         help="blocks after a window in which its commitments are revealed (default 5)")
     parser.add_argument("--windows-per-epoch", type=int, default=3, metavar="N",
