@@ -37,7 +37,6 @@ from node.session import (
     NodeTarget,
     connect_chain,
     connect_ipfs,
-    eth,
     explain_revert,
     load_config,
     node_home,
@@ -47,6 +46,7 @@ from node.session import (
 )
 from node.status import TrainerStatus, epoch_sentence, trainer_status
 from trainmarket.paths import state_dir
+from trainmarket.units import eth
 
 Handler = Callable[[argparse.Namespace], int]
 # Piped output is not cut to 80 columns: lines stay whole for grep and logs, tables get room.

@@ -21,9 +21,8 @@ from node.chain_view import NodeDeployment, read_deployment
 from node.protocol import RunConfig
 from trainmarket.errors import TrainmarketError
 from trainmarket.paths import state_dir
-from trainmarket.units import ETH, eth
+from trainmarket.units import eth
 
-__all__ = ["ETH", "eth"]  # re-exported: the node's commands format amounts with them
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"
 CONFIG_MAX_BYTES = 1024 * 1024
 # Gas a registration may cost, bounded from above, so that an account that passes the funds check is not
