@@ -65,7 +65,11 @@ class _OverlappedVerifier:
     """A `DagVerifier` fed from a second thread, so the CID check runs while the next bytes arrive instead of
     between reads: sha2-256 releases the GIL on large buffers, and so does the socket read. The reading thread
     hands over the chunks it has collected about once per MiB (a hand-over per 64 KiB network read cost more in
-    thread wake-ups than the hashing it moved); one worker hashes them in order."""
+    thread wake-ups than the hashing it moved); one worker hashes them in order.
+
+    It pays only where a core is free besides the daemon's and the reader's: on the 2-core development machine,
+    with other jobs holding a load average of 2-8, 100 MB cats with the check overlapped and in line measured
+    the same within noise (medians 0.58 vs 0.59 s, then 0.74 vs 0.70 s, 15 interleaved runs; raw read 0.50 s)."""
 
     HAND_OVER_BYTES = 1 << 20
 
