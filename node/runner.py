@@ -40,7 +40,7 @@ from node.model import GPT, model_spec, preset_config
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
-from node.txs import send_recorded, tx_in_flight
+from node.txs import RevertedOnChain, SendConflict, send_recorded, tx_in_flight
 from trainmarket.errors import TrainmarketError
 
 COMMIT_MARGIN_BLOCKS = 2  # blocks kept between the end of training and the window's end, for the commit to land
@@ -76,7 +76,9 @@ class NodeObserver(Protocol):
 
     def missed(self, entry: WindowEntry) -> None: ...
 
-    def waiting(self, window: int, for_window: int, until_block: int) -> None: ...
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
+        """Nothing is due: the next action on `window` waits for block `block` (the chain is at `now`); `until`
+        says what happens then ("train", "reveal"). Called on every idle poll: an observer de-duplicates."""
 
 
 class SilentObserver:
@@ -95,7 +97,7 @@ class SilentObserver:
     def missed(self, entry: WindowEntry) -> None:
         pass
 
-    def waiting(self, window: int, for_window: int, until_block: int) -> None:
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
         pass
 
 
@@ -145,7 +147,6 @@ class TrainerNode:
         self._base: tuple[str, dict[str, torch.Tensor]] | None = None
         self._skipped: set[int] = set()  # windows the policy chose to send nothing for
         self._train_blocks: list[int] = []  # blocks the last trainings took (for the sync-phase deadline)
-        self._waiting_for: int | None = None
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -189,7 +190,10 @@ class TrainerNode:
         for pending in self.journal.unrevealed():
             if self.advance(pending, next_block):
                 return True, False
-        if not train or next_block < self.clock.start_block:
+        if not train:
+            return False, False
+        if next_block < self.clock.start_block:
+            self.observer.waiting(0, self.clock.start_block, next_block - 1, "train")
             return False, False
         window = self.clock.window_of(next_block)
         if (
@@ -197,6 +201,7 @@ class TrainerNode:
             or self.journal.get(window) is not None
             or self._chain_status(window) != CommitStatus.NONE
         ):
+            self.observer.waiting(window + 1, self.clock.start(window + 1), next_block - 1, "train")
             return False, False
         published = published_models(self.client, self.run_id, window)
         if not self._fresh_base_ready(window, published, next_block):
@@ -223,9 +228,8 @@ class TrainerNode:
         latest_start = self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
         if next_block >= latest_start:
             return True
-        if self._waiting_for != window:
-            self._waiting_for = window
-            self.observer.waiting(window, window - 1, latest_start)
+        self.observer.waiting(window, latest_start, next_block - 1,
+                              f"train (sooner once the model of window {window - 1} is published)")
         return False
 
     def _all_published(self, window: int) -> bool:
@@ -290,6 +294,7 @@ class TrainerNode:
             self.journal.mark_committed(window)
             self.observer.committed(self._entry(window))
         if not self.clock.can_reveal(window, next_block):
+            self.observer.waiting(window, self.clock.end(window), next_block - 1, "reveal")
             return False  # committed; the reveal period has not opened yet
         if not self.policy.should_reveal(window):
             self._missed(window, f"policy {self.policy.name} withheld the reveal")
@@ -298,12 +303,16 @@ class TrainerNode:
 
     def _at_boundary(self, send: Callable[[], bool]) -> bool:
         """Run a commit/reveal; if a block boundary passed between reading the clock and the estimate (interval
-        mining), the contract refuses with a window error: let the next poll re-read the clock and decide."""
+        mining), the contract refuses with a window error: let the next poll re-read the clock and decide.
+        The same when it passed between the estimate and the mining (the tx reverted on chain), or when the
+        user's other transactions kept taking the nonce: a reveal is retried until its period closes."""
         try:
             return send()
         except ContractReverted as err:
             if err.error_name not in BOUNDARY_ERRORS:
                 raise
+            return False
+        except (RevertedOnChain, SendConflict):
             return False
 
     def _commit(self, entry: WindowEntry, next_block: int) -> bool:

@@ -14,7 +14,7 @@ from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from node import cli as node_cli
+from node import commands as node_commands
 from node.payloads import RunPayloads
 from node.runner import TrainerNode
 from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
@@ -92,7 +92,7 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
         assert not torch.equal(loaded["transformer.wte.weight"].detach(), params["transformer.wte.weight"])  # trained
         node.close()
 
-    monkeypatch.setattr(node_cli.console, "width", 250)  # one table row per line
+    monkeypatch.setattr(node_commands.console, "width", 250)  # one table row per line
     monkeypatch.setenv("TRAINMARKET_PRIVATE_KEY", devrun.keys[TRAINER])
     monkeypatch.setenv("TRAINMARKET_HOME", str(tmp_path / "state"))
     deployment = devrun.write_deployment(tmp_path / "deployment.json")
@@ -101,3 +101,6 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
     row = next(line for line in out.splitlines() if line.strip("│ ").startswith(str(window)))
     assert "revealed" in row and "2/2" in row and "0.01" in row and "0.25" in row and "26.00±7.50" in row
     assert "claimable now 0 ETH" in out and "stake 1 ETH (active)" in out
+    # Why the weight is 0.25: the report's own factors, and how far the trainer is from a slash.
+    assert "weight 0.25 = final²/Σfinal² over 2 scored; final 0.2 = ordinal 3.50 × B 0.050" in row
+    assert "missed reveals 0 of 2: 2 more and 10% of the stake (0.1 ETH) is slashed" in out

@@ -174,8 +174,9 @@ class Waits:
 
     def missed(self, entry: object) -> None: ...
 
-    def waiting(self, window: int, for_window: int, until_block: int) -> None:
-        self.seen.append((window, for_window, until_block))
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
+        if "model of window" in until:
+            self.seen.append((window, window - 1 if f"window {window - 1}" in until else -1, block))
 
 
 def test_trains_from_the_model_of_the_previous_window(devrun: DevRun, tmp_path: Path) -> None:
