@@ -4,6 +4,7 @@ Transactions are signed locally with the client's account (see contracts/tx.py);
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from eth_account.signers.local import LocalAccount
@@ -63,8 +64,11 @@ class TrainingRunClient(TrainingRunViews):
         return str(self.account.address)
 
     def with_account(self, account: LocalAccount) -> TrainingRunClient:
-        """The same contract seen by another account."""
-        return TrainingRunClient(self.web3, self.contract.address, account, self.from_block)
+        """The same contract seen by another account (sharing the contract object: building one from the ABI
+        costs ~30 ms)."""
+        clone = copy.copy(self)
+        clone.account = account
+        return clone
 
     # ------------------------------------------------------------------ plumbing
 

@@ -206,7 +206,7 @@ class CanonicalModel:
     stake: int
     epoch_stake: int
     deadline: int
-    final: bool  # the deadline has passed: nothing can change it any more
+    final: bool  # no publication can land before the deadline any more: nothing can change it
 
     @property
     def majority(self) -> bool:

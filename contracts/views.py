@@ -174,7 +174,7 @@ class TrainingRunViews:
             pub = self.publications(run_id, window).get(str(validator))
             cid = pub.model_cid if pub is not None else None
         return CanonicalModel(window, cid, str(validator), int(stake), int(epoch_stake), int(deadline),
-                              final=self.block_number() >= int(deadline))
+                              final=self.block_number() + 1 >= int(deadline))  # no tx can land before it
 
     def settlement_of(self, run_id: int, epoch: int) -> Settlement:
         """Schedule and counters of `epoch`'s settlement (meaningful while it is the run's next_epoch)."""
