@@ -146,6 +146,10 @@ class EpochSettler:
         state = self.client.settlement_of(self.run_id, epoch)
         status = self._ballot_status(epoch)
         acted = False
+        pending = self.store.pending_tx(TX_COMMIT_WEIGHTS, str(epoch))
+        if (status != CommitStatus.NONE and pending is not None and pending.status != "confirmed"
+                and self.sender.mined(pending.tx_hash) is True):  # killed between the commit and recording it
+            self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
         if status == CommitStatus.NONE:
             # Outside the commit phase nothing can be committed (an earlier commit still in flight then fails too).
             if not state.commits_open(next_block) or not self.can_vote(epoch):

@@ -139,13 +139,14 @@ def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
     model, report = cid("model"), cid("report")
     check(roles, "publishWindow", lambda c: c.publish_window(rid, 0, model, report), "validator", tried)
     publish_epoch(chain, rid, 0, [roles.by_name["unbonding_validator"]])
-    check(roles, "reportUnavailable", lambda c: c.report_unavailable(rid, 0, roles.by_name["trainer"].address_of_account),
-          "validator", tried)
+    trainer = roles.by_name["trainer"].address_of_account
+    check(roles, "reportUnavailable", lambda c: c.report_unavailable(rid, 0, trainer), "validator", tried)
     weights = [1, 0, 0]
     check(roles, "commitWeights", lambda c: c.commit_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
-    roles.by_name["unbonding_validator"].commit_weights(rid, 0, weights, weight_salt(roles.by_name["unbonding_validator"], 0))
+    leaving = roles.by_name["unbonding_validator"]
+    leaving.commit_weights(rid, 0, weights, weight_salt(leaving, 0))
     check(roles, "revealWeights", lambda c: c.reveal_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
-    roles.by_name["unbonding_validator"].reveal_weights(rid, 0, weights, weight_salt(roles.by_name["unbonding_validator"], 0))
+    leaving.reveal_weights(rid, 0, weights, weight_salt(leaving, 0))
     chain.sponsor.finalize_epoch(rid, 0)
     check(roles, "claim", lambda c: c.claim(rid), "trainer", tried)
     check(roles, "requestUnstake", lambda c: c.request_unstake(rid), "trainer", tried)

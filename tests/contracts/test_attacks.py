@@ -263,7 +263,7 @@ def test_a_weight_copier_earns_no_validator_share(chain: Chain) -> None:
     copier = chain.trainers[5]
     for trainer in chain.trainers[:4]:
         trainer.register_trainer(rid, ETH)
-    for v in honest + [copier]:
+    for v in [*honest, copier]:
         v.register_validator(rid, 2 * ETH)
     honest_vectors = {honest[0]: [3, 1, 1, 1], honest[1]: [3, 1, 1, 2], honest[2]: [3, 2, 1, 1]}
     publish_epoch(chain, rid, 0, honest)
@@ -287,9 +287,9 @@ def test_a_copier_that_commits_a_guess_cannot_reveal_the_copy(chain: Chain) -> N
     honest, copier = chain.validators[:2], chain.validators[2]
     for trainer in chain.trainers[:3]:
         trainer.register_trainer(rid, ETH)
-    for v in honest + [copier]:
+    for v in [*honest, copier]:
         v.register_validator(rid, 2 * ETH)
-    publish_epoch(chain, rid, 0, honest + [copier])
+    publish_epoch(chain, rid, 0, [*honest, copier])
     to_epoch_end(chain, rid, 0)
     copier.commit_weights(rid, 0, [1, 1, 1], keccak(text="guess"))
     vote(chain, rid, 0, {v: [2, 1, 1] for v in honest})

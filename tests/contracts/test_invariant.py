@@ -14,7 +14,6 @@ import contextlib
 import random
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -103,10 +102,10 @@ class RunBooks(RuleBasedStateMachine):
         last = max(w for _, w, _, _ in self.commits)
         end = self.chain.sponsor.window_bounds(self.rid, last).end
         self.chain.mine_to(max(self.chain.node.block_number() + 1, end))
-        for trainer, window, cid, salt in self.commits:
+        for trainer, window, content, salt in self.commits:
             if window == last and self.rng.random() < share:
                 with contextlib.suppress(ContractReverted):
-                    trainer.reveal(self.rid, window, cid, salt)
+                    trainer.reveal(self.rid, window, content, salt)
 
     @rule(reporter=person)
     def report_missed(self, reporter: int) -> None:

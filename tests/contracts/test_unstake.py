@@ -12,7 +12,6 @@ from .conftest import (
     populated_run,
     publish_epoch,
     reverts,
-    settle,
     to_epoch_end,
     to_start,
     vote,
@@ -45,7 +44,7 @@ def test_trainer_unstake_flow(chain: Chain) -> None:
 def test_a_trainer_cannot_withdraw_before_its_last_epoch_is_settled(chain: Chain, run_id: int) -> None:
     """A trainer that worked in epoch 0 and left waits for epoch 0's settlement: its reward is paid with the
     stake, and its slot cannot be handed to someone else while the epoch still pays that slot."""
-    trainer, validator = chain.trainers[0], chain.validators[0]
+    trainer = chain.trainers[0]
     commit_cid(chain, trainer, run_id, 0, "w0")
     trainer.request_unstake(run_id)
     info = chain.sponsor.trainer_info(run_id, trainer.account.address)
