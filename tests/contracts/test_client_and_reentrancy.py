@@ -9,11 +9,13 @@ from typing import Any, Literal
 
 import pytest
 from eth_utils import keccak
+from web3.exceptions import Web3RPCError
 
 from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES, ErrorDecoder, send_transaction
+from contracts.views import TrainingRunViews
 
 from .cids import cid
 from .conftest import (
@@ -232,3 +234,34 @@ def test_reentry_from_every_payout_is_refused(
         hostile.forward("withdrawStake", rid)
     assert hostile.read("received") == owed["withdrawStake"]
     assert held(chain) == before - owed["withdrawStake"]
+
+
+# ------------------------------------------------------------------ paginated event queries
+
+
+def test_event_queries_read_the_chain_in_chunks(chain: Chain, run_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public RPC refuses wide eth_getLogs ranges: reads go in chunks, and a refused chunk is split until the
+    node answers; the logs found are the same as in one query."""
+    for window in range(3):
+        chain.mine_to(max(chain.node.block_number() + 1, chain.sponsor.window_bounds(run_id, window).start))
+        commit_cid(chain, chain.trainers[window], run_id, window, f"w{window}")
+    everything = [c for w in range(3) for c in chain.sponsor.commits(run_id, w)]
+    assert len(everything) == 3
+    small = TrainingRunViews(chain.web3, chain.deployment.address, chain.deployment.block, log_chunk_blocks=3)
+    assert [c for w in range(3) for c in small.commits(run_id, w)] == everything
+
+    wide = TrainingRunViews(chain.web3, chain.deployment.address, chain.deployment.block, log_chunk_blocks=1000)
+    event = wide.contract.events.Committed
+    original = event.get_logs
+    ranges: list[int] = []
+
+    def picky(*args: Any, **kwargs: Any) -> Any:  # a node that answers at most 4 blocks at a time
+        span = kwargs["to_block"] - kwargs["from_block"] + 1
+        ranges.append(span)
+        if span > 4:
+            raise Web3RPCError("query exceeds max block range 4")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(event, "get_logs", picky)
+    assert [c for w in range(3) for c in wide.commits(run_id, w)] == everything
+    assert max(ranges) > 4 and ranges[-1] <= 4  # refused, then split
