@@ -87,15 +87,17 @@ def funded(node: AnvilNode, label: str, count: int) -> list[LocalAccount]:
 
 
 def setup_run(node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], trainers: int,
-              params: RunParams = PARAMS) -> tuple[int, list[TrainingRunClient]]:
+              params: RunParams = PARAMS, stakes: list[int] | None = None) -> tuple[int, list[TrainingRunClient]]:
     run_id = sponsor.create_run(params, value=1000 * ETH)
     clients = [sponsor.with_account(a) for a in funded(node, f"trainer-{trainers}-{run_id}", trainers)]
     fn = sponsor.contract.functions
     for start in range(0, trainers, 512):
         _batch(node, sponsor.web3, [c.signed(fn.registerTrainer(run_id), "registerTrainer", ETH, gas=300_000)
                                     for c in clients[start:start + 512]])
+    stakes = stakes or [ETH] * len(validators)
     _batch(node, sponsor.web3, [sponsor.with_account(v).signed(fn.registerValidator(run_id), "registerValidator",
-                                                               ETH, gas=300_000) for v in validators])
+                                                               stake, gas=300_000)
+                                for v, stake in zip(validators, stakes, strict=True)])
     return run_id, clients
 
 
@@ -168,10 +170,15 @@ def worst_case_vectors(validators: int, trainers: int) -> list[list[int]]:
     return [[0xFFFF] + [60_000 - 100 * v] * (trainers - 1) for v in range(validators)]
 
 
+def worst_case_stakes(validators: int) -> list[int]:
+    """The last revealer (sorted last) holds more than all others together: the stake scan visits every key."""
+    return [ETH] * (validators - 1) + [validators * ETH]
+
+
 def measure_worst_case(node: AnvilNode, sponsor: TrainingRunClient, validators: int, trainers: int) -> int:
     params = replace(PARAMS, max_trainers=trainers, max_validators=validators, start_delay_blocks=60)
     accounts = funded(node, f"worst-{validators}-{trainers}", validators)
-    run_id, _ = setup_run(node, sponsor, accounts, trainers, params)
+    run_id, _ = setup_run(node, sponsor, accounts, trainers, params, worst_case_stakes(validators))
     settled = settle_epoch(node, sponsor, accounts, run_id, 0, worst_case_vectors(validators, trainers))
     return int(settled["finalize"])
 
