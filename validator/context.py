@@ -140,7 +140,8 @@ def validator_status(client: TrainingRunClient, run_id: int, last: int) -> dict[
     status: dict[str, Any] = {
         "validator": me, "run_id": run_id, "block": block, "registered": info.registered,
         "min_stake_wei": run.min_validator_stake, "stake_wei": info.stake, "unbonding_at": info.unbonding_at,
-        "claimable_wei": client.claimable(run_id, me), "next_submit_epoch": info.next_submit_epoch, "windows": [],
+        "claimable_wei": client.claimable(run_id, me), "votes_from_epoch": info.from_epoch,
+        "last_voted_epoch": info.served_plus_one - 1 if info.served_plus_one else None, "windows": [],
     }
     if not info.registered:
         return status

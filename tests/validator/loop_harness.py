@@ -43,9 +43,10 @@ CONFIG = RunConfig(
     eval_random_seqs=8,
     max_payload_bytes=1 << 20,
 )
-RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=4, unbonding_blocks=6,
+# start_delay_blocks: the validators registered right after the run's creation vote from epoch 0 on
+RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=4, unbonding_blocks=48,
            validator_share_bps=2000, slash_bps=1000, miss_threshold=3, min_trainer_stake=ETH,
-           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH)
+           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH, start_delay_blocks=16)
 
 
 def corpus() -> list[tuple[str, bytes]]:

@@ -97,9 +97,9 @@ def test_a_recorded_window_is_not_rescored(played: Played) -> None:
 def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played) -> None:
     net, loop = played.net, played.loop
     net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
-    assert loop.step()  # submit weights for epoch 0, then finalize (the only validator has submitted)
+    assert loop.step()  # commit, then reveal, weights for epoch 0, then finalize (the only validator voted)
     assert not loop.step()  # nothing due: window 1's reveal period is not over
-    submitted = net.sponsor._logs("WeightsSubmitted", {"runId": net.run_id, "epoch": 0})
+    submitted = net.sponsor._logs("WeightsRevealed", {"runId": net.run_id, "epoch": 0})
     assert len(submitted) == 1
     info = net.sponsor.epoch_info(net.run_id, 0)
     assert info.finalized and info.submissions == 1
@@ -208,6 +208,6 @@ def test_losing_a_finalize_race_is_not_an_error(played: Played, monkeypatch: pyt
     monkeypatch.setattr(settler.client, "finalize_epoch", lost_race)
     assert net.sponsor.epoch_info(net.run_id, 0).finalized
     assert settler.finalize(0)  # epoch 0 is finalized on chain: the lost race is ignored
-    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 1))
+    net.mine_to(net.sponsor.settlement_of(net.run_id, 1).closes_at)  # finalisable by anyone from here
     with pytest.raises(TransactionFailed):
         settler.finalize(1)  # nobody finalized epoch 1: the failure is real
