@@ -72,7 +72,8 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     reasons = {r.trainer: (r.reason, r.detail.split(":")[0]) for r in report.rejections}
     assert reasons == {trainers[GARBAGE]: (RejectReason.MALFORMED, "undecodable"),
                        trainers[SILENT]: (RejectReason.MISSING_REVEAL, "committed but never revealed"),
-                       trainers[ABSENT]: (RejectReason.MALFORMED, "fetch failed")}
+                       trainers[ABSENT]: (RejectReason.UNAVAILABLE,
+                                          "no one served the payload before the fetch deadline")}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
     ratings = store.ratings()
     assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
@@ -84,6 +85,10 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     silent = net.trainers[SILENT].address_of_account
     assert net.sponsor.commitment_of(net.run_id, 0, silent)[1] == CommitStatus.MISSED
     assert net.sponsor.trainer_info(net.run_id, silent).misses == 1
+    # So was the payload nobody served: the only validator is a stake majority, so it counts as a miss too.
+    absent = net.trainers[ABSENT].address_of_account
+    assert net.sponsor.unavailable_stake(net.run_id, 0, absent) > 0
+    assert net.sponsor.commitment_of(net.run_id, 0, absent)[1] == CommitStatus.MISSED
 
 
 def test_a_recorded_window_is_not_rescored(played: Played) -> None:
