@@ -121,11 +121,13 @@ class NonceTracker:
         self._lock = threading.Lock()
 
     def take(self, web3: Web3, address: str) -> int:
+        """The next nonce: the chain's pending count, or more when this process signed transactions it has not
+        sent yet (batches). Read every time: another process (the user's `claim` beside a running node) may
+        have sent from the same account since."""
         key = (_endpoint(web3), address)
         with self._lock:
-            if key not in self._next:
-                self._next[key] = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
-            nonce = self._next[key]
+            pending = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
+            nonce = max(self._next.get(key, 0), pending)
             self._next[key] = nonce + 1
             return nonce
 

@@ -19,7 +19,9 @@ idempotent (content addressing), so a retry never stores or pins anything twice.
 from __future__ import annotations
 
 import json
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,6 +59,60 @@ class _Transient(IpfsError):
     def __init__(self, error: IpfsError) -> None:
         self.error = error
         super().__init__(str(error))
+
+
+class _OverlappedVerifier:
+    """A `DagVerifier` fed from a second thread, so the CID check runs while the next bytes arrive instead of
+    between reads: sha2-256 releases the GIL on large buffers, and so does the socket read. The reading thread
+    hands over the chunks it has collected about once per MiB (a hand-over per 64 KiB network read cost more in
+    thread wake-ups than the hashing it moved); one worker hashes them in order.
+
+    It pays only where a core is free besides the daemon's and the reader's: on the 2-core development machine,
+    with other jobs holding a load average of 2-8, 100 MB cats with the check overlapped and in line measured
+    the same within noise (medians 0.58 vs 0.59 s, then 0.74 vs 0.70 s, 15 interleaved runs; raw read 0.50 s)."""
+
+    HAND_OVER_BYTES = 1 << 20
+
+    def __init__(self) -> None:
+        self._verifier = DagVerifier()
+        self._batches: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="ipfs-cid-check", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (batch := self._batches.get()) is not None:
+            if self._failure is not None:
+                continue
+            try:
+                for chunk in batch:
+                    self._verifier.update(chunk)
+            except BaseException as err:  # noqa: BLE001 — handed to the reading thread in cid()
+                self._failure = err
+
+    def update(self, chunk: bytes) -> None:
+        self._pending.append(chunk)
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes >= self.HAND_OVER_BYTES:
+            self._batches.put(self._pending)
+            self._pending, self._pending_bytes = [], 0
+
+    def close(self) -> None:
+        """Hash what is left and stop the worker; idempotent."""
+        if self._thread.is_alive():
+            if self._pending:
+                self._batches.put(self._pending)
+                self._pending, self._pending_bytes = [], 0
+            self._batches.put(None)
+            self._thread.join()
+
+    def cid(self) -> str:
+        self.close()
+        if self._failure is not None:
+            raise self._failure
+        return self._verifier.cid()
 
 
 class IpfsClient:
@@ -206,7 +262,7 @@ class IpfsClient:
         params = {"arg": cid, "timeout": f"{int(self.timeout * DAEMON_WAIT_FACTOR * 1000)}ms"}
 
         def attempt() -> bytes:
-            verifier = DagVerifier()
+            verifier = _OverlappedVerifier()
             parts: list[bytes] = []
             size = 0
 
@@ -218,7 +274,10 @@ class IpfsClient:
                 verifier.update(chunk)
                 parts.append(chunk)
 
-            self._exchange("cat", params, consume)
+            try:
+                self._exchange("cat", params, consume)
+            finally:
+                verifier.close()
             actual = verifier.cid()
             if actual != cid:  # cut or corrupted on the way (or a lying daemon): never returned
                 raise _Transient(CidMismatch(cid, actual))

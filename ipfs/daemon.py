@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from types import TracebackType
@@ -93,9 +94,13 @@ class IpfsDaemon:
             env=self._env(),
             start_timeout=self.start_timeout,
         )
-        # A repo left locked by a killed daemon would stop the next one from starting.
+        # A repo left locked by a killed daemon would stop the next one from starting. js-ipfs's lock is a
+        # directory (proper-lockfile's mkdir lock), Kubo's a file.
         for lock in (self.repo_dir / "repo.lock", self.repo_dir / "api"):
-            lock.unlink(missing_ok=True)
+            if lock.is_dir():
+                shutil.rmtree(lock, ignore_errors=True)
+            else:
+                lock.unlink(missing_ok=True)
         self._process.start()
         return self
 

@@ -7,10 +7,14 @@ atomic, durable writes; the payload bytes live beside it as files named by windo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from trainmarket.errors import TrainmarketError
 
@@ -38,6 +42,56 @@ CREATE TABLE IF NOT EXISTS windows (
 
 class JournalError(TrainmarketError):
     """The journal on disk cannot be used (newer schema, another run, corrupt payload)."""
+
+
+class AlreadyRunning(JournalError):
+    """Another process holds the lock: a second node on the same key (or journal) must not start."""
+
+    def __init__(self, path: Path, what: str, pid: str) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"{what} is already running in {holder} (lock {path}): stop it first; two nodes on one key would "
+            "race for the same windows and nonces"
+        )
+
+
+class ProcessLock:
+    """An exclusive advisory lock (flock) on `path`, held until `release()` or the process dies; the holder's
+    pid is written into the file so the refusal can name it. The kernel drops the lock of a killed process,
+    so a crash never leaves a stale lock behind."""
+
+    def __init__(self, path: Path, what: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] | None = open(path, "a+")  # noqa: SIM115 — held open for the lock's lifetime
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            pid = self._file.read().strip()
+            self._file.close()
+            self._file = None
+            raise AlreadyRunning(path, what, pid) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"{os.getpid()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.seek(0)
+                self._file.truncate()
+            self._file.close()  # closing drops the flock
+            self._file = None
+
+    def __enter__(self) -> ProcessLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)

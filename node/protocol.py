@@ -2,7 +2,21 @@
 
 The sponsor writes it once as canonical JSON, adds it to IPFS and fixes `keccak256(json bytes)` in the run
 on chain (`configDigest`). A node fetches the JSON by CID and refuses to start when its digest differs from
-the chain's: two parties can only disagree about the rules by refusing to play, never silently."""
+the chain's: two parties can only disagree about the rules by refusing to play, never silently.
+
+Timing: window w trains from the global model of window w − 1 (node/runner.py's sync phase), so each window
+opens with a wait for w − 1's reveals (`revealBlocks`, kept short), its scoring and its publication. Chosen
+over the alternatives by measurement (bench.convergence --small set-up, final held-out loss; centralised 2.405):
+- the old one-window publish lag keeps 100% of a window for compute but applies each update one model late:
+  2.762 at H = 6, even with the AdamW moments carried over;
+- the sync phase at H = 6 / 5 / 4 (100% / 83% / 67% of the compute, i.e. a sync phase of 0 / 17 / 33% of a
+  window): 2.317 / 2.368 / 2.441: even with a third of the window idle it beats the lag at full compute;
+- trainers applying the outer step themselves need the validators' accepted set, which exists only after the
+  same evaluation, so they wait as long and decode every payload besides; an eager start from the stale model
+  minus one's own last update gained nothing under the lag (loss ratio 1.182 vs 1.175).
+Idle compute measured: the default `make demo` (15 CPU trainers, 2 validators, 24-block windows at 1 s, 3 to
+reveal) waits SYNC_DEMO; at a GPU-like timing, where scoring takes at most 10% of a window, the wait is
+reveal + scoring + one publication block, about 12% of a 300-block window."""
 
 from __future__ import annotations
 
@@ -59,7 +73,8 @@ class RunConfig(BaseModel):
     # but not better here.)
     error_feedback_decay: float = 0.5
     # Validator side. The evaluation step size only decides which updates count as improving (s_i > 0): 0.5, 1
-    # and 2 gave 2.377 / 2.377 / 2.376, since every honest update improves at all three.
+    # and 2 gave 2.377 / 2.377 / 2.376 at outer lr 1, and 0.2 / 1 gave 2.319 / 2.317 at lr 1.5, since every honest
+    # sparse update improves at all of them (a dense update is another matter: see bench/convergence.dense_config).
     eval_step_size: float = 1.0
     # Evaluation rows per window (validator/eval_data.py): `eval_own_seqs` of each trainer's own assignment and
     # `eval_random_seqs` common rows from the committed trainers' assignments. The own-vs-common specificity is a
@@ -79,6 +94,10 @@ class RunConfig(BaseModel):
     # Bases a contribution may name, beyond the model of w − 1: one window older (a trainer whose sync deadline
     # passed before the model of w − 1 was published). See validator/window_inputs.base_models for the rule.
     max_stale_windows: int = 1
+    # How long a validator keeps trying to fetch a window's payloads before it records one as unavailable and
+    # reports it (validator/fetch.py). It delays that window's publication, and so the next window's training,
+    # only when a payload is missing: a withholding trainer costs everyone at most this.
+    payload_fetch_seconds: float = 20.0
     max_payload_bytes: int = 16 * 1024 * 1024
     max_model_bytes: int = 1024 * 1024 * 1024
 

@@ -33,14 +33,14 @@ from contracts.errors import ChainUnreachable, ContractReverted, TransactionPend
 from contracts.types import CommitStatus
 from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.carry import CarriedState
-from node.chain_view import WindowClock, published_models
+from node.chain_view import WindowClock, canonical_models, canonical_settled
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
 from node.model import GPT, model_spec, preset_config
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
-from node.txs import send_recorded, tx_in_flight
+from node.txs import RevertedOnChain, SendConflict, send_recorded, tx_in_flight
 from trainmarket.errors import TrainmarketError
 
 COMMIT_MARGIN_BLOCKS = 2  # blocks kept between the end of training and the window's end, for the commit to land
@@ -76,7 +76,9 @@ class NodeObserver(Protocol):
 
     def missed(self, entry: WindowEntry) -> None: ...
 
-    def waiting(self, window: int, for_window: int, until_block: int) -> None: ...
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
+        """Nothing is due: the next action on `window` waits for block `block` (the chain is at `now`); `until`
+        says what happens then ("train", "reveal"). Called on every idle poll: an observer de-duplicates."""
 
 
 class SilentObserver:
@@ -95,7 +97,7 @@ class SilentObserver:
     def missed(self, entry: WindowEntry) -> None:
         pass
 
-    def waiting(self, window: int, for_window: int, until_block: int) -> None:
+    def waiting(self, window: int, block: int, now: int, until: str) -> None:
         pass
 
 
@@ -145,7 +147,6 @@ class TrainerNode:
         self._base: tuple[str, dict[str, torch.Tensor]] | None = None
         self._skipped: set[int] = set()  # windows the policy chose to send nothing for
         self._train_blocks: list[int] = []  # blocks the last trainings took (for the sync-phase deadline)
-        self._waiting_for: int | None = None
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -189,7 +190,10 @@ class TrainerNode:
         for pending in self.journal.unrevealed():
             if self.advance(pending, next_block):
                 return True, False
-        if not train or next_block < self.clock.start_block:
+        if not train:
+            return False, False
+        if next_block < self.clock.start_block:
+            self.observer.waiting(0, self.clock.start_block, next_block - 1, "train")
             return False, False
         window = self.clock.window_of(next_block)
         if (
@@ -197,12 +201,12 @@ class TrainerNode:
             or self.journal.get(window) is not None
             or self._chain_status(window) != CommitStatus.NONE
         ):
+            self.observer.waiting(window + 1, self.clock.start(window + 1), next_block - 1, "train")
             return False, False
-        published = published_models(self.client, self.run_id, window)
-        if not self._fresh_base_ready(window, published, next_block):
+        if not self._fresh_base_ready(window, next_block):
             return False, False
         began = self.client.block_number()
-        entry = self.train_window(window, published)
+        entry = self.train_window(window)
         self._train_blocks = [*self._train_blocks[-2:], self.client.block_number() - began]
         if entry is None:
             self._skipped.add(window)
@@ -212,29 +216,26 @@ class TrainerNode:
 
     # -- one window --------------------------------------------------------------------------------------
 
-    def _fresh_base_ready(self, window: int, published: dict[int, str], next_block: int) -> bool:
-        """True when window `window` should train now: the model of window − 1 is published by every active
-        validator, or the node cannot wait any longer (its measured training time would overrun the window)."""
-        if window == 0 or self._all_published(window - 1):
+    def _fresh_base_ready(self, window: int, next_block: int) -> bool:
+        """True when window `window` should train now: the canonical model of window − 1 is settled (a majority
+        of the epoch's voting stake published it, or its publication deadline passed), or nobody committed in
+        window − 1 (the run's first window, an idle one: its model is the one before, so there is nothing to
+        wait for), or the node cannot wait any longer (its measured training time would overrun the window)."""
+        if window == 0 or canonical_settled(self.client, self.run_id, window - 1):
+            return True
+        if not self.client.commits(self.run_id, window - 1):
             return True
         estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
         latest_start = self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
         if next_block >= latest_start:
             return True
-        if self._waiting_for != window:
-            self._waiting_for = window
-            self.observer.waiting(window, window - 1, latest_start)
+        self.observer.waiting(window, latest_start, next_block - 1,
+                              f"train (sooner once the model of window {window - 1} is settled)")
         return False
 
-    def _all_published(self, window: int) -> bool:
-        """Every active validator published `window` (trivially so in a run without validators)."""
-        active = self.client.get_run(self.run_id).validator_count
-        return len(self.client.publications(self.run_id, window)) >= active
-
-    def train_window(self, window: int, published: dict[int, str] | None = None) -> WindowEntry | None:
+    def train_window(self, window: int) -> WindowEntry | None:
         """Make, encode and journal window `window`'s update (no transaction). None: the policy sent nothing."""
-        if published is None:
-            published = published_models(self.client, self.run_id, window)
+        published = canonical_models(self.client, self.run_id, window)
         base_cid = self.policy.choose_base(window, published, self.initial_cid)
         self._load_base(base_cid)
         cfg = self.config
@@ -288,6 +289,7 @@ class TrainerNode:
             self.journal.mark_committed(window)
             self.observer.committed(self._entry(window))
         if not self.clock.can_reveal(window, next_block):
+            self.observer.waiting(window, self.clock.end(window), next_block - 1, "reveal")
             return False  # committed; the reveal period has not opened yet
         if not self.policy.should_reveal(window):
             self._missed(window, f"policy {self.policy.name} withheld the reveal")
@@ -296,12 +298,16 @@ class TrainerNode:
 
     def _at_boundary(self, send: Callable[[], bool]) -> bool:
         """Run a commit/reveal; if a block boundary passed between reading the clock and the estimate (interval
-        mining), the contract refuses with a window error: let the next poll re-read the clock and decide."""
+        mining), the contract refuses with a window error: let the next poll re-read the clock and decide.
+        The same when it passed between the estimate and the mining (the tx reverted on chain), or when the
+        user's other transactions kept taking the nonce: a reveal is retried until its period closes."""
         try:
             return send()
         except ContractReverted as err:
             if err.error_name not in BOUNDARY_ERRORS:
                 raise
+            return False
+        except (RevertedOnChain, SendConflict):
             return False
 
     def _commit(self, entry: WindowEntry, next_block: int) -> bool:

@@ -1,22 +1,26 @@
 """`trainmarket node status`: what happened to each of the trainer's windows and why it was paid what it
 was — read from the validators' own evaluation reports (report CID on chain → JSON on IPFS, CID-verified)
-— plus what is claimable now."""
+— how close the trainer is to being slashed, and what is claimable now. One `TrainerStatus` value, which
+the CLI prints as text or as JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from contracts.types import RunInfo, TrainerInfo
 from contracts.views import TrainingRunViews
 from node.data import BlobStore
 from node.journal import WindowEntry
 from trainmarket.errors import TrainmarketError
+from trainmarket.units import eth
 
 if TYPE_CHECKING:
-    from validator.domain import WindowReport
+    from validator.domain import ContributionScore, WindowReport
 
 REPORT_MAX_BYTES = 16 * 1024 * 1024
+BPS = 10_000
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class WindowVerdict:
     weight: float | None = None
     rejection: str = ""
     note: str = ""
+    why: str = ""  # why the weight is what it is, in words
 
 
 def journal_state(entry: WindowEntry) -> str:
@@ -56,7 +61,9 @@ def window_verdicts(
         base = WindowVerdict(entry.window, journal_state(entry), entry.cid, note=entry.note)
         publications = views.publications(run_id, entry.window)
         if not publications:
-            rows.append(base)
+            why = ("missed: nothing to score" if entry.missed else
+                   "no validator has published this window yet (it is scored after its reveal period)")
+            rows.append(replace(base, why=why))
             continue
         for validator, pub in sorted(publications.items()):
             try:
@@ -72,16 +79,41 @@ def _verdict(base: WindowVerdict, validator: str, report: WindowReport, me: str)
     rejected = [r for r in report.rejections if r.trainer.lower() == me]
     if rejected:
         r = rejected[0]
-        return _with(base, validator=validator, rejection=f"{r.reason.value}: {r.detail}".rstrip(": "))
+        reason = f"{r.reason.value}: {r.detail}".rstrip(": ")
+        return _with(base, validator=validator, rejection=reason, weight=0.0, why=f"rejected ({reason}): weight 0")
     mine = next((s for s in report.scores if s.trainer.lower() == me), None)
     if mine is None:
-        return _with(base, validator=validator, note="not in this validator's report")
+        return _with(base, validator=validator, note="not in this validator's report",
+                     why="not scored: the validator saw no reveal of this window")
     ranked = sorted(report.scores, key=lambda s: -s.s_i)
     rank = 1 + sum(1 for s in ranked if s.s_i > mine.s_i)
     return _with(
         base, validator=validator, score=mine.s_i, rank=rank, of=len(report.scores),
         rating=f"{mine.mu:.2f}±{mine.sigma:.2f} ({mine.ordinal:.2f})", weight=mine.weight,
+        why=explain_weight(mine, len(report.scores)),
     )
+
+
+def explain_weight(s: ContributionScore, scored: int) -> str:
+    """Why a scored contribution got its window weight, in the terms of the report's own numbers. With the
+    current scoring (validator/scoring.py): final = max(0, ordinal) × max(0, B) × sync × penalty and the
+    weight is final² over the window's Σ final². Names the factor that made a zero."""
+    if s.weight > 0:
+        return (f"weight {s.weight:.3g} = final²/Σfinal² over {scored} scored; final {s.final:.3g} = ordinal "
+                f"{s.ordinal:.2f} × B {s.binary_avg:.3f} × sync {s.sync:.2f} × penalty {s.penalty:.2f}")
+    if s.ordinal <= 0:
+        if scored == 1:
+            return ("weight 0: alone in the window, so its OpenSkill rating is ranked against no one and stays "
+                    f"at the prior (ordinal μ−3σ = {s.ordinal:.2f}); the rating only moves with rivals")
+        return f"weight 0: rating ordinal μ−3σ = {s.ordinal:.2f} ≤ 0 (not yet ranked above the prior)"
+    if s.binary_avg <= 0:
+        return (f"weight 0: own-vs-random average B = {s.binary_avg:.3f} ≤ 0 (this window b = {s.b_i:+d}: the "
+                "update must lower the loss of its own assigned data more than of common data)")
+    if s.sync <= 0:
+        return "weight 0: sync 0 (trained from a model too old)"
+    if s.penalty <= 0:
+        return "weight 0: penalty 0 (copy or Sybil cluster)"
+    return f"weight 0: final {s.final:.3g} rounds to nothing against the window's other contributions"
 
 
 def _with(base: WindowVerdict, **changes: Any) -> WindowVerdict:
@@ -105,3 +137,67 @@ def epoch_payouts(
         weight = views.consensus_weight(run_id, epoch, trainer_index) if info.finalized else 0
         out.append(EpochPayout(epoch, info.finalized, weight, weight * info.reward_per_weight))
     return out
+
+
+@dataclass(frozen=True)
+class Slashing:
+    """How close the trainer is to a slash for missed reveals (the contract's counter and threshold)."""
+
+    misses: int  # missed reveals counted since the last slash
+    threshold: int  # the count that triggers a slash (and resets the counter)
+    slash_bps: int
+    slash_wei: int  # what the next slash takes from the current stake
+    slashed_times: int
+
+    def sentence(self) -> str:
+        left = self.threshold - self.misses
+        return (f"missed reveals {self.misses} of {self.threshold}: {left} more and {self.slash_bps / 100:g}% of the "
+                f"stake ({eth(self.slash_wei)} ETH) is slashed" + (f"; slashed {self.slashed_times} time(s) so far"
+                                                                  if self.slashed_times else ""))
+
+
+@dataclass(frozen=True)
+class TrainerStatus:
+    trainer: str
+    run_id: int
+    block: int
+    registered: bool
+    stake_wei: int = 0
+    unbonding_at: int = 0  # 0: active
+    claimable_wei: int = 0
+    slashing: Slashing | None = None
+    windows: list[WindowVerdict] = field(default_factory=list)
+    epochs: list[EpochPayout] = field(default_factory=list)
+    next_epoch: int = 0  # epochs before it are finalised
+
+    def summary(self) -> str:
+        state = f"unbonding until block {self.unbonding_at}" if self.unbonding_at else "active"
+        return f"stake {eth(self.stake_wei)} ETH ({state}), claimable now {eth(self.claimable_wei)} ETH"
+
+
+def trainer_status(views: TrainingRunViews, blobs: BlobStore | None, run_id: int, trainer: str,
+                   entries: list[WindowEntry], last: int) -> TrainerStatus:
+    """The trainer's status over its `last` journalled windows and the `last` finalised epochs (`blobs`, to read
+    the validators' reports, may be None for an account that is not registered)."""
+    info: TrainerInfo = views.trainer_info(run_id, trainer)
+    block = views.block_number()
+    if not info.registered or blobs is None:
+        return TrainerStatus(trainer, run_id, block, registered=info.registered)
+    run: RunInfo = views.get_run(run_id)
+    slashing = Slashing(info.misses, run.miss_threshold, run.slash_bps, info.stake * run.slash_bps // BPS,
+                        info.slash_count)
+    epochs = range(max(0, run.next_epoch - last), run.next_epoch)
+    return TrainerStatus(
+        trainer=trainer, run_id=run_id, block=block, registered=True, stake_wei=info.stake,
+        unbonding_at=info.unbonding_at, claimable_wei=views.claimable(run_id, trainer), slashing=slashing,
+        windows=window_verdicts(views, blobs, run_id, trainer, entries[-last:]),
+        epochs=epoch_payouts(views, run_id, info.index, epochs), next_epoch=run.next_epoch,
+    )
+
+
+def epoch_sentence(p: EpochPayout) -> str:
+    if p.reward_wei:
+        return f"epoch {p.epoch}: consensus weight {p.consensus_weight}/65535, reward {eth(p.reward_wei)} ETH"
+    why = ("the validators' consensus gave this trainer weight 0 (see the windows' reasons above)"
+           if p.finalized else "not finalised yet")
+    return f"epoch {p.epoch}: consensus weight {p.consensus_weight}/65535, reward 0 ETH: {why}"

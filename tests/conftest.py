@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,12 @@ import pytest
 
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
+from trainmarket import env
+from trainmarket.paths import REPO_ROOT
+
+# A test that does not choose a state folder writes to the checkout's ignored .trainmarket/, never to the
+# user's ~/.trainmarket (logs of the chains the tests start, dataset caches). Subprocesses inherit it.
+os.environ.setdefault(env.HOME, str(REPO_ROOT / ".trainmarket"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from trainmarket import env
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = Path(os.environ.get("TRAINMARKET_NODE_MODULES", REPO_ROOT / "node_modules"))
 
@@ -33,5 +35,8 @@ def solc_wrapper() -> Path:
 
 
 def state_dir() -> Path:
-    """Per-user working folder for daemons' data, caches and keystores (never inside site-packages)."""
-    return Path(os.environ.get("TRAINMARKET_HOME", REPO_ROOT / ".trainmarket"))
+    """Per-user working folder for daemons' data, journals, caches and the devnet's files: $TRAINMARKET_HOME,
+    else ~/.trainmarket. Never the package's own folder, which is site-packages (read-only, shared) in a
+    normal install."""
+    override = os.environ.get(env.HOME)
+    return Path(override).expanduser() if override else Path.home() / ".trainmarket"

@@ -12,16 +12,19 @@ from web3 import Web3
 
 from contracts.client import TrainingRunClient
 from contracts.errors import DeploymentError
+from contracts.types import ValidatorInfo
 from node.data import BlobStore, fetch_dataset
 from node.keys import KeySourceError, account_from_hex
 from node.model import model_spec
 from node.protocol import RunConfig
 from trainmarket.paths import state_dir
+from trainmarket.units import eth
 from validator.domain import ParamDict, ValidatorError
 from validator.loop import build_model
-from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext
+from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext, RunStore
 
 CONFIG_MAX_BYTES = 1024 * 1024
+DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
 
 
 class ValidatorSetupError(ValidatorError):
@@ -37,6 +40,12 @@ class DeploymentInfo:
     rpc_url: str
     config_cid: str
     run_id: int
+    ipfs_api: str = DEFAULT_IPFS_API
+
+
+def default_deployment() -> Path:
+    """Where `trainmarket devnet` writes the deployment file."""
+    return state_dir() / "devnet" / "deployment.json"
 
 
 def read_deployment(path: Path) -> DeploymentInfo:
@@ -44,7 +53,8 @@ def read_deployment(path: Path) -> DeploymentInfo:
         raw: dict[str, Any] = json.loads(path.read_text())
         return DeploymentInfo(address=str(raw["address"]), block=int(raw.get("block", 0)),
                               rpc_url=str(raw.get("rpc_url", "")), config_cid=str(raw.get("config_cid", "")),
-                              run_id=int(raw.get("run_id", 0)))
+                              run_id=int(raw.get("run_id", 0)),
+                              ipfs_api=str(raw.get("ipfs_api") or DEFAULT_IPFS_API))
     except FileNotFoundError as err:
         raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
     except (ValueError, KeyError, TypeError) as err:
@@ -102,6 +112,48 @@ def chain_client(rpc_url: str, contract: str, private_key: str, from_block: int 
     return TrainingRunClient(web3, contract, account, from_block)
 
 
+class NotValidator(ValidatorSetupError):
+    def __init__(self, run_id: int, account: str, min_stake: int) -> None:
+        self.account = account
+        super().__init__(
+            f"account {account} is not an active validator of run {run_id}: register it first with "
+            f"`trainmarket validator register --stake {eth(min_stake)}` (the run's minimum; same --deployment "
+            "and key), then start this again"
+        )
+
+
+def require_validator(client: TrainingRunClient, run_id: int) -> ValidatorInfo:
+    """The validator's record; NotValidator for an account that is not registered or is unbonding, whose every
+    publication the contract would refuse."""
+    info = client.validator_info(run_id, client.address_of_account)
+    if not info.registered or not info.active:
+        raise NotValidator(run_id, client.address_of_account, client.get_run(run_id).min_validator_stake)
+    return info
+
+
+def validator_status(client: TrainingRunClient, run_id: int, last: int) -> dict[str, Any]:
+    """What `trainmarket validator status` shows, as plain JSON values (amounts in wei)."""
+    me = client.address_of_account
+    info = client.validator_info(run_id, me)
+    run = client.get_run(run_id)
+    block = client.block_number()
+    status: dict[str, Any] = {
+        "validator": me, "run_id": run_id, "block": block, "registered": info.registered,
+        "min_stake_wei": run.min_validator_stake, "stake_wei": info.stake, "unbonding_at": info.unbonding_at,
+        "claimable_wei": client.claimable(run_id, me), "votes_from_epoch": info.from_epoch,
+        "last_voted_epoch": info.served_plus_one - 1 if info.served_plus_one else None, "windows": [],
+    }
+    if not info.registered:
+        return status
+    current = client.window_of_block(run_id, block)
+    for window in range(max(0, current - last), current):
+        pub = client.publications(run_id, window).get(me)
+        status["windows"].append({"window": window, "published": pub is not None,
+                                  "model_cid": pub.model_cid if pub else None,
+                                  "report_cid": pub.report_cid if pub else None})
+    return status
+
+
 def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, config_cid: str) -> RunConfig:
     """The run's config by CID, refused unless it hashes to the digest the run fixed on chain."""
     if not config_cid:
@@ -110,7 +162,7 @@ def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, co
     return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=bytes(digest))
 
 
-def open_run(client: TrainingRunClient, run_id: int, blobs: BlobStore, config: RunConfig,
+def open_run(client: TrainingRunClient, run_id: int, blobs: RunStore, config: RunConfig,
              cache_dir: Path | None = None, payloads: PayloadFormat | None = None) -> RunContext:
     """The run's context; `payloads` defaults to the real payload format (ipfs/payload.py)."""
     dataset = fetch_dataset(blobs, config.dataset_cid, cache_dir or state_dir() / "datasets")

@@ -28,7 +28,8 @@ def window_batches(window: int) -> torch.Tensor:
 
 
 def rank_main(rank: int, port: int, out: str) -> None:
-    """One rank of the node: rank 0 leads two windows (from the model it trained the first on), rank 1 follows."""
+    """One rank of the node: rank 0 leads two windows (from the model and the AdamW moments the first left),
+    rank 1 follows."""
     torch.set_num_threads(1)
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2", "RANK": str(rank),
            "LOCAL_RANK": str(rank)}
@@ -38,8 +39,10 @@ def rank_main(rank: int, port: int, out: str) -> None:
     try:
         if rank == 0:
             trained = model()
+            moments = None  # window 1 starts from the AdamW moments window 0 left (the follower must get them too)
             for window in (0, 1):
-                result = lead_window(cluster, trained, window_batches(window), INNER, CONFIG)
+                result = lead_window(cluster, trained, window_batches(window), INNER, CONFIG, optimizer_state=moments)
+                moments = result.optimizer
                 save_file(result.pseudo_gradient, os.path.join(out, f"delta-{window}.safetensors"))
                 save_file({"losses": torch.tensor(result.losses)}, os.path.join(out, f"losses-{window}.safetensors"))
         else:

@@ -99,9 +99,24 @@ def test_wrong_protocol_digest(cli: NodeCli, devrun: DevRun) -> None:
     assert "wrong protocol digest" in line and devrun.config.digest().hex() in line
 
 
-def test_decoded_revert_and_register_success(cli: NodeCli, devrun: DevRun) -> None:
-    code, _, err = cli(REGISTERED, "claim")
-    assert code == 2
-    assert _one_sentence(err) == f"error: the contract refused claim: nothing to claim in run {devrun.run_id} yet"
+def test_decoded_revert_and_nothing_to_claim(cli: NodeCli, devrun: DevRun) -> None:
     code, _, err = cli(REGISTERED, "register", "--stake", "1")
-    assert code == 2 and "is already registered in run" in _one_sentence(err)
+    assert code == 2
+    assert _one_sentence(err).startswith("error: the contract refused registerTrainer: account ")
+    assert f"is already registered in run {devrun.run_id}" in err
+    # Nothing due is an answer, not a failure: no transaction is sent and the exit code is 0.
+    code, out, err = cli(REGISTERED, "claim")
+    assert code == 0 and not err
+    assert out.startswith(f"nothing to claim in run {devrun.run_id}: no finalised epoch has credited")
+
+
+def test_unfunded_key_names_the_address_and_the_amount(cli: NodeCli, devrun: DevRun) -> None:
+    poor = devrun.client(UNREGISTERED).address_of_account
+    devrun.node.set_balance(poor, ETH // 2)
+    try:
+        code, _, err = cli(UNREGISTERED, "register", "--stake", "1")
+    finally:
+        devrun.node.set_balance(poor, 10_000 * ETH)
+    assert code == 2
+    line = _one_sentence(err)
+    assert f"account {poor} has 0.5 ETH" in line and "send 0.5" in line and "ETH more to " + poor in line

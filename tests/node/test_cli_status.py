@@ -14,7 +14,7 @@ from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from node import cli as node_cli
+from node import commands as node_commands
 from node.payloads import RunPayloads
 from node.runner import TrainerNode
 from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
@@ -64,7 +64,9 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
     trainer = devrun.client(TRAINER)
     me = trainer.address_of_account
     clock = devrun.clock()
-    window = clock.window_of(devrun.node.block_number() + 1) + 1
+    per_epoch = devrun.sponsor.get_run(devrun.run_id).windows_per_epoch
+    # The validator votes (so its publication makes the canonical model) from the epoch after it registered.
+    window = (clock.window_of(devrun.node.block_number() + 1) // per_epoch + 1) * per_epoch
     devrun.mine_to(clock.start(window))
     home = tmp_path / "home"
     with IpfsClient(devrun.api_url) as blobs:
@@ -82,8 +84,8 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
         devrun.mine_to(clock.reveal_end(window))
         devrun.client(VALIDATOR).publish_window(devrun.run_id, window, model_cid, report_cid)
 
-        # Publishing happened inside window + 1's commit period: the node's next window trains from the
-        # published model, not the initial one.
+        # Publishing happened inside window + 1's commit period and settled the canonical model (the only
+        # voting validator is a majority): the node's next window trains from it, not the initial one.
         assert clock.can_commit(window + 1, devrun.node.block_number() + 1)
         assert node.step() == (True, True)
         following = node.journal.get(window + 1)
@@ -92,7 +94,7 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
         assert not torch.equal(loaded["transformer.wte.weight"].detach(), params["transformer.wte.weight"])  # trained
         node.close()
 
-    monkeypatch.setattr(node_cli.console, "width", 250)  # one table row per line
+    monkeypatch.setattr(node_commands.console, "width", 250)  # one table row per line
     monkeypatch.setenv("TRAINMARKET_PRIVATE_KEY", devrun.keys[TRAINER])
     monkeypatch.setenv("TRAINMARKET_HOME", str(tmp_path / "state"))
     deployment = devrun.write_deployment(tmp_path / "deployment.json")
@@ -101,3 +103,6 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
     row = next(line for line in out.splitlines() if line.strip("│ ").startswith(str(window)))
     assert "revealed" in row and "2/2" in row and "0.01" in row and "0.25" in row and "26.00±7.50" in row
     assert "claimable now 0 ETH" in out and "stake 1 ETH (active)" in out
+    # Why the weight is 0.25: the report's own factors, and how far the trainer is from a slash.
+    assert "weight 0.25 = final²/Σfinal² over 2 scored; final 0.2 = ordinal 3.50 × B 0.050" in row
+    assert "missed reveals 0 of 2: 2 more and 10% of the stake (0.1 ETH) is slashed" in out

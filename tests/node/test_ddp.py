@@ -38,8 +38,10 @@ def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:
     assert (tmp_path / "follower").read_text() == "2"  # rank 1 trained both windows, then was told to stop
     torch.set_num_threads(1)
     single_model = model()
+    moments = None
     for window in (0, 1):
-        single = train_inner(single_model, window_batches(window), INNER, torch.device("cpu"))
+        single = train_inner(single_model, window_batches(window), INNER, torch.device("cpu"), optimizer_state=moments)
+        moments = single.optimizer
         distributed = load_file(str(tmp_path / f"delta-{window}.safetensors"))
         assert set(distributed) == set(single.pseudo_gradient)
         for name, delta in single.pseudo_gradient.items():

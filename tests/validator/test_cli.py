@@ -13,9 +13,9 @@ from trainmarket.cli import build_parser, main
 
 def test_validator_subcommands_are_registered() -> None:
     parser = build_parser()
-    for action in ("register", "run", "serve", "audit"):
+    for action in ("register", "run", "serve", "status", "claim", "audit"):
         args = parser.parse_args(["validator", action, "--window", "1"] if action == "audit" else
-                                 ["validator", action, "--stake-eth", "2"] if action == "register" else
+                                 ["validator", action, "--stake", "2"] if action == "register" else
                                  ["validator", action])
         assert callable(args.func)
 
@@ -39,3 +39,14 @@ def test_missing_key_is_a_plain_error(tmp_path: Path, monkeypatch: pytest.Monkey
     deployment.write_text(json.dumps({"address": "0x" + "11" * 20, "block": 1, "rpc_url": "http://127.0.0.1:9"}))
     code = main(["validator", "register", "--stake-eth", "2", "--deployment", str(deployment)])
     assert code == 2 and "no validator key" in capsys.readouterr().err
+
+
+def test_the_ipfs_api_comes_from_the_deployment_file(tmp_path: Path) -> None:
+    from validator.context import DEFAULT_IPFS_API, read_deployment
+
+    deployment = tmp_path / "deployment.json"
+    deployment.write_text(json.dumps({"address": "0x" + "11" * 20, "block": 1, "rpc_url": "http://127.0.0.1:9",
+                                      "ipfs_api": "http://127.0.0.1:4242"}))
+    assert read_deployment(deployment).ipfs_api == "http://127.0.0.1:4242"
+    deployment.write_text(json.dumps({"address": "0x" + "11" * 20}))
+    assert read_deployment(deployment).ipfs_api == DEFAULT_IPFS_API

@@ -5,6 +5,7 @@ Chromium is installed by `make setup`; without it this test fails, unless TRAINM
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -100,13 +101,13 @@ def dashboard_url(tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-def dump_dom(chromium: str, url: str, profile: Path) -> str:
+def dump_dom(chromium: str, url: str, profile: Path, window_size: str = "") -> str:
     argv = [
         chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",
         "--disable-dev-shm-usage", f"--user-data-dir={profile}",
         # Virtual time lets the page's fetches and rendering finish before the DOM is dumped, without a sleep.
-        "--virtual-time-budget=10000", "--dump-dom", url,
+        "--virtual-time-budget=10000", *([f"--window-size={window_size}"] if window_size else []), "--dump-dom", url,
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"chromium exited {done.returncode}: {done.stderr[-2000:]}"
@@ -143,3 +144,25 @@ def test_dashboard_renders_in_headless_chromium(dashboard_url: str, tmp_path: Pa
     ys = [y for _, y in points]
     assert xs == sorted(xs) and len(set(xs)) == len(xs)  # windows left to right
     assert ys == sorted(ys)  # falling loss is drawn lower and lower: SVG y grows downwards
+
+
+def test_rejections_with_real_cids_fit_a_1280px_window(tmp_path: Path) -> None:
+    """Real rejections carry 59-character CIDs, 42-character addresses and long filter details, none of which
+    a browser may break on its own: the page must still fit 1280 px without a horizontal scrollbar."""
+    chromium = chromium_binary()
+    cid = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+    rejections = [
+        {"trainer": "0x" + "9" * 40, "cid": cid, "reason": "copy_of_earlier",
+         "detail": f"top-k index overlap 0.97 and cosine 0.993 with {TRAINERS[0]}'s contribution {cid} of window 4"},
+        {"trainer": "0x" + "8" * 40, "cid": cid, "reason": "malformed", "detail": "payload_is_not_safetensors_" * 6},
+    ]
+    with ValidatorStore(tmp_path / "wide.sqlite3") as store:
+        seed_store(store)
+        store.record_window(5, json.dumps({"window": 5, "scores": []}), [], rejections, {}, 2.9)
+        settings = ServiceSettings(port=free_port(), db_path=tmp_path / "wide.sqlite3")
+        with running_service(create_app(store, settings), settings) as url:
+            dom = DomIndex()
+            dom.feed(dump_dom(chromium, f"{url}/", tmp_path / "profile", window_size="1280,900"))
+    assert dom.body.get("data-state") == "ready", dom.status_text
+    assert [row[4] for row in dom.rows["rejections"][:2]] == [cid, cid]  # the whole CID is there, wrapped
+    assert dom.body.get("data-fits") == "true", "the dashboard needs a horizontal scrollbar at 1280 px"

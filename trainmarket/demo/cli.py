@@ -11,7 +11,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--trainers", type=int, default=5, help="honest trainers (default 5)")
     parser.add_argument("--sybils", type=int, default=3, help="identities in the Sybil swarm (default 3)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs to settle (default 2)")
-    parser.add_argument("--windows-per-epoch", type=int, default=3)
+    parser.add_argument("--windows-per-epoch", type=int, default=3, help="windows per reward epoch (default 3)")
     parser.add_argument("--window-blocks", type=int, default=24, help="blocks per window (1 block/s)")
     parser.add_argument("--model", default="tiny", help="model preset: tiny, small, base")
     parser.add_argument("--device", default="cpu", help="validators' device: auto, cpu or cuda")

@@ -10,6 +10,7 @@ import httpx
 
 from contracts.client import TrainingRunClient
 from contracts.tx import NONCES
+from contracts.types import Publication, RunInfo
 from trainmarket.demo.network import Participant
 from trainmarket.demo.report import DemoOutcome, TrainerOutcome
 
@@ -95,5 +96,20 @@ def collect_outcome(
             "windows_published_by_every_validator": sum(len(p) == len(validators) for p in publications),
             "slashed_wei": sum(t.stake_at_start_wei - t.stake_left_wei for t in trainers),
             "unclaimed_after_claims_wei": unclaimed,
+            **sync_phase(views.get_run(run_id), publications, first),
         },
     )
+
+
+def sync_phase(run: RunInfo, publications: list[dict[str, Publication]], first: int) -> dict[str, Any]:
+    """How long each window waited for the model of the window before it: blocks from the window's first block
+    until every validator had published that model (node/runner.py's sync phase), and that as a fraction of
+    the window, i.e. the compute a trainer that waits for the fresh model leaves idle."""
+    waits: dict[str, int] = {}
+    for offset, pubs in enumerate(publications[:-1]):
+        window = first + offset + 1
+        if pubs:
+            start = run.start_block + window * run.window_blocks
+            waits[str(window)] = max(0, max(p.block for p in pubs.values()) - start)
+    mean = sum(waits.values()) / len(waits) if waits else 0.0
+    return {"sync_blocks_by_window": waits, "sync_fraction": mean / run.window_blocks}

@@ -93,6 +93,7 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- largest single adversary share: {summary['max_adversary_share']:.1%}",
         f"- global model held-out loss: {summary['loss_first']} → {summary['loss_last']}",
         f"- validators agree: {summary['validators_agree']}",
+        f"- sync phase (waiting for the previous window's model): {summary.get('sync_fraction', 0.0):.0%} of a window",
         "",
         "| trainer | role | rating (ordinal) | last weight | claimed (ETH) | vs honest mean | stake left (ETH) "
         "| slashed |",

@@ -139,6 +139,9 @@ async function refresh() {
     const last = health.last_processed_window;
     status.textContent = `last processed window: ${last === null ? "none" : last} · loop: ${health.loop}`;
     document.body.dataset.state = "ready";
+    // Whether the page fits its window without a horizontal scrollbar (the browser test reads it).
+    const root = document.documentElement;
+    document.body.dataset.fits = String(root.scrollWidth <= root.clientWidth);
   } catch (error) {
     status.textContent = `could not load: ${error.message}`;
     document.body.dataset.state = "error";
