@@ -2,7 +2,7 @@
 
 For N = 8, 32, 128 contributions it measures, in the same run,
   * t_fwd: one forward pass of the eval (common) batch, the unit of cost;
-  * the batched evaluator (`evaluate_contributions`): wall time / (N · t_fwd) = forward-pass equivalents per
+  * the batched evaluator (`evaluate_contributions`): its time / (N · t_fwd) = forward-pass equivalents per
     contribution (target ≤ 1.5; the evaluator's own cost model predicts 1 + 2·o/R + 1/N);
   * the marginal estimate (validator/valuation.value_window: the own rows at the reference model, the grouped
     backward pass at the aggregate step's midpoint, the forward after the step, the public-span projections),
@@ -11,6 +11,8 @@ For N = 8, 32, 128 contributions it measures, in the same run,
   * the whole `ScoringStrategy.score_window` (filters, evaluation, OpenSkill, aggregation, marginal estimate,
     pay): contributions scored per second;
   * the naive 3N+1 evaluation (separate before/after passes per contribution) at N = 8, as the baseline ratio.
+Times on a CPU device are this process's CPU seconds on one thread (`--clock wall` for wall seconds at the
+default thread count), so scored/s there is per CPU core; on CUDA they are wall seconds.
 
     python -m bench.validator                    # CPU: tiny (N up to 128) and small (N up to 32)
     python -m bench.validator --device cuda      # adds the GPU runs when CUDA is present
@@ -54,6 +56,33 @@ TOPK_FRACTION = 0.05
 BASE_CID = "bafkbench"
 
 
+# The clock every cost here is read with. On a CPU device: this process's CPU seconds with one intra-op thread
+# (`use_cpu_clock`), because wall time on a shared machine measures the neighbours: on the 2-core machine at a
+# load average of 12–15 the wall-clock run gave the evaluation 2.11 forward equivalents per contribution at N=32
+# (predicted 1.37) and an evaluation slower than the whole window that contains it. A ratio of CPU seconds counts
+# the work only. On CUDA: wall time (the GPU's work is not this process's CPU time).
+_CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def _now() -> float:
+    return _CLOCK[0]()
+
+
+@contextmanager
+def clock_for(device: torch.device, clock: str) -> Iterator[str]:
+    """Install the clock for `device` ("cpu": CPU seconds, one thread, on a CPU device; else wall seconds)."""
+    threads = torch.get_num_threads()
+    use_cpu = clock == "cpu" and device.type == "cpu"
+    _CLOCK[0] = time.process_time if use_cpu else time.perf_counter
+    if use_cpu:
+        torch.set_num_threads(1)
+    try:
+        yield "process CPU seconds, 1 thread" if use_cpu else "wall seconds"
+    finally:
+        _CLOCK[0] = time.perf_counter
+        torch.set_num_threads(threads)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -65,10 +94,10 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float
     _sync(device)
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = _now()
         fn()
         _sync(device)
-        samples.append(time.perf_counter() - start)
+        samples.append(_now() - start)
     return statistics.median(samples)
 
 
@@ -86,10 +115,10 @@ def paired_cost(fn: Callable[[], object], forward: Callable[[], object], n: int,
     ratios: list[float] = []
     for _ in range(repeats):
         around = [timed(forward, device, 3)]
-        start = time.perf_counter()
+        start = _now()
         fn()
         _sync(device)
-        elapsed = time.perf_counter() - start
+        elapsed = _now() - start
         around.append(timed(forward, device, 3))
         fwd = statistics.median(around)
         fn_s.append(elapsed)
@@ -139,11 +168,11 @@ class ValuationTimer:
         original = strategy_module.value_window
 
         def timed_value_window(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
+            start = _now()
             try:
                 return original(*args, **kwargs)
             finally:
-                self.seconds.append(time.perf_counter() - start)
+                self.seconds.append(_now() - start)
 
         strategy_module.value_window = timed_value_window
         try:
@@ -232,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-presets", default="tiny,small,base")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
+                        help="cpu (default): CPU seconds of this process, one thread, on CPU devices (robust to a "
+                             "loaded machine); wall: wall-clock seconds at the default thread count")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     sizes = tuple(int(x) for x in args.sizes.split(","))
@@ -246,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         for spec in filter(None, presets.split(",")):
             name, _, cap = spec.partition(":")
             capped = tuple(n for n in sizes if not cap or n <= int(cap))
-            runs.append(bench_preset(name, device, capped, args.repeats))
+            with clock_for(device, args.clock) as clock:
+                runs.append({**bench_preset(name, device, capped, args.repeats), "clock": clock})
 
     def fe_at_32(device_type: str, key: str = "forward_equivalents_per_contribution") -> float | None:
         # The largest preset run on that device is the representative one (the tiny model is overhead-bound).
