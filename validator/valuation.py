@@ -4,7 +4,10 @@ explains each one); the pay formula is in validator/scoring.py and validator/str
 
 Cost, in forward passes of the common batch (R rows) for N contributions with o own rows each: the grouped
 backward pass at the midpoint (~3), one forward at θ − step (1), and the midpoint model on every own row
-(N·o/R, counted in the evaluation's 1.5 per contribution, evaluate.py). bench.validator measures it."""
+(N·o/R), all on top of the evaluation (evaluate.py); predicted o/R + 4/N per contribution
+(marginal.marginal_forward_equivalents). bench.validator measures it: on the
+small preset (R = 48, o = 8), 0.37 forward passes per contribution at N = 32 and 0.76 at N = 8, on top of the
+evaluation's 1.39 and 1.48 (bench/results/validator.json, CPU seconds of one thread)."""
 
 from __future__ import annotations
 
