@@ -39,6 +39,7 @@ from validator.pay import PayConfig, pay_window
 from validator.rating import PlackettLuceRater, RatingModel
 from validator.scoring import (
     BINARY_DECAY,
+    aggregation_bar,
     gradient_score,
     power_normalise,
     relative_gain,
@@ -55,6 +56,9 @@ class StrategyConfig:
     eval_step_size: float = 1.0  # η in θ − η·Δ when measuring a contribution
     binary_decay: float = BINARY_DECAY
     min_gradient_score: float = 0.0  # only updates with s_i above this go into the aggregate
+    # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by
+    # chance (the demo's noise trainer was aggregated in 4 of 6 windows at 0.0, its poisoner in window 1 at 0.25)
+    min_relative_gradient_score: float = 0.25
     public_steps: int = 2  # how many earlier aggregate steps count as public directions
     pay: PayConfig = field(default_factory=PayConfig)
 
@@ -143,7 +147,9 @@ class ScoringStrategy:
         common = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
         s = {t: gradient_score(before, after) for t, (before, after) in common.items()}
         ratings = {**state.ratings, **self.rater.update(state.ratings, s)}
-        improving = [c for c in scored if s[c.trainer] > self.config.min_gradient_score]
+        bar = aggregation_bar(list(s.values()), self.config.min_gradient_score,
+                              self.config.min_relative_gradient_score)
+        improving = [c for c in scored if s[c.trainer] > bar]
         aggregated = _one_per_cluster(improving, s)
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
 
