@@ -96,8 +96,9 @@ class Copier:
     def vote(self, epoch: int, mode: str) -> None:
         block = self.client.block_number() + 1
         state = self.client.settlement_of(self.run_id, epoch)
-        if block < state.opens_at:
-            return
+        per_epoch = self.client.get_run(self.run_id).windows_per_epoch
+        if block < state.opens_at or self.next_window < (epoch + 1) * per_epoch:
+            return  # not yet, or its copies of the epoch's windows are not all out (the contract would refuse)
         revealed = [(r.weights, self.client.voting_stake(self.run_id, r.validator, epoch))
                     for r in self.client.revealed_weights(self.run_id, epoch) if r.validator.lower() != self.me.lower()]
         slots = len(self.client.trainers(self.run_id))

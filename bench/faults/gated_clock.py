@@ -30,6 +30,7 @@ from trainmarket.errors import TrainmarketError
 if TYPE_CHECKING:
     from bench.faults.killnet import KillNet
 
+LONG_HOLD_S = 20.0  # a hold this long is logged (logs/gated-clock.log) with the parties it waits for
 CALLS = ("commit", "reveal", "publishWindow", "commitWeights", "revealWeights")
 
 
@@ -124,15 +125,26 @@ class GatedClock:
             while not self._stop.wait(s.block_seconds):
                 block = chain.block_number() + 1
                 held_since = time.monotonic()
-                while self.waiting_for(block) and not self._stop.is_set():
-                    if time.monotonic() - held_since > s.max_hold_s:
+                logged = False
+                while (waiting := self.waiting_for(block)) and not self._stop.is_set():
+                    held = time.monotonic() - held_since
+                    if held > s.max_hold_s:
                         self.hold_timeouts += 1
+                        self._log(f"block {block}: gave up waiting for {waiting} after {held:.0f}s")
                         break
+                    if held > LONG_HOLD_S and not logged:
+                        logged = True
+                        self._log(f"block {block}: held {held:.0f}s for {waiting}")
                     self.holds += 1
                     self._stop.wait(0.2)
                 chain.mine(1)
         except TrainmarketError as err:  # the chain went away: the network's waits report it
             self.error = err
+
+
+    def _log(self, line: str) -> None:
+        with (self.net.demo.logs / "gated-clock.log").open("a") as out:
+            out.write(f"{time.strftime('%H:%M:%S')} {line}\n")
 
 
 def _selector(abi: Sequence[Any], name: str) -> str:

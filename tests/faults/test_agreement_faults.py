@@ -90,7 +90,10 @@ def test_a_weight_copier_earns_nothing_and_stalls_nothing(tmp_path: Path) -> Non
         tried = weight_copier.attempts(net)
         results = [(e["mode"], e["action"], e["result"]) for epoch in sorted(tried) for e in tried[epoch]]
         # wait: the median is visible only once commits are closed; guess: a reveal must match its commitment.
-        assert ("wait", "commit the median", "reverted CommitPhaseOver") in results, results
+        # (or the epoch is already settled by the time the copier sees the reveals)
+        assert any(r[:2] == ("wait", "commit the median") and r[2] in ("reverted CommitPhaseOver",
+                                                                         "reverted EpochOutOfOrder")
+                   for r in results), results
         assert ("guess", "reveal the median", "reverted WeightsMismatch") in results, results
         assert not [g for g in consensus.events(net, "WeightsRevealed") if g["args"]["validator"] == copier]
         assert net.views.claimable(net.run_id, copier) == 0
