@@ -23,7 +23,9 @@ class FaultOutcome:
     uninterrupted run has and this one does not; `double_applied` counts anything scored, submitted or
     paid twice; `forks` counts windows in which validators scored against different bases, or against another
     base than the canonical model before it, after its deadline; `stalled_epochs` counts epochs settled without
-    trainer rewards while honest trainers worked (bench/faults/consensus.py)."""
+    trainer rewards while honest trainers worked and the validators' ballots would pay them (bench/faults/
+    consensus.py); `unpaid_by_scoring` counts epochs that paid trainers nothing because every ballot gave their
+    served work 0 (the scoring rule, not the agreement; reported, not a failure)."""
 
     scenario: str
     fault: str
@@ -33,6 +35,7 @@ class FaultOutcome:
     detail: str = ""
     forks: int = 0
     stalled_epochs: int = 0
+    unpaid_by_scoring: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,4 +67,5 @@ def summarise(outcomes: list[FaultOutcome]) -> dict[str, Any]:
         "double_applied": sum(o.double_applied for o in outcomes),
         "forks": sum(o.forks for o in outcomes),
         "stalled_epochs": sum(o.stalled_epochs for o in outcomes),
+        "unpaid_by_scoring": sum(o.unpaid_by_scoring for o in outcomes),
     }

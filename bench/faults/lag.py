@@ -117,12 +117,10 @@ def judge(net: KillNet, lags: list[Lag]) -> list[FaultOutcome]:
         elif not reveals[epoch]:
             note(epoch * wpe, f"did not vote on epoch {epoch} (asleep through its commit phase)")
     agreement = consensus.audit(net)
-    forks: Counter[int] = Counter(consensus.charge(starts, w) for w in agreement.forks)
-    stalled: Counter[int] = Counter(consensus.charge(starts, e * wpe) for e in agreement.stalled)
-    for w, why in agreement.forks.items():
-        note(w, why)
-    for e, why in agreement.stalled.items():
-        note(e * wpe, why)
+    found = consensus.charge_findings(agreement, starts, wpe)
+    forks, stalled = found.forks, found.stalled
+    for index, whys in found.notes.items():
+        notes.setdefault(index, []).extend(whys)
     adopted = set(agreement.adopted.get(VICTIM, []))
     outcomes = []
     for i, lag in enumerate(lags):
@@ -133,6 +131,7 @@ def judge(net: KillNet, lags: list[Lag]) -> list[FaultOutcome]:
             SCENARIO, "SIGSTOP validator past a window", recovered=lag.caught_up and not (lost[i] or double[i]
                                                                                         or forks[i] or stalled[i]),
             lost=lost[i], double_applied=double[i], forks=forks[i], stalled_epochs=stalled[i],
+            unpaid_by_scoring=found.unpaid[i],
             detail="; ".join([detail, *notes.get(i, [])])))
     return outcomes
 

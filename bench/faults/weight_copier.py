@@ -37,10 +37,11 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
         credited[(int(g["args"]["epoch"]), str(g["args"]["validator"]).lower())] += int(g["args"]["amount"])
     finalized = {int(g["args"]["epoch"]): g["args"] for g in consensus.events(net, "EpochFinalized")}
     tried = attempts(net)
-    agreement = consensus.audit(net)
     first_epoch = net.first // wpe
+    epochs = range(first_epoch, net.settle_through // wpe + 1)
+    found = consensus.charge_findings(consensus.audit(net), [e * wpe for e in epochs], wpe)
     outcomes: list[FaultOutcome] = []
-    for epoch in range(first_epoch, net.settle_through // wpe + 1):
+    for epoch in epochs:
         mode = modes[(epoch - first_epoch) % len(modes)]
         notes: list[str] = []
         lost = 0
@@ -55,27 +56,27 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
         if credited[(epoch, copier)]:
             lost += 1
             notes.append(f"the copier was credited {credited[(epoch, copier)]} wei")
-        unpaid = sorted(v for v in honest if not credited[(epoch, v)])
-        if unpaid:
-            lost += len(unpaid)
-            notes.append(f"honest validators {unpaid} were not credited")
+        index = epoch - first_epoch
+        uncredited = sorted(v for v in honest if not credited[(epoch, v)])
+        if uncredited and not found.unpaid[index]:  # (an epoch the scoring rule paid nothing pays no agreement)
+            lost += len(uncredited)
+            notes.append(f"honest validators {uncredited} were not credited")
         args = finalized.get(epoch)
-        forks = sum(1 for w in agreement.forks if w in windows)
-        stalled = int(epoch in agreement.stalled)
-        notes += [agreement.forks[w] for w in agreement.forks if w in windows]
-        notes += [agreement.stalled[epoch]] if stalled else []
+        forks, stalled, unpaid = found.forks[index], found.stalled[index], found.unpaid[index]
+        notes += found.notes.get(index, [])
         summary = (f"epoch {epoch}, {mode}: " + "; ".join(f"{e['action']} → {e['result']}" for e in log)
                    + (f"; trainers paid {args['trainerReward']}, validators {args['validatorReward']} "
                       f"({args['submissions']} ballots)" if args else "; not finalised"))
         ok = eligible and bool(copy_tries) and not (lost or forks or stalled)
         outcomes.append(FaultOutcome(SCENARIO, f"copy the revealed median ({mode})", recovered=ok, lost=lost,
-                                     forks=forks, stalled_epochs=stalled, detail="; ".join([summary, *notes])))
+                                     forks=forks, stalled_epochs=stalled, unpaid_by_scoring=unpaid,
+                                     detail="; ".join([summary, *notes])))
     claimable = net.views.claimable(net.run_id, net.address(COPIER))
     if claimable and outcomes:
         last = outcomes[-1]
         outcomes[-1] = FaultOutcome(last.scenario, last.fault, recovered=False, lost=last.lost + 1,
                                     double_applied=last.double_applied, forks=last.forks,
-                                    stalled_epochs=last.stalled_epochs,
+                                    stalled_epochs=last.stalled_epochs, unpaid_by_scoring=last.unpaid_by_scoring,
                                     detail=f"{last.detail}; the copier can claim {claimable} wei")
     return outcomes
 

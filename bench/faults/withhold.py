@@ -105,6 +105,7 @@ def judge(net: KillNet, plan: list[Withheld]) -> list[FaultOutcome]:
     slashes = [g for g in consensus.events(net, "TrainerSlashed") if str(g["args"]["trainer"]).lower() == victim]
     agreement = consensus.audit(net)
     starts = [w.window for w in plan]
+    found = consensus.charge_findings(agreement, starts, net.s.windows_per_epoch)
     outcomes: list[FaultOutcome] = []
     for i, w in enumerate(plan):
         notes: list[str] = []
@@ -150,11 +151,8 @@ def judge(net: KillNet, plan: list[Withheld]) -> list[FaultOutcome]:
         canonical = net.views.canonical_model(net.run_id, w.window)
         behind = sorted(n for n, r in reports.items() if r.model_cid != canonical.cid)
         adopted = sorted(n for n, ws in agreement.adopted.items() if w.window + 1 in ws)
-        forks = sum(1 for fw in agreement.forks if consensus.charge(starts, fw) == i)
-        stalled = sum(1 for e in agreement.stalled if consensus.charge(starts, e * net.s.windows_per_epoch) == i)
-        notes += [agreement.forks[fw] for fw in agreement.forks if consensus.charge(starts, fw) == i]
-        notes += [agreement.stalled[e] for e in agreement.stalled
-                  if consensus.charge(starts, e * net.s.windows_per_epoch) == i]
+        forks, stalled = found.forks[i], found.stalled[i]
+        notes += found.notes.get(i, [])
         summary = (f"window {w.window}: withheld from {sorted(denied)}; "
                    f"{'miss (quorum)' if missed else 'no miss (no quorum)'}; canonical held by "
                    f"{canonical.stake}/{canonical.epoch_stake} of the stake; differing: {behind or 'none'}; "
@@ -164,6 +162,7 @@ def judge(net: KillNet, plan: list[Withheld]) -> list[FaultOutcome]:
         ok = not (lost or double or forks or stalled) and canonical.cid is not None
         outcomes.append(FaultOutcome(SCENARIO, f"payload {w.kind.replace('_', ' ')}", recovered=ok, lost=lost,
                                      double_applied=double, forks=forks, stalled_epochs=stalled,
+                                     unpaid_by_scoring=found.unpaid[i],
                                      detail="; ".join([summary, *notes])))
     return outcomes
 
