@@ -40,6 +40,11 @@ def test_honest_trainers_receive_at_least_90_percent(report: dict[str, Any]) -> 
     assert report["honest_reward_share"] >= 0.9, report["reward_share_by_role"]
 
 
+def test_identical_honest_work_is_paid_alike(report: dict[str, Any]) -> None:
+    """Issue 13: five identical honest trainers were paid 11.93 to 0.0026 ETH under the old scoring."""
+    assert report["honest_pay_min_over_mean"] >= 0.5, [t["claimed_wei"] for t in report["trainers"] if t["honest"]]
+
+
 def test_every_adversary_gets_at_most_a_small_share(report: dict[str, Any]) -> None:
     assert report["max_adversary_share"] <= MAX_ADVERSARY_SHARE, report["reward_share_by_role"]
 

@@ -52,7 +52,7 @@ class DemoSettings:
     corpus_bytes: int = 4_000_000
     out_dir: Path = field(default_factory=lambda: Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
     config: RunConfig = field(default_factory=lambda: RunConfig(seq_len=64, inner_steps=12, seqs_per_step=8,
-                                                                inner_lr=4e-3, eval_own_seqs=4, eval_random_seqs=16))
+                                                                inner_lr=4e-3))
     quiet: bool = False
     settle: bool = True  # claims and the report after the last epoch (bench.load measures the run, then stops)
 
