@@ -30,8 +30,8 @@ from ipfs.client import IpfsClient
 from trainmarket.errors import TrainmarketError
 from validator.context import chain_client, read_deployment
 from validator.domain import WindowReport
-from validator.scoring import to_u16_weights
-from validator.settlement import mean_window_weights, weight_vector
+from validator.scoring import epoch_weights, to_u16_weights
+from validator.settlement import weight_vector
 
 COPIER_KEY_ENV = "TRAINMARKET_VALIDATOR_KEY"
 MODES = ("wait", "guess", "report")
@@ -155,7 +155,7 @@ class Copier:
                     if v.lower() != self.me.lower()]
             pub = min(pubs, key=lambda p: p.validator.lower())
             reports.append(WindowReport.from_json(self.blobs.cat(pub.report_cid, REPORT_MAX_BYTES)))
-        return weight_vector(mean_window_weights(reports, len(windows)), self.client.trainers(self.run_id))
+        return weight_vector(epoch_weights(reports), self.client.trainers(self.run_id))
 
 
 def main(argv: list[str] | None = None) -> int:
