@@ -147,6 +147,9 @@ class TrainerNode:
         self._base: tuple[str, dict[str, torch.Tensor]] | None = None
         self._skipped: set[int] = set()  # windows the policy chose to send nothing for
         self._train_blocks: list[int] = []  # blocks the last trainings took (for the sync-phase deadline)
+        # Set by a process hosting many identities (node/population.py): their trainings queue behind each other,
+        # so the deadline must leave room for all of them, not for this identity's own few milliseconds.
+        self.training_blocks: int | None = None
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -224,13 +227,21 @@ class TrainerNode:
         would overrun the window)."""
         if window == 0 or self._all_published(window - 1) or not self.client.commits(self.run_id, window - 1):
             return True  # the fresh model is out, or window − 1 had no contribution and changes nothing
-        estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
-        latest_start = self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
+        latest_start = self.sync_deadline(window)
         if next_block >= latest_start:
             return True
         self.observer.waiting(window, latest_start, next_block - 1,
                               f"train (sooner once the model of window {window - 1} is published)")
         return False
+
+    def sync_deadline(self, window: int) -> int:
+        """The block from which window `window` trains without waiting any longer for the model of window − 1:
+        the window's end less the training time in blocks (`training_blocks` when a host of several identities
+        sets it for all of them, else the longest of this node's last trainings) and the commit margin."""
+        estimate = self.training_blocks
+        if estimate is None:
+            estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
+        return self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
 
     def _all_published(self, window: int) -> bool:
         """Every active validator published `window` (trivially so in a run without validators)."""

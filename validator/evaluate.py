@@ -73,10 +73,15 @@ def evaluate_contributions(
     step_size: float,
     device: torch.device | str,
     base: ParamDict | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[EvalResult]:
     """Loss before and after applying each Δ_i (θ − step_size·Δ_i) on its own batch and on the shared random
     batch. `base` overrides the model's own parameters (the global model of the window); buffers come from
-    the model. Deterministic on CPU: same inputs → same floats."""
+    the model. Deterministic on CPU: same inputs → same floats.
+
+    `indices`: only these contributions' "after" passes (results in that order); the "before" passes still
+    cover every contribution, in the same batches, so a result does not depend on which others were asked
+    for (validator/distributed.py splits a window over processes this way)."""
     if len(deltas) != len(own_batches):
         raise EvaluationError(f"{len(deltas)} deltas but {len(own_batches)} own batches")
     device = torch.device(device)
@@ -93,7 +98,8 @@ def evaluate_contributions(
         state = {**params, **buffers}
         loss_before_random = float(per_row_losses(model, state, random_rows).mean())
         before_own = _batched_own_losses(model, state, own, chunk_rows=random_rows.size(0))
-        for delta, own_batch, loss_before_own in zip(deltas, own, before_own, strict=True):
+        chosen = range(len(deltas)) if indices is None else indices
+        for delta, own_batch, loss_before_own in ((deltas[i], own[i], before_own[i]) for i in chosen):
             shifted = {n: (p - step_size * delta[n].to(device, p.dtype)) if n in delta else p for n, p in
                        params.items()}
             rows = per_row_losses(model, {**shifted, **buffers}, torch.cat([own_batch, random_rows]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -36,6 +37,7 @@ from validator.domain import ParamDict, RejectReason, ValidatorError, WindowRepo
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
 from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
+from validator.timing import StageClock, instrument, split_scoring
 from validator.window_inputs import (
     GatheredWindow,
     RunContext,
@@ -98,6 +100,8 @@ class ValidatorLoop:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
         self.strategy = build_strategy(ctx.config, self.device)
+        self.stages = StageClock()  # seconds per stage of each window, stored with it (validator/timing.py)
+        instrument(self.strategy, self.stages)
         self.sender = TxSender(client, store)
         if store.get_value("start_window") is None:
             store.set_value("start_window", str(start_window))
@@ -133,7 +137,9 @@ class ValidatorLoop:
         for window in self.store.unpublished_windows():
             self.publish(window)
             return True
+        began = time.perf_counter()
         if self.settler.settle():
+            self.record_weights_seconds(time.perf_counter() - began)
             return True
         window = self.next_window()
         if self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end:
@@ -169,17 +175,21 @@ class ValidatorLoop:
         if self.store.window_status(window) in ("scored", "published"):
             self.publish(window)
             return self.stored_report(window)
+        began = time.perf_counter()
         self.store.begin_window(window)
         previous = self.store.last_processed_window()
         state, params = self.load_state(previous)
         history = self.model_history(window)
         base_cid = current_base_model(history, self.initial_cid, window)
         allowed = base_models(history, self.initial_cid, window, self.ctx.config.max_stale_windows)
-        gathered = gather_window(self.ctx, window, base_cid, params, allowed)
+        gathered = gather_window(self.ctx, window, base_cid, params, allowed, self.stages)
         self.report_missed(window, gathered)
+        scoring = time.perf_counter()
         report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)
+        scoring = time.perf_counter() - scoring
         canonical = sorted_params(new_params)
-        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical, window, base_cid))
+        with self.stages.stage("publish"):
+            model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical, window, base_cid))
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, canonical)
         loss = self.global_loss(canonical)
@@ -192,8 +202,22 @@ class ValidatorLoop:
         )
         log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
                  len(report.rejections), model_cid)
-        self.publish(window)
+        with self.stages.stage("publish"):
+            self.publish(window)
+        self.record_seconds(window, time.perf_counter() - began, scoring)
         return report
+
+    def record_seconds(self, window: int, total: float, scoring: float) -> None:
+        """Where the window's seconds went (bench.load reads them): the stages, and `other` for the rest (chain
+        reads, state files, the held-out loss, the database)."""
+        seconds = split_scoring(self.stages.take(), scoring)
+        seconds["other"] = round(max(0.0, total - sum(seconds.values())), 3)
+        self.store.set_value(f"window:{window}:seconds", json.dumps({**seconds, "total": round(total, 3)}))
+
+    def record_weights_seconds(self, seconds: float) -> None:
+        """Each settlement step's seconds (submitting an epoch's weights, finalising it), appended."""
+        done = json.loads(self.store.get_value("weights_seconds") or "[]")
+        self.store.set_value("weights_seconds", json.dumps([*done, round(seconds, 3)]))
 
     def rating_rows(self, window: int, report: WindowReport, state: ValidatorState) -> dict[str, dict[str, Any]]:
         """The store's rating rows: every trainer scored this window, and every rated trainer that missed a

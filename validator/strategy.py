@@ -8,7 +8,7 @@ global parameters and the new state, so the audit can call the very same functio
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,6 +45,9 @@ from validator.scoring import (
     relative_gain,
     update_binary_average,
 )
+
+# evaluate_contributions' signature: (model, deltas, own batches, random batch, step size, device, base=…).
+Evaluate = Callable[..., list[EvalResult]]
 
 
 @dataclass(frozen=True)
@@ -122,8 +125,12 @@ class ScoringStrategy:
         config: StrategyConfig | None = None,
         filter_config: FilterConfig | None = None,
         device: torch.device | str | None = None,
+        evaluate: Evaluate | None = None,
     ) -> None:
         self.model = model
+        # The hook that runs the per-contribution evaluation: a torchrun validator spreads it over its ranks
+        # (validator/distributed.py) and the loop times it (validator/timing.py); results must not change.
+        self.evaluate: Evaluate = evaluate or evaluate_contributions
         self.filter_config = filter_config or FilterConfig()
         self.filters = list(filters) if filters is not None else default_filters(self.filter_config)
         self.rater: RatingModel = rater or PlackettLuceRater()
@@ -160,7 +167,7 @@ class ScoringStrategy:
         clip = median_clip_scales(evaluable)
         applied = [c.delta if clip[c.trainer] == 1.0 else {k: v * clip[c.trainer] for k, v in c.delta.items()}
                    for c in evaluable]
-        results = evaluate_contributions(
+        results = self.evaluate(
             self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable],
             inputs.random_batch, self.config.eval_step_size, self.device, base=inputs.params,
         )

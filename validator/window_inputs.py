@@ -23,6 +23,7 @@ from node.protocol import RunConfig
 from trainmarket.errors import TrainmarketError
 from validator.domain import Contribution, ParamDict, Rejection, RejectReason
 from validator.strategy import WindowInputs
+from validator.timing import StageClock
 
 ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
 FETCH_WORKERS = 8
@@ -120,8 +121,10 @@ def closing_block_hash(views: TrainingRunViews, run_id: int, window: int) -> byt
 
 
 def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: ParamDict,
-                  allowed_bases: Mapping[str, int]) -> GatheredWindow:
-    """Build the strategy's inputs for `window` (whose reveal period must be over)."""
+                  allowed_bases: Mapping[str, int], clock: StageClock | None = None) -> GatheredWindow:
+    """Build the strategy's inputs for `window` (whose reveal period must be over). `clock` times the fetch
+    and decode stages (validator/timing.py)."""
+    clock = clock or StageClock()
     reveals = ctx.views.reveals(ctx.run_id, window)
     revealed = {r.trainer.lower() for r in reveals}
     missed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} - revealed)
@@ -129,9 +132,12 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     contributions: list[Contribution] = []
     # Fetched concurrently: a revealed CID nobody serves costs one IPFS timeout per window, not one per reveal.
     # Results are consumed in reveal order, so the outcome does not depend on which fetch finishes first.
-    with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch") as pool:
-        fetched = list(pool.map(
-            lambda r: fetch_contribution(ctx, r.trainer.lower(), window, r.cid), reveals))
+    pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch")
+    with clock.stage("fetch"), pool:
+        raw = list(pool.map(lambda r: fetch_payload(ctx, r.trainer.lower(), window, r.cid), reveals))
+    with clock.stage("decode"):
+        fetched = [data if isinstance(data, Rejection) else decode_payload(ctx, r.trainer.lower(), window, r.cid, data)
+                   for r, data in zip(reveals, raw, strict=True)]
     for decoded in fetched:
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
@@ -156,6 +162,12 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
 
 def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str) -> Contribution | Rejection:
     """Fetch, verify and decode one revealed payload; any failure is a rejection with its reason."""
+    data = fetch_payload(ctx, trainer, window, cid)
+    return data if isinstance(data, Rejection) else decode_payload(ctx, trainer, window, cid, data)
+
+
+def fetch_payload(ctx: RunContext, trainer: str, window: int, cid: str) -> bytes | Rejection:
+    """One revealed payload's bytes, CID-verified and size-capped, or the rejection saying why not."""
     limit = ctx.config.max_payload_bytes
     try:
         data = ctx.blobs.cat(cid, limit)
@@ -166,6 +178,12 @@ def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str) -> 
         return Rejection(trainer, window, RejectReason.MALFORMED, "fetch failed: payload not retrievable", cid)
     if len(data) > limit:
         return Rejection(trainer, window, RejectReason.MALFORMED, f"payload of {len(data)} bytes > {limit}", cid)
+    return data
+
+
+def decode_payload(ctx: RunContext, trainer: str, window: int, cid: str, data: bytes) -> Contribution | Rejection:
+    """A fetched payload decoded (safetensors only, shapes checked) and checked against its reveal."""
+    limit = ctx.config.max_payload_bytes
     try:
         payload = ctx.payloads.decode_contribution(data, ctx.spec, limit)
     except ctx.payloads.errors as err:

@@ -91,7 +91,9 @@ def run_params(config: RunConfig, window_blocks: int, reveal_blocks: int, window
         reveal_blocks=reveal_blocks,
         windows_per_epoch=windows_per_epoch,
         grace_period_blocks=window_blocks,
-        unbonding_blocks=4,
+        # Longer than an epoch plus its grace period, so a stake cannot leave before the epoch it earned in is
+        # settled (the contract's RunParams rule).
+        unbonding_blocks=windows_per_epoch * window_blocks + 2 * window_blocks,
         validator_share_bps=1000,
         slash_bps=1000,
         miss_threshold=3,
