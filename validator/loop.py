@@ -36,7 +36,7 @@ from validator.chain_io import TxSender
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
-from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
+from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
 from validator.timing import StageClock, instrument, split_scoring
 from validator.window_inputs import (
     GatheredWindow,
@@ -69,13 +69,16 @@ def build_model(config: RunConfig) -> GPT:
     return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
 
 
-def build_strategy(config: RunConfig, device: torch.device | str = "cpu") -> ScoringStrategy:
-    """The pipeline every validator of the run uses (and the audit rebuilds), configured from the run config."""
+def build_strategy(config: RunConfig, device: torch.device | str = "cpu", evaluate: Evaluate | None = None
+                   ) -> ScoringStrategy:
+    """The pipeline every validator of the run uses (and the audit rebuilds), configured from the run config.
+    `evaluate` replaces how the evaluation runs, never what it computes (validator/distributed.py)."""
     return ScoringStrategy(
         build_model(config),
         aggregator=MedianNormClipMean(lr=config.outer_lr, momentum=config.outer_momentum),
         config=StrategyConfig(eval_step_size=config.eval_step_size),
         device=device,
+        evaluate=evaluate,
     )
 
 
@@ -92,14 +95,15 @@ class ValidatorLoop:
     """One validator account's rounds over one run. `step()` does the next piece of due work; `run()` polls."""
 
     def __init__(self, ctx: RunContext, client: TrainingRunClient, store: ValidatorStore, work_dir: Path,
-                 device: torch.device | str = "cpu", start_window: int = 0) -> None:
+                 device: torch.device | str = "cpu", start_window: int = 0, evaluate: Evaluate | None = None
+                 ) -> None:
         self.ctx = ctx
         self.client = client
         self.store = store
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
-        self.strategy = build_strategy(ctx.config, self.device)
+        self.strategy = build_strategy(ctx.config, self.device, evaluate)
         self.stages = StageClock()  # seconds per stage of each window, stored with it (validator/timing.py)
         instrument(self.strategy, self.stages)
         self.sender = TxSender(client, store)
