@@ -50,7 +50,11 @@ from validator.window_inputs import (
 
 log = logging.getLogger(__name__)
 
-EVAL_THREADS = 2  # fixed so that two validators (and an auditor) sum floats in the same order
+# Fixed so that two validators (and an auditor) sum floats in the same order. One thread: on the 2-core machine
+# under load (average 7-9), evaluating 32 tiny-model contributions took 104-133 ms each with 2 threads and 16 ms
+# with 1 (/tmp micro-benchmark of evaluate_contributions, alternated runs): a parallel region waits for its
+# descheduled second thread. A validator scales out with processes instead (torchrun, validator/distributed.py).
+EVAL_THREADS = 1
 KEEP_STATE_FILES = 3
 TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, TransactionPending)
 
