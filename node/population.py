@@ -8,8 +8,9 @@ one IPFS client, one chain connection, and the chain reads they all make.
 
 Shared reads (`SharedReads`): N nodes polling the same views every block cost N × (block number, run record,
 publications, commits, own commitment) RPCs; here they are answered once per block for all identities, and the
-N `commitmentOf` reads go out as one JSON-RPC batch. An identity that just signed a transaction reads its own
-commitment directly until a batch newer than that transaction exists, so no node acts on a status it outdated.
+N `commitmentOf` reads go out as one JSON-RPC batch. A receipt seen by any identity moves the shared block on
+(`ObservingProvider`), and an identity that just signed a transaction reads its own commitment directly until a
+batch newer than the signing exists, so no node acts on a status its own transaction outdated.
 
 Scheduling (`Population`): instead of N loops polling every 0.2 s, one loop steps an identity only when it has
 something due (a journalled window to commit or reveal, or a window to train), on a thread pool; identities
@@ -33,8 +34,9 @@ from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from torch import Tensor
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract.contract import ContractFunction
+from web3.types import RPCEndpoint, RPCResponse
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable
@@ -43,6 +45,7 @@ from contracts.views import TrainingRunViews
 from node.journal import WindowEntry
 from node.policy import TrainingContext, UpdatePolicy
 from node.runner import SilentObserver, TrainerNode
+from trainmarket.rpc import CACHED_FOREVER
 
 BLOCK_TTL_S = 0.1  # how long a block number read serves every identity
 COMMITMENT_OF = keccak(text="commitmentOf(uint256,uint256,address)")[:4]
@@ -144,6 +147,25 @@ class SharedReads:
 
     def close(self) -> None:
         self._http.close()
+
+
+class ObservingProvider(HTTPProvider):
+    """The process's one chain connection. Every receipt it sees tells `observe` how far the chain got, so a read
+    shared by all identities is never older than a transaction one of them saw mined: a node that just committed
+    must not read its own commitment from a batch taken before the commit's block (it would commit again)."""
+
+    def __init__(self, rpc_url: str, timeout: float = 30.0) -> None:
+        super().__init__(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
+                         cacheable_requests=CACHED_FOREVER)
+        self.observe: Callable[[int], object] = lambda block: None
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        answer = super().make_request(method, params)
+        if method == "eth_getTransactionReceipt":
+            result = answer.get("result")
+            if isinstance(result, dict) and result.get("blockNumber"):
+                self.observe(int(str(result["blockNumber"]), 16))
+        return answer
 
 
 class PopulationClient(TrainingRunClient):

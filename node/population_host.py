@@ -12,24 +12,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from web3 import Web3
 
+from contracts.errors import ChainUnreachable, TransactionPending
 from contracts.views import TrainingRunViews
 from ipfs.client import IpfsClient
+from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.data import fetch_dataset
-from node.population import PopulationClient, SerialTraining, SharedReads, SyncLog, population_account
+from node.population import (
+    ObservingProvider,
+    PopulationClient,
+    SerialTraining,
+    SharedReads,
+    SyncLog,
+    population_account,
+)
 from node.protocol import RunConfig
 from node.runner import NodeSetup, TrainerNode
 from node.session import CONFIG_MAX_BYTES, NodeTarget, resolve_target
 from trainmarket.errors import TrainmarketError
-from trainmarket.rpc import http_web3
 
 POLL_S = 0.2
+TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch,
+             TransactionPending)
+log = logging.getLogger("population")
 
 
 class Population:
@@ -43,6 +56,7 @@ class Population:
         self.clock = nodes[0].clock
         self.training_blocks = self.clock.window_blocks // 2  # until a window of this population was measured
         self._began: dict[int, int] = {}  # window → block its first identity began training
+        self.failed: dict[int, str] = {}  # identities stopped by an error, as a lone node would have exited
 
     def _train_due(self, window: int, next_block: int) -> bool:
         """The node's own sync rule (TrainerNode._fresh_base_ready), checked once for the whole population so
@@ -62,11 +76,17 @@ class Population:
     def _step(self, index: int, train: bool) -> bool:
         node = self.nodes[index]
         did_any = False
-        for _ in range(4):  # commit right after training, a reveal after its add: a few steps in a row
-            did, _ = node.step(train=train)
-            if not did:
-                break
-            did_any = True
+        try:
+            for _ in range(4):  # commit right after training, a reveal after its add: a few steps in a row
+                did, _ = node.step(train=train)
+                if not did:
+                    break
+                did_any = True
+        except TRANSIENT as err:  # what TrainerNode.run() waits out: the next block retries
+            log.warning("identity %s: %s (retried)", node.trainer, err)
+        except TrainmarketError as err:  # what ends a node's run ends this identity, not its neighbours
+            log.error("identity %s stops: %s", node.trainer, err)
+            self.failed[index] = str(err)
         return did_any
 
     def run(self, stop: threading.Event, last_window: int) -> None:
@@ -81,6 +101,8 @@ class Population:
                 train_due = train and self._train_due(window, next_block)
                 busy = False
                 for i, node in enumerate(self.nodes):
+                    if i in self.failed:
+                        continue
                     future = running.get(i)
                     if future is not None:
                         if not future.done():
@@ -119,10 +141,12 @@ class Population:
 
 def load_identities(target: NodeTarget, home: Path, cache: Path, label: str, indices: range,
                     ) -> tuple[list[TrainerNode], SharedReads, list[SyncLog]]:
-    web3 = http_web3(target.rpc_url, timeout=30)
+    provider = ObservingProvider(target.rpc_url)
+    web3 = Web3(provider)
     accounts = [population_account(label, i) for i in indices]
     views = TrainingRunViews(web3, target.contract, target.from_block)
     shared = SharedReads(views, target.rpc_url, [a.address for a in accounts])
+    provider.observe = shared.observe
     blobs = IpfsClient(target.ipfs_api, timeout=60.0)
     digest = bytes(views.get_run(target.run_id).config_digest)
     config = RunConfig.from_json_bytes(blobs.cat(target.config_cid, CONFIG_MAX_BYTES), expected_digest=digest)
@@ -155,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--last-window", type=int, required=True)
     parser.add_argument("--workers", type=int, default=16, help="identities stepped at once (threads)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     torch.set_num_threads(1)
     start, end = (int(x) for x in args.identities.split(":"))
     try:
@@ -166,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         while shared.block_number() + 1 < nodes[0].clock.start(args.first_window):
             stop.wait(POLL_S)
-        Population(nodes, shared, target.run_id, args.workers).run(stop, args.last_window)
+        population = Population(nodes, shared, target.run_id, args.workers)
+        population.run(stop, args.last_window)
     except TrainmarketError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     revealed = {n.trainer.lower(): sum(e.revealed for e in n.journal.entries()) for n in nodes}
     missed = {n.trainer.lower(): [(e.window, e.note) for e in n.journal.entries() if e.missed] for n in nodes}
-    (args.home / "summary.json").write_text(json.dumps({"revealed": revealed, "missed": missed}, indent=1))
+    failed = {nodes[i].trainer.lower(): why for i, why in population.failed.items()}
+    (args.home / "summary.json").write_text(json.dumps({"revealed": revealed, "missed": missed, "failed": failed},
+                                                       indent=1))
     print(f"done: {sum(revealed.values())} reveals, {sum(map(len, missed.values()))} missed", flush=True)
     return 0
 

@@ -24,15 +24,16 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from web3 import Web3
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed, TransactionPending
+from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
 from validator.aggregate import MedianNormClipMean
-from validator.chain_io import TxSender
+from validator.chain_io import TxSender, send_pipelined
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
@@ -245,17 +246,17 @@ class ValidatorLoop:
         return evaluate_loss(model, self.monitor_batch)
 
     def report_missed(self, window: int, gathered: GatheredWindow) -> None:
-        """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it."""
-        for trainer in gathered.missed_reveals:
-            try:
-                self.client.report_missed_reveal(self.ctx.run_id, window, trainer)
-            except ContractReverted as err:
-                if err.error_name not in ("AlreadyRevealed", "NoCommitment"):
-                    raise
-            except TransactionFailed:
-                # Another validator's report landed first in the same block (ours reverted after estimation).
-                if self.client.commitment_of(self.ctx.run_id, window, trainer)[1] != CommitStatus.MISSED:
-                    raise
+        """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it.
+        All of the window's reports go out together (chain_io.send_pipelined)."""
+        trainers = list(gathered.missed_reveals)
+        calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
+                                                                   Web3.to_checksum_address(t)) for t in trainers]
+        landed = send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
+        for trainer, ok in zip(trainers, landed, strict=True):
+            # Not ours: refused at estimation (already reported), or another validator's report landed first in
+            # the same block (ours reverted after estimation). Either way the chain must now say missed.
+            if not ok and self.client.commitment_of(self.ctx.run_id, window, trainer)[1] == CommitStatus.COMMITTED:
+                raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
 
     def publish(self, window: int) -> None:
         """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""
