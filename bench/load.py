@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import threading
 import time
@@ -218,10 +219,16 @@ def run_load(trainers: int, validators: int, windows: int, window_blocks: int, r
     demo = LoadDemo(settings, population, processes)
     load_before = os.getloadavg()[0]
     began = time.monotonic()
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # so that `finally` stops every process the run started
+
+    previous = signal.signal(signal.SIGTERM, on_term)
     try:
         demo.run()
     finally:
         demo.close()
+        signal.signal(signal.SIGTERM, previous)
     loads = demo.sampler.loads or [load_before]
     return {
         "trainers": trainers, "validators": validators, "windows": settings.windows,

@@ -177,9 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", required=True, metavar="A:B", help="identity indices A..B-1")
     parser.add_argument("--first-window", type=int, required=True)
     parser.add_argument("--last-window", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=16, help="identities stepped at once (threads)")
+    parser.add_argument("--workers", type=int, default=64, help="identities stepped at once (threads)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for noisy in ("httpx", "web3", "urllib3"):  # a line per request, thousands per window
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(1)
     start, end = (int(x) for x in args.identities.split(":"))
     try:
