@@ -79,9 +79,9 @@ def evaluate_contributions(
     batch. `base` overrides the model's own parameters (the global model of the window); buffers come from
     the model. Deterministic on CPU: same inputs → same floats.
 
-    `indices`: only these contributions' "after" passes (results in that order); the "before" passes still
-    cover every contribution, in the same batches, so a result does not depend on which others were asked
-    for (validator/distributed.py splits a window over processes this way)."""
+    `indices`: only these contributions (results in that order). Their "before" losses come from the same
+    batches as when every contribution is evaluated (the chunks of all own rows that hold theirs), so a result
+    does not depend on which others were asked for (validator/distributed.py splits a window this way)."""
     if len(deltas) != len(own_batches):
         raise EvaluationError(f"{len(deltas)} deltas but {len(own_batches)} own batches")
     device = torch.device(device)
@@ -97,8 +97,9 @@ def evaluate_contributions(
     with torch.inference_mode():
         state = {**params, **buffers}
         loss_before_random = float(per_row_losses(model, state, random_rows).mean())
-        before_own = _batched_own_losses(model, state, own, chunk_rows=random_rows.size(0))
         chosen = range(len(deltas)) if indices is None else indices
+        before_own = _batched_own_losses(model, state, own, chunk_rows=random_rows.size(0),
+                                         wanted=None if indices is None else set(chosen))
         for delta, own_batch, loss_before_own in ((deltas[i], own[i], before_own[i]) for i in chosen):
             shifted = {n: (p - step_size * delta[n].to(device, p.dtype)) if n in delta else p for n, p in
                        params.items()}
@@ -115,18 +116,24 @@ def evaluate_contributions(
     return results
 
 
-def _batched_own_losses(model: nn.Module, state: ParamDict, own: list[Tensor], chunk_rows: int) -> list[float]:
-    """All own-data "before" losses in ⌈Σ rows / chunk_rows⌉ passes instead of one pass per contribution."""
+def _batched_own_losses(model: nn.Module, state: ParamDict, own: list[Tensor], chunk_rows: int,
+                        wanted: set[int] | None = None) -> list[float]:
+    """All own-data "before" losses in ⌈Σ rows / chunk_rows⌉ passes instead of one pass per contribution. With
+    `wanted`, only the chunks holding those contributions' rows run (the others' losses are NaN)."""
     if not own:
         return []
-    all_rows = torch.cat(own)
-    row_losses = torch.cat([per_row_losses(model, state, chunk) for chunk in all_rows.split(chunk_rows)])
-    out: list[float] = []
+    bounds: list[tuple[int, int]] = []
     start = 0
     for batch in own:
-        out.append(float(row_losses[start : start + batch.size(0)].mean()))
+        bounds.append((start, start + batch.size(0)))
         start += batch.size(0)
-    return out
+    needed = None if wanted is None else {r // chunk_rows for i in wanted for r in range(*bounds[i])}
+    chunks = torch.cat(own).split(chunk_rows)
+    row_losses = torch.cat([
+        per_row_losses(model, state, chunk) if needed is None or j in needed
+        else torch.full((chunk.size(0),), float("nan"), dtype=torch.float64, device=chunk.device)
+        for j, chunk in enumerate(chunks)])
+    return [float(row_losses[a:b].mean()) for a, b in bounds]
 
 
 def _check_batch(batch: Tensor, what: str, width: int | None = None) -> Tensor:

@@ -37,7 +37,8 @@ def window() -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], li
         first = next(iter(delta))
         delta[first].view(-1)[0] = -0.0
         deltas.append(delta)
-    own = [torch.randint(0, 256, (4, CONFIG.seq_len + 1), generator=g) for _ in range(CONTRIBUTIONS)]
+    # 3 own rows against chunks of 8: chunks straddle contributions, and so the ranks' slices
+    own = [torch.randint(0, 256, (3, CONFIG.seq_len + 1), generator=g) for _ in range(CONTRIBUTIONS)]
     random_batch = torch.randint(0, 256, (8, CONFIG.seq_len + 1), generator=g)
     return base, deltas, own, random_batch
 
