@@ -57,6 +57,15 @@ from trainmarket.demo.orchestrator import Demo, DemoFailed, DemoSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "load.json"
 POPULATION_LABEL = "load"
+WINDOW_BLOCKS = 24
+# The population's window, sized from a 3-window run of 256 identities on the 2-core machine (load average 7.5-11,
+# `python -m bench.load --population 256 --windows 3 --window-blocks 90 --reveal-blocks 12`): each window needs
+# the reveal period (the 256 reveals landed within 9-10 of its 12 blocks), the validators' scoring and publication
+# (24-30 blocks after the reveal period: 24.7 s per window, of which decode 9.4 s, evaluation 6.6 s, filters 4.2 s)
+# and the population's training (16-22 blocks for 128 identities per process, H = 2), plus the 2-block commit
+# margin: about 66 blocks. 90 leaves a third for the shared machine's load.
+POPULATION_WINDOW_BLOCKS = 90
+POPULATION_REVEAL_BLOCKS = 12
 ROLES = (("participant", "trainer"), ("population_host", "trainer"), ("validator", "validator"), ("anvil", "chain"),
          ("ipfs", "ipfs"))
 # Population runs: the tiny model, H = 2 inner steps of 4 sequences, so that 256 identities train on 2 cores.
@@ -270,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trainers", type=int, default=32)
     parser.add_argument("--validators", type=int, default=2, help="at most 9 (the local chain's dev accounts)")
     parser.add_argument("--windows", type=int, default=50)
-    parser.add_argument("--window-blocks", type=int, default=24, help="blocks per window (one block per second)")
-    parser.add_argument("--reveal-blocks", type=int, default=None, help="default: a third of the window")
+    parser.add_argument("--window-blocks", type=int, default=None,
+                        help=f"blocks per window, one block per second (default {WINDOW_BLOCKS}; with --population "
+                             f"{POPULATION_WINDOW_BLOCKS})")
+    parser.add_argument("--reveal-blocks", type=int, default=None,
+                        help=f"default: a third of the window; with --population {POPULATION_REVEAL_BLOCKS}")
     parser.add_argument("--windows-per-epoch", type=int, default=5)
     parser.add_argument("--population", type=int, default=0, metavar="N",
                         help="N trainer identities hosted by --processes processes (node/population_host.py) "
@@ -284,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1..9 validators, at least one trainer and one window")
     if args.population:
         args.trainers = args.population
+        args.window_blocks = args.window_blocks or POPULATION_WINDOW_BLOCKS
+        args.reveal_blocks = args.reveal_blocks or POPULATION_REVEAL_BLOCKS
+    args.window_blocks = args.window_blocks or WINDOW_BLOCKS
     reveal = args.reveal_blocks or max(4, args.window_blocks // 3)
     per_epoch = min(args.windows_per_epoch, args.windows)
     result = run_load(args.trainers, args.validators, args.windows, args.window_blocks, reveal, per_epoch, args.out,
