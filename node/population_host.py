@@ -57,6 +57,8 @@ class Population:
         self.training_blocks = self.clock.window_blocks // 2  # until a window of this population was measured
         self._began: dict[int, int] = {}  # window → block its first identity began training
         self.failed: dict[int, str] = {}  # identities stopped by an error, as a lone node would have exited
+        for node in nodes:
+            node.training_blocks = self.training_blocks
 
     def _train_due(self, window: int, next_block: int) -> bool:
         """The node's own sync rule (TrainerNode._fresh_base_ready), checked once for the whole population so
@@ -113,7 +115,7 @@ class Population:
                             idle_at[i] = block
                     if idle_at.get(i) == block:
                         continue
-                    untrained = train_due and node.journal.get(window) is None and window not in node._skipped
+                    untrained = train_due and node.journal.get(window) is None and not node.skipped(window)
                     if untrained:
                         self._began.setdefault(window, block)
                     if untrained or self._pending_due(node, next_block):
@@ -130,8 +132,8 @@ class Population:
         """Once every identity committed `window`: the blocks the population's training took, which every
         identity's sync deadline then leaves room for."""
         began = self._began.get(window)
-        if began is None or any(not (e := n.journal.get(window)) or not e.committed for n in self.nodes
-                                if window not in n._skipped):
+        if began is None or any(not (e := n.journal.get(window)) or not e.committed
+                                for i, n in enumerate(self.nodes) if not n.skipped(window) and i not in self.failed):
             return
         self.training_blocks = max(1, block - began + 1)
         self._began.pop(window)

@@ -234,6 +234,10 @@ class TrainerNode:
                               f"train (sooner once the model of window {window - 1} is published)")
         return False
 
+    def skipped(self, window: int) -> bool:
+        """The policy chose to send nothing for `window` (so it is neither trained again nor journalled)."""
+        return window in self._skipped
+
     def sync_deadline(self, window: int) -> int:
         """The block from which window `window` trains without waiting any longer for the model of window − 1:
         the window's end less the training time in blocks (`training_blocks` when a host of several identities
