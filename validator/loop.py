@@ -51,10 +51,10 @@ from validator.window_inputs import (
 
 log = logging.getLogger(__name__)
 
-# Fixed so that two validators (and an auditor) sum floats in the same order. One thread: on the 2-core machine
-# under load (average 7-9), evaluating 32 tiny-model contributions took 104-133 ms each with 2 threads and 16 ms
-# with 1 (/tmp micro-benchmark of evaluate_contributions, alternated runs): a parallel region waits for its
-# descheduled second thread. A validator scales out with processes instead (torchrun, validator/distributed.py).
+# Fixed so that two validators (and an auditor) sum floats in the same order. One thread: on the shared 2-core
+# machine (load average 7.8-9.2) evaluating a tiny-model contribution took 15-28 ms with 1 thread and 129-514 ms
+# with 2 (`python -m bench.threads`, bench/results/threads.json, rounds alternated): a parallel region waits for
+# its descheduled second thread. A validator scales out with processes instead (torchrun, validator/distributed.py).
 EVAL_THREADS = 1
 KEEP_STATE_FILES = 3
 TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, TransactionPending)
