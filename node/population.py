@@ -12,8 +12,9 @@ N `commitmentOf` reads go out as one JSON-RPC batch. A receipt seen by any ident
 (`ObservingProvider`), and an identity that just signed a transaction reads its own commitment directly until a
 batch newer than the signing exists, so no node acts on a status its own transaction outdated.
 
-Scheduling (`Population`): instead of N loops polling every 0.2 s, one loop steps an identity only when it has
-something due (a journalled window to commit or reveal, or a window to train), on a thread pool; identities
+Scheduling (node/population_host.py's `Population`): instead of N loops polling every 0.2 s, one loop steps
+an identity only when it has something due (a journalled window to commit or reveal, or a window to train), on
+a thread pool; identities
 train one at a time (the tiny model's steps are bound by the interpreter lock anyway), while others wait for
 their receipts. Every identity's sync deadline is the population's: its trainings queue behind each other, so
 the deadline leaves room for all of them (`TrainerNode.training_blocks`)."""
