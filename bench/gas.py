@@ -1,6 +1,9 @@
-"""Gas of the TrainingRun contract on a real Anvil: commit, reveal, claim, and an epoch's settlement (three
-validators' submitWeights + finalizeEpoch) with 64 and 256 trainers. Run `python -m bench.gas`; writes
-bench/results/gas.json. Transactions are pre-signed and mined in batches (automine off) to stay fast."""
+"""Gas of the TrainingRun contract on a real Anvil: commit, reveal, claim; an epoch's settlement (three
+validators' commitWeights + revealWeights + finalizeEpoch) with 64 and 256 trainers; and `finalize_worst_case`,
+the largest finalizeEpoch over the configurations the contract accepts (every run at the cap
+maxTrainers × maxValidators = MAX_WEIGHT_ENTRIES, every validator revealing a full vector ordered so that the
+consensus sort moves the most). Run `python -m bench.gas`; writes bench/results/gas.json. Transactions are
+pre-signed and mined in batches (automine off) to stay fast."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import random
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,29 +22,43 @@ from eth_utils import keccak
 from web3 import Web3
 
 from contracts.anvil import AnvilNode
-from contracts.client import TrainingRunClient, commitment_hash
+from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
 from contracts.deploy import deploy
-from contracts.types import RunParams
+from contracts.types import MAX_VALIDATORS, MAX_WEIGHT_ENTRIES, RunParams
+from ipfs.cid import RAW, cid_bytes, cid_string
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 ETH = 10**18
 TRAINER_COUNTS = (64, 256)
 VALIDATORS = 3
-TARGETS = {"commit": 50_000, "reveal": 70_000, "claim": 50_000, "settlement_per_trainer": 10_000}
+TARGETS = {"commit": 50_000, "reveal": 70_000, "claim": 50_000, "settlement_per_trainer": 10_000,
+           "finalize_worst_case": 15_000_000}
+# The configurations at the contract's cap on maxTrainers × maxValidators: the most validators, and the most
+# trainers it allows (fewer of either costs less).
+WORST_CASES = ((MAX_VALIDATORS, MAX_WEIGHT_ENTRIES // MAX_VALIDATORS), (8, MAX_WEIGHT_ENTRIES // 8))
 PARAMS = RunParams(
     config_digest=keccak(b"bench"),
     window_blocks=20,
     reveal_blocks=3,
     windows_per_epoch=1,
     grace_period_blocks=10,
-    unbonding_blocks=10,
+    unbonding_blocks=43,
     validator_share_bps=2000,
     slash_bps=1000,
     miss_threshold=3,
     min_trainer_stake=ETH // 10,
     min_validator_stake=ETH,
     reward_per_epoch=10 * ETH,
+    max_trainers=max(TRAINER_COUNTS),
+    max_validators=MAX_VALIDATORS,
+    publish_blocks=20,
+    start_delay_blocks=30,  # validators registered before window 0 vote on epoch 0
 )
+
+
+def content_cid(label: str) -> str:
+    """A real CIDv1 (raw, base32), the shape trainers reveal."""
+    return cid_string(cid_bytes(RAW, keccak(text=label)))
 
 
 def _batch(node: AnvilNode, web3: Web3, raws: list[bytes]) -> list[Any]:
@@ -57,85 +75,112 @@ def _batch(node: AnvilNode, web3: Web3, raws: list[bytes]) -> list[Any]:
 
 
 def _mine_to(node: AnvilNode, block: int) -> None:
-    """Mine so that the next transaction lands in `block`."""
-    node.mine(block - 1 - node.block_number())
+    """Mine so that the next transaction lands in `block` (at least one block from now)."""
+    node.mine(max(0, block - 1 - node.block_number()))
 
 
-def setup_run(
-    node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], trainers: int
-) -> tuple[int, list[TrainingRunClient]]:
-    run_id = sponsor.create_run(PARAMS, value=1000 * ETH)
-    accounts = [Account.from_key(keccak(f"bench-trainer-{trainers}-{i}".encode())) for i in range(trainers)]
+def funded(node: AnvilNode, label: str, count: int) -> list[LocalAccount]:
+    accounts = [Account.from_key(keccak(f"bench-{label}-{i}".encode())) for i in range(count)]
     for account in accounts:
-        node.set_balance(account.address, 10 * ETH)
-    clients = [sponsor.with_account(a) for a in accounts]
+        node.set_balance(account.address, 10**6 * ETH)
+    return accounts
+
+
+def setup_run(node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], trainers: int,
+              params: RunParams = PARAMS, stakes: list[int] | None = None) -> tuple[int, list[TrainingRunClient]]:
+    run_id = sponsor.create_run(params, value=1000 * ETH)
+    clients = [sponsor.with_account(a) for a in funded(node, f"trainer-{trainers}-{run_id}", trainers)]
     fn = sponsor.contract.functions
-    _batch(
-        node, sponsor.web3, [c.signed(fn.registerTrainer(run_id), "registerTrainer", ETH, gas=250_000) for c in clients]
-    )
-    for v in validators:
-        sponsor.with_account(v).register_validator(run_id, ETH)
+    for start in range(0, trainers, 512):
+        _batch(node, sponsor.web3, [c.signed(fn.registerTrainer(run_id), "registerTrainer", ETH, gas=300_000)
+                                    for c in clients[start:start + 512]])
+    stakes = stakes or [ETH] * len(validators)
+    _batch(node, sponsor.web3, [sponsor.with_account(v).signed(fn.registerValidator(run_id), "registerValidator",
+                                                               stake, gas=300_000)
+                                for v, stake in zip(validators, stakes, strict=True)])
     return run_id, clients
 
 
-def measure_epoch(
-    node: AnvilNode,
-    sponsor: TrainingRunClient,
-    validators: list[LocalAccount],
-    run_id: int,
-    clients: list[TrainingRunClient],
-    epoch: int,
-) -> dict[str, Any]:
-    """One window (= one epoch here) of commit, reveal, three submissions, finalize and a claim."""
-    web3, fn, trainers = sponsor.web3, sponsor.contract.functions, len(clients)
-    window = sponsor.current_window(run_id)
-    assert sponsor.epoch_of_window(run_id, window) == epoch
-    salts = [keccak(f"salt-{epoch}-{i}".encode()) for i in range(trainers)]
-    cids = [f"bafkreibench{epoch:04d}{i:06d}{'x' * 40}" for i in range(trainers)]  # CIDv1-sized strings
-    commits = _batch(
-        node,
-        web3,
-        [
-            c.signed(
-                fn.commit(run_id, window, commitment_hash(cid, salt, run_id, window, c.account.address)),
-                "commit",
-                gas=120_000,
-            )
-            for c, cid, salt in zip(clients, cids, salts, strict=True)
-        ],
-    )
-    _mine_to(node, sponsor.window_bounds(run_id, window).end)
-    reveals = _batch(
-        node,
-        web3,
-        [
-            c.signed(fn.reveal(run_id, window, cid, salt), "reveal", gas=150_000)
-            for c, cid, salt in zip(clients, cids, salts, strict=True)
-        ],
-    )
+def settle_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], run_id: int,
+                 epoch: int, vectors: list[list[int]]) -> dict[str, Any]:
+    """Every validator publishes the epoch's windows, commits and reveals its vector; then finalizeEpoch. Returns
+    the gas of each step (publication is per window, not part of settlement)."""
+    web3, fn = sponsor.web3, sponsor.contract.functions
+    run = sponsor.get_run(run_id)
+    clients = [sponsor.with_account(v) for v in validators]
+    for window in range(epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch):
+        _mine_to(node, sponsor.window_bounds(run_id, window).reveal_end)
+        _batch(node, web3, [c.signed(fn.publishWindow(run_id, window, content_cid(f"model-{window}"),
+                                                      content_cid(f"report-{window}-{i}")), "publishWindow",
+                                     gas=400_000) for i, c in enumerate(clients)])
     _mine_to(node, sponsor.epoch_end_block(run_id, epoch))
+    salts = [keccak(f"weights-{epoch}-{i}".encode()) for i in range(len(clients))]
+    packed = [pack_weights(v) for v in vectors]
+    commits = _batch(node, web3, [
+        c.signed(fn.commitWeights(run_id, epoch, weights_commitment(p, s, run_id, epoch, c.address_of_account)),
+                 "commitWeights", gas=200_000) for c, p, s in zip(clients, packed, salts, strict=True)])
+    reveals = _batch(node, web3, [c.signed(fn.revealWeights(run_id, epoch, p, s), "revealWeights", gas=1_000_000)
+                                  for c, p, s in zip(clients, packed, salts, strict=True)])
+    finalize = sponsor.finalize_epoch(run_id, epoch)
+    return {
+        "commit_weights": [int(r["gasUsed"]) for r in commits],
+        "reveal_weights": [int(r["gasUsed"]) for r in reveals],
+        "finalize": int(finalize["gasUsed"]),
+    }
+
+
+def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], run_id: int,
+                  clients: list[TrainingRunClient], epoch: int) -> dict[str, Any]:
+    """One window (= one epoch here) of commit, reveal, three validators' ballots, finalize and a claim."""
+    web3, fn, trainers = sponsor.web3, sponsor.contract.functions, len(clients)
+    window = epoch * PARAMS.windows_per_epoch
+    _mine_to(node, sponsor.window_bounds(run_id, window).start)
+    salts = [keccak(f"salt-{epoch}-{i}".encode()) for i in range(trainers)]
+    cids = [content_cid(f"contribution-{run_id}-{epoch}-{i}") for i in range(trainers)]
+    commits = _batch(node, web3, [
+        c.signed(fn.commit(run_id, window, commitment_hash(cid, salt, run_id, window, c.account.address)),
+                 "commit", gas=120_000)
+        for c, cid, salt in zip(clients, cids, salts, strict=True)])
+    _mine_to(node, sponsor.window_bounds(run_id, window).end)
+    reveals = _batch(node, web3, [c.signed(fn.reveal(run_id, window, cid, salt), "reveal", gas=150_000)
+                                  for c, cid, salt in zip(clients, cids, salts, strict=True)])
     rng = random.Random(trainers * 1000 + epoch)
     honest = [rng.randint(1, 65535) for _ in range(trainers)]
-    submit_gas = []
-    for k, v in enumerate(validators):
-        # two honest validators with small noise, one that reports the same values in the wrong order
-        noisy = [max(0, min(65535, w + rng.randint(-500, 500))) for w in honest]
-        weights = noisy if k < 2 else sorted(honest, reverse=True)
-        submit_gas.append(int(sponsor.with_account(v).submit_weights(run_id, epoch, weights)["gasUsed"]))
-    finalize_gas = int(sponsor.finalize_epoch(run_id, epoch)["gasUsed"])
+    # two honest validators with small noise, one that reports the same values in the wrong order
+    vectors = [[max(0, min(65535, w + rng.randint(-500, 500))) for w in honest] for _ in range(2)]
+    vectors.append(sorted(honest, reverse=True))
+    settled = settle_epoch(node, sponsor, validators, run_id, epoch, vectors)
     claim_receipt = web3.eth.wait_for_transaction_receipt(
         web3.eth.send_raw_transaction(clients[1].signed(fn.claim(run_id), "claim"))
     )
-    settlement = sum(submit_gas) + finalize_gas
+    settlement = sum(settled["commit_weights"]) + sum(settled["reveal_weights"]) + settled["finalize"]
     return {
         "commit": int(statistics.median(r["gasUsed"] for r in commits)),
         "reveal": int(statistics.median(r["gasUsed"] for r in reveals)),
-        "submit_weights": submit_gas,
-        "finalize": finalize_gas,
+        **settled,
         "claim": int(claim_receipt["gasUsed"]),
         "settlement_total": settlement,
         "settlement_per_trainer": settlement // trainers,
     }
+
+
+def worst_case_vectors(validators: int, trainers: int) -> list[list[int]]:
+    """Full vectors whose normalised values, for every trainer but one, strictly increase as finalizeEpoch takes
+    the validators (last revealer first): each insertion then moves every key sorted before it."""
+    return [[0xFFFF] + [60_000 - 100 * v] * (trainers - 1) for v in range(validators)]
+
+
+def worst_case_stakes(validators: int) -> list[int]:
+    """The last revealer (sorted last) holds more than all others together: the stake scan visits every key."""
+    return [ETH] * (validators - 1) + [validators * ETH]
+
+
+def measure_worst_case(node: AnvilNode, sponsor: TrainingRunClient, validators: int, trainers: int) -> int:
+    params = replace(PARAMS, max_trainers=trainers, max_validators=validators, start_delay_blocks=60)
+    accounts = funded(node, f"worst-{validators}-{trainers}", validators)
+    run_id, _ = setup_run(node, sponsor, accounts, trainers, params, worst_case_stakes(validators))
+    settled = settle_epoch(node, sponsor, accounts, run_id, 0, worst_case_vectors(validators, trainers))
+    return int(settled["finalize"])
 
 
 def main() -> int:
@@ -152,6 +197,7 @@ def main() -> int:
             run_id, clients = setup_run(node, sponsor, validators, trainers)
             # epoch 0 allocates fresh storage; epoch 1 shows the steady state (slots reused)
             runs[trainers] = [measure_epoch(node, sponsor, validators, run_id, clients, e) for e in (0, 1)]
+        worst = {f"{v}x{t}": measure_worst_case(node, sponsor, v, t) for v, t in WORST_CASES}
     largest = runs[TRAINER_COUNTS[-1]]
     results: dict[str, Any] = {
         # headline figures: the worse of the first and the steady epoch
@@ -160,6 +206,8 @@ def main() -> int:
         "claim": max(e["claim"] for e in largest),
         "settlement_per_trainer": {str(n): max(e["settlement_per_trainer"] for e in r) for n, r in runs.items()},
         "settlement_per_trainer_steady": {str(n): r[1]["settlement_per_trainer"] for n, r in runs.items()},
+        "finalize_worst_case": max(worst.values()),
+        "finalize_worst_case_by_config": worst,  # "validators x trainers"
         "epochs": {str(n): {"first": r[0], "steady": r[1]} for n, r in runs.items()},
         "validators": VALIDATORS,
         "targets": TARGETS,
@@ -175,10 +223,12 @@ def main() -> int:
     for n, r in runs.items():
         for label, e in zip(("first", "steady"), r, strict=True):
             print(
-                f"settlement {n:>3} trainers, {label:<6} epoch: submitWeights {e['submit_weights']}, "
-                f"finalize {e['finalize']}, per trainer {e['settlement_per_trainer']}"
-                f"  target <= {TARGETS['settlement_per_trainer']}"
+                f"settlement {n:>3} trainers, {label:<6} epoch: commitWeights {e['commit_weights']}, "
+                f"revealWeights {e['reveal_weights']}, finalize {e['finalize']}, per trainer "
+                f"{e['settlement_per_trainer']}  target <= {TARGETS['settlement_per_trainer']}"
             )
+    print(f"finalize_worst_case {results['finalize_worst_case']} gas {worst}  "
+          f"target <= {TARGETS['finalize_worst_case']}")
     print(f"wrote {RESULTS} in {results['seconds']}s")
     return 0
 

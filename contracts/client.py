@@ -4,6 +4,7 @@ Transactions are signed locally with the client's account (see contracts/tx.py);
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 from eth_account.signers.local import LocalAccount
@@ -32,6 +33,17 @@ def commitment_hash(cid: str, salt: bytes, run_id: int, window: int, trainer: st
     return keccak(cid.encode("utf-8") + salt + run_id.to_bytes(32, "big") + window.to_bytes(32, "big") + address)
 
 
+def weights_commitment(packed: bytes, salt: bytes, run_id: int, epoch: int, validator: str) -> bytes:
+    """keccak256(abi.encodePacked(weights, salt, runId, epoch, validator)): what `validator` commits for `epoch`
+    before revealing the packed weight vector `packed`."""
+    if len(salt) != 32:
+        raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
+    address = bytes.fromhex(validator.removeprefix("0x"))
+    if len(address) != 20:
+        raise ValueError(f"validator must be a 20-byte address, got {validator!r}")
+    return keccak(packed + salt + run_id.to_bytes(32, "big") + epoch.to_bytes(32, "big") + address)
+
+
 def pack_weights(weights: Sequence[int]) -> bytes:
     """A validator's weight vector as the contract reads it: big-endian uint16 per trainer index."""
     for index, weight in enumerate(weights):
@@ -52,8 +64,11 @@ class TrainingRunClient(TrainingRunViews):
         return str(self.account.address)
 
     def with_account(self, account: LocalAccount) -> TrainingRunClient:
-        """The same contract seen by another account."""
-        return TrainingRunClient(self.web3, self.contract.address, account, self.from_block)
+        """The same contract seen by another account (sharing the contract object: building one from the ABI
+        costs ~30 ms)."""
+        clone = copy.copy(self)
+        clone.account = account
+        return clone
 
     # ------------------------------------------------------------------ plumbing
 
@@ -98,6 +113,19 @@ class TrainingRunClient(TrainingRunViews):
     def register_validator(self, run_id: int, stake: int) -> TxReceipt:
         return self._tx(self.contract.functions.registerValidator(run_id), "registerValidator", stake)
 
+    def end_run(self, run_id: int) -> TxReceipt:
+        """Sponsor: the current epoch is the run's last."""
+        return self._tx(self.contract.functions.endRun(run_id), "endRun")
+
+    def reclaim(self, run_id: int) -> int:
+        """Sponsor: take back an ended run's pool once its epochs are settled; returns the amount (wei)."""
+        receipt = self._tx(self.contract.functions.reclaim(run_id), "reclaim")
+        return self._event_arg(receipt, "PoolReclaimed", "amount")
+
+    def eject_validator(self, run_id: int, validator: str) -> TxReceipt:
+        call = self.contract.functions.ejectValidator(run_id, Web3.to_checksum_address(validator))
+        return self._tx(call, "ejectValidator")
+
     def request_unstake(self, run_id: int) -> TxReceipt:
         return self._tx(self.contract.functions.requestUnstake(run_id), "requestUnstake")
 
@@ -116,19 +144,32 @@ class TrainingRunClient(TrainingRunViews):
         call = self.contract.functions.reportMissedReveal(run_id, window, Web3.to_checksum_address(trainer))
         return self._tx(call, "reportMissedReveal")
 
+    def report_unavailable(self, run_id: int, window: int, trainer: str) -> TxReceipt:
+        call = self.contract.functions.reportUnavailable(run_id, window, Web3.to_checksum_address(trainer))
+        return self._tx(call, "reportUnavailable")
+
     # ------------------------------------------------------------------ validators and settlement
 
     def publish_window(self, run_id: int, window: int, model_cid: str, report_cid: str) -> TxReceipt:
         call = self.contract.functions.publishWindow(run_id, window, model_cid, report_cid)
         return self._tx(call, "publishWindow")
 
-    def submit_weights(self, run_id: int, epoch: int, weights: Sequence[int]) -> TxReceipt:
-        """Submit uint16 weights indexed by trainer index (any scale: the contract normalises)."""
-        call = self.contract.functions.submitWeights(run_id, epoch, pack_weights(weights))
-        return self._tx(call, "submitWeights")
+    def commit_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes) -> TxReceipt:
+        """Commit to uint16 weights indexed by trainer slot (any scale: the contract normalises)."""
+        commitment = weights_commitment(pack_weights(weights), salt, run_id, epoch, self.address_of_account)
+        return self._tx(self.contract.functions.commitWeights(run_id, epoch, commitment), "commitWeights")
+
+    def reveal_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes) -> TxReceipt:
+        call = self.contract.functions.revealWeights(run_id, epoch, pack_weights(weights), salt)
+        return self._tx(call, "revealWeights")
 
     def finalize_epoch(self, run_id: int, epoch: int) -> TxReceipt:
-        return self._tx(self.contract.functions.finalizeEpoch(run_id, epoch), "finalizeEpoch")
+        """Settle `epoch` with the vectors revealed for it (read from the WeightsRevealed events)."""
+        vectors = [r.weights for r in self.revealed_weights(run_id, epoch)]
+        return self._tx(self.contract.functions.finalizeEpoch(run_id, epoch, vectors), "finalizeEpoch")
+
+    def skip_epoch(self, run_id: int, epoch: int) -> TxReceipt:
+        return self._tx(self.contract.functions.skipEpoch(run_id, epoch), "skipEpoch")
 
     def claim(self, run_id: int) -> int:
         """Withdraw everything due in `run_id`; returns the amount paid (wei)."""

@@ -22,6 +22,10 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 SOURCE_PATH = CONTRACTS_DIR / "TrainingRun.sol"
 ARTIFACT_PATH = CONTRACTS_DIR / "artifacts" / "TrainingRun.json"
 CONTRACT_NAME = "TrainingRun"
+# Contracts whose functions a contract serves through its fallback (DELEGATECALL): their ABI is merged into its
+# artifact, so a client sees one contract at one address.
+EXTENSIONS: dict[str, tuple[str, ...]] = {"TrainingRun": ("TrainingRunExtension",)}
+EIP170_LIMIT = 24_576  # bytes of runtime code a contract may have on Ethereum (and on Anvil by default)
 
 # Shanghai (no transient storage, no MCOPY) so the same bytecode also runs on Ganache.
 SETTINGS: dict[str, Any] = {
@@ -64,17 +68,44 @@ def compile_artifact(source_path: Path = SOURCE_PATH, contract_name: str = CONTR
     errors = [e for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompileError("\n".join(e.get("formattedMessage", str(e)) for e in errors))
-    contract = output["contracts"][source_path.name][contract_name]
+    compiled = output["contracts"][source_path.name]
+    contract = compiled[contract_name]
+    extensions = [compiled[name] for name in EXTENSIONS.get(contract_name, ()) if name in compiled]
     return {
         "contractName": contract_name,
         "sourceName": source_path.name,
         "source_sha256": hashlib.sha256(source.encode()).hexdigest(),
         "compiler": compiler_version(wrapper),
         "settings": {k: v for k, v in SETTINGS.items() if k != "outputSelection"},
-        "abi": contract["abi"],
+        "abi": merged_abi(contract["abi"], [e["abi"] for e in extensions]),
         "bytecode": "0x" + contract["evm"]["bytecode"]["object"],
         "deployedBytecode": "0x" + contract["evm"]["deployedBytecode"]["object"],
+        "extensionDeployedBytecode": ["0x" + e["evm"]["deployedBytecode"]["object"] for e in extensions],
     }
+
+
+def merged_abi(own: list[dict[str, Any]], extensions: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The contract's ABI plus its extensions' functions, events and errors (each signature once; an extension's
+    constructor is not callable through the contract)."""
+    def signature(item: dict[str, Any]) -> str:
+        types = ",".join(str(i["type"]) for i in item.get("inputs", []))
+        return f"{item['type']}:{item.get('name', '')}({types})"
+
+    merged = list(own)
+    seen = {signature(item) for item in own}
+    for abi in extensions:
+        for item in abi:
+            if item["type"] in ("constructor", "fallback", "receive") or signature(item) in seen:
+                continue
+            seen.add(signature(item))
+            merged.append(item)
+    return merged
+
+
+def runtime_sizes(artifact: dict[str, Any]) -> list[int]:
+    """Runtime code bytes of the contract and of each extension (each must stay within EIP170_LIMIT)."""
+    codes = [artifact["deployedBytecode"], *artifact.get("extensionDeployedBytecode", [])]
+    return [(len(code) - 2) // 2 for code in codes]
 
 
 def render(artifact: dict[str, Any]) -> str:
@@ -99,8 +130,11 @@ def main() -> int:
         return 1
     ARTIFACT_PATH.parent.mkdir(parents=True, exist_ok=True)
     ARTIFACT_PATH.write_text(render(artifact))
-    size = (len(artifact["deployedBytecode"]) - 2) // 2
-    print(f"wrote {ARTIFACT_PATH} ({artifact['compiler']}, runtime {size} bytes)")
+    sizes = runtime_sizes(artifact)
+    print(f"wrote {ARTIFACT_PATH} ({artifact['compiler']}, runtime bytes {sizes}, limit {EIP170_LIMIT})")
+    if max(sizes) > EIP170_LIMIT:
+        print(f"error: runtime code over the EIP-170 limit of {EIP170_LIMIT} bytes", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -5,16 +5,16 @@ from, and the deployment file that tells a node where the contract and the run's
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from web3.exceptions import Web3Exception
-
-from contracts.errors import ChainUnreachable, DeploymentError
-from contracts.types import Publication, RunInfo
+from contracts.errors import DeploymentError
+from contracts.types import RunInfo
 from contracts.views import TrainingRunViews
+
+MAX_LOOKBACK = 64  # windows a node looks back for a canonical model before falling back to the initial one
 
 
 @dataclass(frozen=True)
@@ -52,22 +52,10 @@ class WindowClock:
         return self.end(window) <= block < self.reveal_end(window)
 
 
-def choose_published_model(publications: Iterable[Publication], stakes: Mapping[str, int]) -> str | None:
-    """The model CID the most validator stake published for one window; ties go to the lowest CID, so every
-    node picks the same one. Validators missing from `stakes` count with zero stake."""
-    weight: dict[str, int] = {}
-    for pub in publications:
-        if pub.model_cid:
-            weight[pub.model_cid] = weight.get(pub.model_cid, 0) + stakes.get(pub.validator, 0)
-    if not weight:
-        return None
-    return min(weight, key=lambda cid: (-weight[cid], cid))
-
-
 def base_model_for(published: Mapping[int, str], initial_cid: str, window: int) -> tuple[str, int | None]:
-    """(CID, window it came from) of the global model window `window` trains from: the one published for
-    the most recent earlier window, else the run's initial model (window None). A node that fell behind
-    thus jumps to the latest model instead of replaying windows."""
+    """(CID, window it came from) of the global model window `window` trains from: the one chosen for the
+    most recent earlier window, else the run's initial model (window None). A node that fell behind thus jumps
+    to the latest model instead of replaying windows."""
     earlier = [w for w in published if w < window]
     if not earlier:
         return initial_cid, None
@@ -75,27 +63,25 @@ def base_model_for(published: Mapping[int, str], initial_cid: str, window: int) 
     return published[latest], latest
 
 
-def published_models(views: TrainingRunViews, run_id: int, before_window: int) -> dict[int, str]:
-    """window → chosen model CID for every window < `before_window` that has a publication (one log query)."""
-    try:
-        logs = views.contract.events.WindowPublished.get_logs(
-            argument_filters={"runId": run_id}, from_block=views.from_block, to_block="latest"
-        )
-    except (OSError, Web3Exception) as err:
-        raise ChainUnreachable(views.rpc_url, str(err)) from err
-    by_window: dict[int, list[Publication]] = {}
-    for g in logs:
-        window = int(g["args"]["window"])
-        if window >= before_window:
-            continue
-        by_window.setdefault(window, []).append(
-            Publication(str(g["args"]["validator"]), window, str(g["args"]["modelCid"]),
-                        str(g["args"]["reportCid"]), int(g["blockNumber"]))
-        )
-    validators = {p.validator for pubs in by_window.values() for p in pubs}
-    stakes = {v: views.validator_info(run_id, v).stake for v in validators}
-    chosen = {w: choose_published_model(pubs, stakes) for w, pubs in by_window.items()}
-    return {w: cid for w, cid in chosen.items() if cid}
+def canonical_models(views: TrainingRunViews, run_id: int, before_window: int, depth: int = MAX_LOOKBACK
+                     ) -> dict[int, str]:
+    """window → model CID for the latest window before `before_window` that has a canonical model by the
+    contract's rule (`canonicalModel`: the most on-time stake of the window's voting validators; final at its
+    deadline, unassailable once it holds a majority), looking back at most `depth` windows; {} when none has
+    one (train from the initial model). A window whose canonical model is not settled yet counts with its
+    current leader: a node that cannot wait any longer trains from it and names it as its base."""
+    for window in range(before_window - 1, max(-1, before_window - 1 - depth), -1):
+        chosen = views.canonical_model(run_id, window)
+        if chosen.cid:
+            return {window: chosen.cid}
+    return {}
+
+
+def canonical_settled(views: TrainingRunViews, run_id: int, window: int) -> bool:
+    """The canonical model of `window` can no longer change: a strict majority of the epoch's voting stake
+    published it, or its publication deadline has passed."""
+    chosen = views.canonical_model(run_id, window)
+    return chosen.final or (chosen.cid is not None and chosen.majority)
 
 
 @dataclass(frozen=True)

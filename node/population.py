@@ -41,7 +41,7 @@ from web3.types import RPCEndpoint, RPCResponse
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable
-from contracts.types import Commit, CommitStatus, Publication, RunInfo, ValidatorInfo
+from contracts.types import CanonicalModel, Commit, CommitStatus, Publication, RunInfo, ValidatorInfo
 from contracts.views import TrainingRunViews
 from node.journal import WindowEntry
 from node.policy import TrainingContext, UpdatePolicy
@@ -120,6 +120,11 @@ class SharedReads:
         return self.memoised(("validator", run_id, validator.lower()),
                              lambda: self.views.validator_info(run_id, validator))
 
+    def canonical_model(self, run_id: int, window: int) -> CanonicalModel:
+        # Its `final` flag compares the deadline with the block number: the memo is per block, so it holds.
+        return self.memoised(("canonical", run_id, window),
+                             lambda: self.views.canonical_model(run_id, window))
+
     def commitments(self, run_id: int, window: int) -> tuple[int, dict[str, tuple[bytes, CommitStatus]]]:
         """(block the batch was read at, address → commitmentOf) for every identity, in one JSON-RPC batch."""
         return self.memoised(("commitments", run_id, window),
@@ -191,6 +196,9 @@ class PopulationClient(TrainingRunClient):
 
     def validator_info(self, run_id: int, validator: str) -> ValidatorInfo:
         return self.shared.validator_info(run_id, validator)
+
+    def canonical_model(self, run_id: int, window: int) -> CanonicalModel:
+        return self.shared.canonical_model(run_id, window)
 
     def commitment_of(self, run_id: int, window: int, trainer: str) -> tuple[bytes, CommitStatus]:
         read_at, batch = self.shared.commitments(run_id, window)

@@ -61,16 +61,11 @@ class Population:
             node.training_blocks = self.training_blocks
 
     def _train_due(self, window: int, next_block: int) -> bool:
-        """The node's own sync rule (TrainerNode._fresh_base_ready), checked once for the whole population so
-        that no identity is stepped, and no model list read, while all of them would only wait."""
-        if window == 0:
-            return True
-        previous = self.shared.publications(self.run_id, window - 1)
-        if len(previous) >= self.shared.run(self.run_id).validator_count:
-            return True
-        if not self.shared.commits(self.run_id, window - 1):
-            return True
-        return next_block >= self.nodes[0].sync_deadline(window)
+        """The node's own sync rule (TrainerNode.fresh_base_ready: the canonical model of window − 1 is settled,
+        or window − 1 had no commit, or the sync deadline came), checked once for the whole population so that no
+        identity is stepped, and no model list read, while all of them would only wait. Every identity's client
+        answers these reads from the same per-block memo, so one check holds for all of them."""
+        return self.nodes[0].fresh_base_ready(window, next_block)
 
     def _pending_due(self, node: TrainerNode, next_block: int) -> bool:
         return any(not e.committed or next_block >= self.clock.end(e.window) for e in node.journal.unrevealed())

@@ -88,6 +88,10 @@ class RunConfig(BaseModel):
     # Bases a contribution may name, beyond the model of w − 1: one window older (a trainer whose sync deadline
     # passed before the model of w − 1 was published). See validator/window_inputs.base_models for the rule.
     max_stale_windows: int = 1
+    # How long a validator keeps trying to fetch a window's payloads before it records one as unavailable and
+    # reports it (validator/fetch.py). It delays that window's publication, and so the next window's training,
+    # only when a payload is missing: a withholding trainer costs everyone at most this.
+    payload_fetch_seconds: float = 20.0
     max_payload_bytes: int = 16 * 1024 * 1024
     max_model_bytes: int = 1024 * 1024 * 1024
 

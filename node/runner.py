@@ -33,7 +33,7 @@ from contracts.errors import ChainUnreachable, ContractReverted, TransactionPend
 from contracts.types import CommitStatus
 from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.carry import CarriedState
-from node.chain_view import WindowClock, published_models
+from node.chain_view import WindowClock, canonical_models, canonical_settled
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
 from node.model import GPT, model_spec, preset_config
@@ -206,11 +206,10 @@ class TrainerNode:
         ):
             self.observer.waiting(window + 1, self.clock.start(window + 1), next_block - 1, "train")
             return False, False
-        published = published_models(self.client, self.run_id, window)
-        if not self._fresh_base_ready(window, published, next_block):
+        if not self.fresh_base_ready(window, next_block):
             return False, False
         began = self.client.block_number()
-        entry = self.train_window(window, published)
+        entry = self.train_window(window)
         self._train_blocks = [*self._train_blocks[-2:], self.client.block_number() - began]
         if entry is None:
             self._skipped.add(window)
@@ -220,18 +219,20 @@ class TrainerNode:
 
     # -- one window --------------------------------------------------------------------------------------
 
-    def _fresh_base_ready(self, window: int, published: dict[int, str], next_block: int) -> bool:
-        """True when window `window` should train now: the model of window − 1 is published by every active
-        validator, or nobody committed in window − 1 (the run's first window, an idle one: its model is the one
-        before, so there is nothing to wait for), or the node cannot wait any longer (its measured training time
-        would overrun the window)."""
-        if window == 0 or self._all_published(window - 1) or not self.client.commits(self.run_id, window - 1):
-            return True  # the fresh model is out, or window − 1 had no contribution and changes nothing
+    def fresh_base_ready(self, window: int, next_block: int) -> bool:
+        """True when window `window` should train now: the canonical model of window − 1 is settled (a majority
+        of the epoch's voting stake published it, or its publication deadline passed), or nobody committed in
+        window − 1 (the run's first window, an idle one: its model is the one before, so there is nothing to
+        wait for), or the node cannot wait any longer (its measured training time would overrun the window)."""
+        if window == 0 or canonical_settled(self.client, self.run_id, window - 1):
+            return True
+        if not self.client.commits(self.run_id, window - 1):
+            return True
         latest_start = self.sync_deadline(window)
         if next_block >= latest_start:
             return True
         self.observer.waiting(window, latest_start, next_block - 1,
-                              f"train (sooner once the model of window {window - 1} is published)")
+                              f"train (sooner once the model of window {window - 1} is settled)")
         return False
 
     def skipped(self, window: int) -> bool:
@@ -247,15 +248,9 @@ class TrainerNode:
             estimate = max(self._train_blocks, default=self.clock.window_blocks // 2)
         return self.clock.end(window) - estimate - COMMIT_MARGIN_BLOCKS
 
-    def _all_published(self, window: int) -> bool:
-        """Every active validator published `window` (trivially so in a run without validators)."""
-        active = self.client.get_run(self.run_id).validator_count
-        return len(self.client.publications(self.run_id, window)) >= active
-
-    def train_window(self, window: int, published: dict[int, str] | None = None) -> WindowEntry | None:
+    def train_window(self, window: int) -> WindowEntry | None:
         """Make, encode and journal window `window`'s update (no transaction). None: the policy sent nothing."""
-        if published is None:
-            published = published_models(self.client, self.run_id, window)
+        published = canonical_models(self.client, self.run_id, window)
         base_cid = self.policy.choose_base(window, published, self.initial_cid)
         self._load_base(base_cid)
         cfg = self.config

@@ -65,7 +65,8 @@ class DevnetSettings:
     def run_params(self, config_digest: bytes) -> RunParams:
         """The run's chain parameters. Grace: validators need a window's time after an epoch's last reveal
         period to score it and submit weights. Unbonding outlasts an epoch plus its grace, so a trainer cannot
-        leave with its stake before the epoch it took part in is settled (and slashed if it must be)."""
+        leave with its stake before the epoch it took part in is settled (and slashed if it must be): the contract
+        asks for an epoch, its last reveal period and two settlement phases (weights commit, then reveal)."""
         grace = max(self.window_blocks, 2 * self.reveal_blocks, 10)
         epoch_blocks = self.windows_per_epoch * self.window_blocks + self.reveal_blocks
         return RunParams(
@@ -74,7 +75,7 @@ class DevnetSettings:
             reveal_blocks=self.reveal_blocks,
             windows_per_epoch=self.windows_per_epoch,
             grace_period_blocks=grace,
-            unbonding_blocks=epoch_blocks + grace + self.window_blocks,
+            unbonding_blocks=epoch_blocks + 2 * grace + self.window_blocks,  # the contract's minimum + a window
             validator_share_bps=self.validator_share_bps,
             slash_bps=self.slash_bps,
             miss_threshold=self.miss_threshold,

@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 
+from validator import canonical
 from validator.domain import ReportFormatError, ValidatorError, WindowReport
 from validator.loop import build_strategy, initial_model
 from validator.strategy import ValidatorState
 from validator.window_inputs import (
     RunContext,
-    base_models,
-    current_base_model,
     gather_window,
     sorted_params,
 )
@@ -144,18 +143,19 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
     start = first_published_window(ctx, validator, window) if from_window is None else from_window
     strategy = build_strategy(ctx.config, device)
     initial_cid, params = initial_model(ctx)
+    own_cid = initial_cid
+    fetch = canonical.ModelFetcher(ctx)
     state = ValidatorState()
-    history: dict[int, str] = {}
     checks: list[Check] = []
     recomputed: WindowReport | None = None
     for w in range(start, window + 1):
-        base = current_base_model(history, initial_cid, w)
-        allowed = base_models(history, initial_cid, w, ctx.config.max_stale_windows)
-        gathered = gather_window(ctx, w, base, params, allowed)
+        # The validator scored each window against the canonical model before it (validator/canonical.py).
+        base = canonical.window_base(ctx, w, initial_cid, own_cid, params, fetch)
+        gathered = gather_window(ctx, w, base.cid, base.params, base.accepted)
         result, new_params, state = strategy.score_window(gathered.inputs, state)
         params = sorted_params(new_params)
-        model_cid = ctx.blobs.add(ctx.payloads.encode_model(params, w, base))
-        history[w] = model_cid
+        model_cid = ctx.blobs.add(ctx.payloads.encode_model(params, w, base.cid))
+        own_cid = model_cid
         on_chain = _publication(ctx, w, validator)
         if on_chain is not None and w < window:
             checks.append(Check(f"model_cid[window {w}]", on_chain[0], model_cid, on_chain[0] == model_cid))

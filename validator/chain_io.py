@@ -1,6 +1,6 @@
 """The validator's transactions, sent at most once across crashes.
 
-Every settling transaction (publish a window, submit an epoch's weights) goes through `send_once`:
+Every settling transaction (publish a window; commit, then reveal, an epoch's weights) goes through `send_once`:
   1. if the chain already shows the effect (`done()`), nothing is sent;
   2. if the store holds a tx recorded as sent for the same (kind, key), its receipt is looked up by hash;
      a mined tx is the answer, a tx the chain never saw is sent again only if `done()` is still false;

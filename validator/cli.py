@@ -258,8 +258,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     for w in status["windows"]:
         print(f"window {w['window']}: {'published' if w['published'] else 'not published by this validator'}"
               + (f" (model {w['model_cid']}, report {w['report_cid']})" if w["published"] else ""))
-    print(f"epochs submitted: up to {status['next_submit_epoch'] - 1}" if status["next_submit_epoch"]
-          else "no epoch weights submitted yet")
+    print(f"votes on epochs from {status['votes_from_epoch']}; "
+          + (f"last weights revealed for epoch {status['last_voted_epoch']}" if status["last_voted_epoch"] is not None
+             else "no epoch weights revealed yet"))
     return 0
 
 

@@ -20,7 +20,7 @@ from trainmarket.rpc import http_web3
 from trainmarket.units import eth
 from validator.domain import ParamDict, ValidatorError
 from validator.loop import build_model
-from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext
+from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext, RunStore
 
 CONFIG_MAX_BYTES = 1024 * 1024
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
@@ -139,7 +139,8 @@ def validator_status(client: TrainingRunClient, run_id: int, last: int) -> dict[
     status: dict[str, Any] = {
         "validator": me, "run_id": run_id, "block": block, "registered": info.registered,
         "min_stake_wei": run.min_validator_stake, "stake_wei": info.stake, "unbonding_at": info.unbonding_at,
-        "claimable_wei": client.claimable(run_id, me), "next_submit_epoch": info.next_submit_epoch, "windows": [],
+        "claimable_wei": client.claimable(run_id, me), "votes_from_epoch": info.from_epoch,
+        "last_voted_epoch": info.served_plus_one - 1 if info.served_plus_one else None, "windows": [],
     }
     if not info.registered:
         return status
@@ -160,7 +161,7 @@ def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, co
     return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=bytes(digest))
 
 
-def open_run(client: TrainingRunClient, run_id: int, blobs: BlobStore, config: RunConfig,
+def open_run(client: TrainingRunClient, run_id: int, blobs: RunStore, config: RunConfig,
              cache_dir: Path | None = None, payloads: PayloadFormat | None = None) -> RunContext:
     """The run's context; `payloads` defaults to the real payload format (ipfs/payload.py)."""
     dataset = fetch_dataset(blobs, config.dataset_cid, cache_dir or state_dir() / "datasets")

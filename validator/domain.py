@@ -50,6 +50,7 @@ class RejectReason(StrEnum):
     """Why a contribution got no score. Values are stable strings: they land in reports and the API."""
 
     MISSING_REVEAL = "missing_reveal"
+    UNAVAILABLE = "unavailable"  # revealed, but nobody served the payload before the fetch deadline
     MALFORMED = "malformed"
     UNRELIABLE = "unreliable"
     STALE = "stale"

@@ -27,23 +27,22 @@ from safetensors.torch import load_file, save_file
 from web3 import Web3
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
+from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
+from validator import canonical
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender, send_pipelined
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
 from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
-from validator.timing import StageClock, instrument, split_scoring
+from validator.timing import StageClock, instrument, split_scoring, timed
 from validator.window_inputs import (
     GatheredWindow,
     RunContext,
-    base_models,
-    current_base_model,
     gather_window,
     monitor_batch,
     sorted_params,
@@ -122,6 +121,8 @@ class ValidatorLoop:
         self.initial_cid = init
         self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report)
         self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
+        # Adopting the canonical model fetches it from IPFS: timed as the window's fetch stage.
+        self.fetch_model = timed(canonical.ModelFetcher(ctx), self.stages, "fetch")
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -151,7 +152,8 @@ class ValidatorLoop:
             self.record_weights_seconds(time.perf_counter() - began)
             return True
         window = self.next_window()
-        if self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end:
+        due = self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end
+        if due and canonical.ready(self.ctx, window):
             self.process_window(window)
             return True
         return False
@@ -161,17 +163,6 @@ class ValidatorLoop:
         return self.start_window if last is None else last + 1
 
     # -- one window --------------------------------------------------------------------------------------
-
-    def model_history(self, before: int) -> dict[int, str]:
-        """window → model CID produced by it, for the windows this validator recorded before `before`."""
-        out: dict[int, str] = {}
-        horizon = self.ctx.config.max_stale_windows + 1
-        for w in range(max(self.start_window, before - horizon), before):
-            recorded = self.store.window_status(w) in ("scored", "published")
-            cid = self.stored_report(w).model_cid if recorded else None
-            if cid:
-                out[w] = cid
-        return out
 
     def stored_report(self, window: int) -> WindowReport:
         stored = self.store.window_report(window)
@@ -187,21 +178,24 @@ class ValidatorLoop:
         began = time.perf_counter()
         self.store.begin_window(window)
         previous = self.store.last_processed_window()
-        state, params = self.load_state(previous)
-        history = self.model_history(window)
-        base_cid = current_base_model(history, self.initial_cid, window)
-        allowed = base_models(history, self.initial_cid, window, self.ctx.config.max_stale_windows)
-        gathered = gather_window(self.ctx, window, base_cid, params, allowed, self.stages)
+        state, own_params = self.load_state(previous)
+        own_cid = self.initial_cid if previous is None else self.stored_report(previous).model_cid or ""
+        base = canonical.window_base(self.ctx, window, self.initial_cid, own_cid, own_params, self.fetch_model)
+        if base.adopted:
+            self.store.set_value(f"window:{window}:adopted_base", json.dumps({"canonical": base.cid, "own": own_cid}))
+        base_cid, params = base.cid, base.params
+        gathered = gather_window(self.ctx, window, base_cid, params, base.accepted, self.stages)
         self.report_missed(window, gathered)
+        self.report_unavailable(window, gathered)
         scoring = time.perf_counter()
         report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)
         scoring = time.perf_counter() - scoring
-        canonical = sorted_params(new_params)
+        new_model = sorted_params(new_params)
         with self.stages.stage("publish"):
-            model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(canonical, window, base_cid))
+            model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(new_model, window, base_cid))
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
-        self.save_state(window, new_state, canonical)
-        loss = self.global_loss(canonical)
+        self.save_state(window, new_state, new_model)
+        loss = self.global_loss(new_model)
         self.store.set_value(f"window:{window}:stats", json.dumps(
             {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
         self.store.record_window(
@@ -257,6 +251,20 @@ class ValidatorLoop:
             # the same block (ours reverted after estimation). Either way the chain must now say missed.
             if not ok and self.client.commitment_of(self.ctx.run_id, window, trainer)[1] == CommitStatus.COMMITTED:
                 raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
+
+    def report_unavailable(self, window: int, gathered: GatheredWindow) -> None:
+        """Tell the contract which revealed payloads nobody served before the fetch deadline (validator/fetch.py);
+        a stake majority of such reports makes the reveal a miss. Refusals that mean "settled already" (another
+        quorum got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on
+        the window's epoch) are expected."""
+        for trainer in gathered.unavailable:
+            try:
+                self.client.report_unavailable(self.ctx.run_id, window, trainer)
+            except ContractReverted as err:
+                if err.error_name not in ("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"):
+                    raise
+            except TransactionFailed:
+                log.info("window %d: unavailability report on %s reverted on chain (raced)", window, trainer)
 
     def publish(self, window: int) -> None:
         """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""

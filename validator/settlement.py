@@ -1,24 +1,37 @@
-"""Per-epoch settlement: submit this validator's weight vector once, finalize the epoch when the contract
+"""Per-epoch settlement: commit this validator's weight vector, reveal it, finalize the epoch when the contract
 allows (anyone may), and record the rewards the contract credited.
 
 Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
-power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-index
+power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-slot
 order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
-The contract settles epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
+
+Commit, then reveal (nobody can copy a vector before committing its own): the contract takes commits in the
+epoch's commit phase, from validators that vote on the epoch and published every one of its windows, and
+reveals once every vote is committed or the commit phase is over. Crash safety: the vector and a fresh random
+salt are stored *before* the commit is sent, so a restarted validator reveals exactly what it committed; each
+transaction goes through `TxSender.send_once` keyed by the epoch, so none is sent twice. The contract settles
+epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
 
 from __future__ import annotations
 
+import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
-from contracts.client import TrainingRunClient, pack_weights
+from contracts.client import TrainingRunClient, pack_weights, weights_commitment
 from contracts.errors import ContractReverted, TransactionFailed
+from contracts.types import CommitStatus
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
 from validator.scoring import to_u16_weights
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
 
 log = logging.getLogger(__name__)
+
+# The commit's pending-tx kind; the reveal is TX_SUBMIT_WEIGHTS, confirmed with the epoch's recorded submission.
+TX_COMMIT_WEIGHTS = "commit_weights"
 
 
 def mean_window_weights(reports: Sequence[WindowReport], n_windows: int) -> dict[str, float]:
@@ -33,9 +46,27 @@ def mean_window_weights(reports: Sequence[WindowReport], n_windows: int) -> dict
 
 
 def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) -> list[int]:
-    """uint16 weights in the contract's trainer-index order (addresses compared lower-case)."""
+    """uint16 weights in the contract's trainer-slot order (addresses compared lower-case)."""
     lowered = {t.lower(): w for t, w in weights.items()}
     return to_u16_weights([lowered.get(t.lower(), 0.0) for t in trainer_order])
+
+
+@dataclass(frozen=True)
+class EpochBallot:
+    """What this validator commits to for an epoch, stored before the commit is sent."""
+
+    weights: dict[str, float]  # per trainer address, for the store's records
+    vector: list[int]  # uint16 per trainer slot: what is committed and revealed
+    salt: bytes
+
+    def to_json(self) -> str:
+        return json.dumps({"weights": self.weights, "vector": self.vector, "salt": self.salt.hex()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EpochBallot:
+        data = json.loads(text)
+        return cls({str(k): float(v) for k, v in data["weights"].items()}, [int(w) for w in data["vector"]],
+                   bytes.fromhex(data["salt"]))
 
 
 class EpochSettler:
@@ -47,36 +78,44 @@ class EpochSettler:
         self.sender = sender
         self.start_window = start_window
         self.report_of = report_of  # a recorded window's report
+        self._explained: set[int] = set()  # epochs whose missing vote was logged
+
+    @property
+    def me(self) -> str:
+        return self.client.address_of_account
 
     def settle(self) -> bool:
-        """Submit and finalize the oldest unsettled epoch whose windows are all published. True if it acted."""
+        """Vote on (commit, then reveal) and finalize the oldest unsettled epoch whose windows are all published.
+        True if it acted."""
         run = self.client.get_run(self.run_id)
         epoch = run.next_epoch
+        if epoch >= run.end_epoch:
+            return False  # the sponsor ended the run and everything before its end is settled
         self.record_settled_earlier(epoch)
         last = (epoch + 1) * run.windows_per_epoch - 1
         if last < self.start_window:
-            return self.finalize(epoch)  # an epoch before this validator joined: settle it, submit nothing
+            return self.finalize(epoch)  # an epoch before this validator joined: settle it, vote on nothing
         if self.store.window_status(last) != "published":
-            return False
-        if self.client.block_number() < self.client.epoch_end_block(self.run_id, epoch):
             return False
         acted = False
         if not self.store.epoch_submitted(epoch):
-            self.submit(epoch)
-            acted = True
+            acted = self.vote(epoch)
         return self.finalize(epoch) or acted
 
     def record_settled_earlier(self, next_epoch: int) -> None:
-        """A validator killed after its weights tx was sent finds the epoch settled on restart (next_epoch moved
-        on): record the submission and the rewards the chain shows, so its own records lose neither."""
+        """A validator killed after its reveal was sent finds the epoch settled on restart (next_epoch moved on):
+        record the submission and the rewards the chain shows, so its own records lose neither."""
         for tx in self.store.unconfirmed_txs():
             epoch = int(tx.key)
-            if tx.kind != TX_SUBMIT_WEIGHTS or epoch >= next_epoch or self.store.epoch_submitted(epoch):
+            if tx.kind not in (TX_SUBMIT_WEIGHTS, TX_COMMIT_WEIGHTS) or epoch >= next_epoch:
                 continue
             if self.sender.mined(tx.tx_hash) is not True:
                 continue  # our tx never landed (the epoch was settled without us): nothing to record
-            self.store.record_epoch_submission(epoch, self.epoch_weights(epoch), tx.tx_hash)
-            self.record_rewards(epoch)
+            if tx.kind == TX_COMMIT_WEIGHTS:
+                self.store.confirm_tx(TX_COMMIT_WEIGHTS, tx.key)
+            elif not self.store.epoch_submitted(epoch):
+                self.store.record_epoch_submission(epoch, self.ballot(epoch).weights, tx.tx_hash)
+                self.record_rewards(epoch)
 
     def epoch_weights(self, epoch: int) -> dict[str, float]:
         per_epoch = self.client.get_run(self.run_id).windows_per_epoch
@@ -84,21 +123,80 @@ class EpochSettler:
         recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
         return mean_window_weights(recorded, len(windows))
 
-    def submit(self, epoch: int) -> None:
+    def ballot(self, epoch: int) -> EpochBallot:
+        """This validator's ballot for `epoch`: the stored one, else a new one (with a fresh salt) stored now."""
+        key = f"epoch:{epoch}:ballot"
+        stored = self.store.get_value(key)
+        if stored is not None:
+            return EpochBallot.from_json(stored)
         weights = self.epoch_weights(epoch)
-        vector = weight_vector(weights, self.client.trainers(self.run_id))
-        call = self.client.contract.functions.submitWeights(self.run_id, epoch, pack_weights(vector))
+        ballot = EpochBallot(weights, weight_vector(weights, self.client.trainers(self.run_id)),
+                             secrets.token_bytes(32))
+        self.store.set_value(key, ballot.to_json())
+        return ballot
 
-        def done() -> bool:
-            return self.client.validator_info(self.run_id, self.client.address_of_account).next_submit_epoch > epoch
+    def _ballot_status(self, epoch: int) -> CommitStatus:
+        on_chain = self.client.ballot_of(self.run_id, self.me)
+        return on_chain.status if on_chain.epoch == epoch else CommitStatus.NONE
 
-        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "submitWeights", done)
-        self.store.record_epoch_submission(epoch, weights, sent.tx_hash if sent else "(submitted earlier)")
-        log.info("epoch %d weights submitted: %s", epoch, vector)
+    def vote(self, epoch: int) -> bool:
+        """Commit (in the commit phase) and reveal (once reveals are open) this validator's ballot; True if a
+        transaction was sent or found. Nothing is sent for an epoch this validator cannot vote on."""
+        next_block = self.client.block_number() + 1
+        state = self.client.settlement_of(self.run_id, epoch)
+        status = self._ballot_status(epoch)
+        acted = False
+        pending = self.store.pending_tx(TX_COMMIT_WEIGHTS, str(epoch))
+        if (status != CommitStatus.NONE and pending is not None and pending.status != "confirmed"
+                and self.sender.mined(pending.tx_hash) is True):  # killed between the commit and recording it
+            self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
+        if status == CommitStatus.NONE:
+            # Outside the commit phase nothing can be committed (an earlier commit still in flight then fails too).
+            if not state.commits_open(next_block) or not self.can_vote(epoch):
+                return False
+            ballot = self.ballot(epoch)  # stored before the commit is sent
+            commitment = weights_commitment(pack_weights(ballot.vector), ballot.salt, self.run_id, epoch, self.me)
+            call = self.client.contract.functions.commitWeights(self.run_id, epoch, commitment)
+            sent = self.sender.send_once(TX_COMMIT_WEIGHTS, str(epoch), call, "commitWeights",
+                                         lambda: self._ballot_status(epoch) != CommitStatus.NONE)
+            if sent is not None:
+                self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
+            log.info("epoch %d weights committed", epoch)
+            acted = True
+            next_block = self.client.block_number() + 1
+            state = self.client.settlement_of(self.run_id, epoch)
+            status = self._ballot_status(epoch)
+        if status == CommitStatus.REVEALED:
+            self.store.record_epoch_submission(epoch, self.ballot(epoch).weights, "(submitted earlier)")
+            return True
+        if status != CommitStatus.COMMITTED or not state.reveals_open(next_block):
+            return acted
+        ballot = self.ballot(epoch)
+        call = self.client.contract.functions.revealWeights(self.run_id, epoch, pack_weights(ballot.vector),
+                                                            ballot.salt)
+        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "revealWeights",
+                                     lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
+        self.store.record_epoch_submission(epoch, ballot.weights, sent.tx_hash if sent else "(submitted earlier)")
+        log.info("epoch %d weights revealed: %s", epoch, ballot.vector)
+        return True
+
+    def can_vote(self, epoch: int) -> bool:
+        """The contract takes this validator's ballot: it votes on the epoch and published all of its windows."""
+        if self.client.voting_stake(self.run_id, self.me, epoch) == 0:
+            why = "registered after the epoch began, or left before it"
+        elif not self.client.reports_complete(self.run_id, self.me, epoch):
+            why = "the contract does not show every window of it published"
+        else:
+            return True
+        if epoch not in self._explained:
+            self._explained.add(epoch)
+            log.warning("epoch %d: not voting: %s", epoch, why)
+        return False
 
     def finalize(self, epoch: int) -> bool:
-        """Anyone may finalize; False while the contract still waits for other validators (or its grace)."""
-        if self.client.block_number() < self.client.epoch_end_block(self.run_id, epoch):
+        """Anyone may finalize; False while ballots may still arrive."""
+        state = self.client.settlement_of(self.run_id, epoch)
+        if not state.finalizable(self.client.block_number() + 1):
             return False
         try:
             self.client.finalize_epoch(self.run_id, epoch)

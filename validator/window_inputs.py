@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -20,13 +19,12 @@ from torch import Tensor
 from contracts.views import TrainingRunViews
 from node.data import BlobStore, Dataset, assigned_batches, heldout_batches
 from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError
 from validator.domain import Contribution, ParamDict, Rejection, RejectReason
+from validator.fetch import Failure, Fetched, PayloadSource, fetch_payloads
 from validator.strategy import WindowInputs
 from validator.timing import StageClock
 
 ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
-FETCH_WORKERS = 8
 log = logging.getLogger(__name__)
 
 
@@ -61,6 +59,10 @@ class PayloadFormat(Protocol):
     def decode_model(self, data: bytes, spec: ModelSpec, max_bytes: int) -> ParamDict: ...
 
 
+class RunStore(BlobStore, PayloadSource, Protocol):
+    """The IPFS operations a validator needs (ipfs.client.IpfsClient has them)."""
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Everything fixed for the run that window I/O needs."""
@@ -69,7 +71,7 @@ class RunContext:
     run_id: int
     config: RunConfig
     dataset: Dataset
-    blobs: BlobStore
+    blobs: RunStore
     payloads: PayloadFormat
     spec: ModelSpec
 
@@ -80,6 +82,7 @@ class GatheredWindow:
     missed_reveals: tuple[str, ...]  # committed, never revealed (to be reported on chain)
     reveal_count: int
     well_formed: int  # revealed payloads that fetched and decoded
+    unavailable: tuple[str, ...] = ()  # revealed, but nobody served the payload (to be reported on chain)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -130,15 +133,22 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     missed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} - revealed)
     rejections = [Rejection(t, window, RejectReason.MISSING_REVEAL, "committed but never revealed") for t in missed]
     contributions: list[Contribution] = []
-    # Fetched concurrently: a revealed CID nobody serves costs one IPFS timeout per window, not one per reveal.
-    # Results are consumed in reveal order, so the outcome does not depend on which fetch finishes first.
-    pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch")
-    with clock.stage("fetch"), pool:
-        raw = list(pool.map(lambda r: fetch_payload(ctx, r.trainer.lower(), window, r.cid), reveals))
+    unavailable: list[str] = []
+    # Fetched concurrently, retried until one deadline for the window (validator/fetch.py); the results come back
+    # in reveal order, so the outcome does not depend on which fetch finishes first.
+    with clock.stage("fetch"):
+        fetched = fetch_payloads(ctx.blobs, [(r.trainer.lower(), r.cid) for r in reveals],
+                                 ctx.config.max_payload_bytes, ctx.config.payload_fetch_seconds)
     with clock.stage("decode"):
-        fetched = [data if isinstance(data, Rejection) else decode_payload(ctx, r.trainer.lower(), window, r.cid, data)
-                   for r, data in zip(reveals, raw, strict=True)]
-    for decoded in fetched:
+        decoded_all: list[Contribution | Rejection] = []
+        for got in fetched:
+            if got.failure == Failure.UNAVAILABLE:
+                unavailable.append(got.trainer)
+                decoded_all.append(Rejection(got.trainer, window, RejectReason.UNAVAILABLE,
+                                             "no one served the payload before the fetch deadline", got.cid))
+            else:
+                decoded_all.append(decode_contribution(ctx, got, window))
+    for decoded in decoded_all:
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
         else:
@@ -157,35 +167,19 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
         random_batch=random_batch,
         prior_rejections=tuple(sorted(rejections, key=lambda r: (r.trainer, r.reason.value))),
     )
-    return GatheredWindow(inputs, tuple(missed), len(reveals), well_formed)
+    return GatheredWindow(inputs, tuple(missed), len(reveals), well_formed, tuple(sorted(unavailable)))
 
 
-def fetch_contribution(ctx: RunContext, trainer: str, window: int, cid: str) -> Contribution | Rejection:
-    """Fetch, verify and decode one revealed payload; any failure is a rejection with its reason."""
-    data = fetch_payload(ctx, trainer, window, cid)
-    return data if isinstance(data, Rejection) else decode_payload(ctx, trainer, window, cid, data)
-
-
-def fetch_payload(ctx: RunContext, trainer: str, window: int, cid: str) -> bytes | Rejection:
-    """One revealed payload's bytes, CID-verified and size-capped, or the rejection saying why not."""
+def decode_contribution(ctx: RunContext, got: Fetched, window: int) -> Contribution | Rejection:
+    """Verify and decode one fetched payload; any failure is a rejection with its reason."""
     limit = ctx.config.max_payload_bytes
+    trainer, cid = got.trainer, got.cid
+    if got.failure == Failure.TOO_LARGE or (got.data is not None and len(got.data) > limit):
+        return Rejection(trainer, window, RejectReason.MALFORMED, f"payload over the run's {limit}-byte cap", cid)
+    if got.data is None:
+        return Rejection(trainer, window, RejectReason.MALFORMED, "not a CID", cid)
     try:
-        data = ctx.blobs.cat(cid, limit)
-    except TrainmarketError as err:
-        # The detail is fixed text: the local error (timeout, daemon URL, seconds) would make two validators'
-        # reports, and so their CIDs, differ over an observation that is not a property of the payload.
-        log.info("window %d: payload %s of %s not fetched: %s", window, cid, trainer, err)
-        return Rejection(trainer, window, RejectReason.MALFORMED, "fetch failed: payload not retrievable", cid)
-    if len(data) > limit:
-        return Rejection(trainer, window, RejectReason.MALFORMED, f"payload of {len(data)} bytes > {limit}", cid)
-    return data
-
-
-def decode_payload(ctx: RunContext, trainer: str, window: int, cid: str, data: bytes) -> Contribution | Rejection:
-    """A fetched payload decoded (safetensors only, shapes checked) and checked against its reveal."""
-    limit = ctx.config.max_payload_bytes
-    try:
-        payload = ctx.payloads.decode_contribution(data, ctx.spec, limit)
+        payload = ctx.payloads.decode_contribution(got.data, ctx.spec, limit)
     except ctx.payloads.errors as err:
         return Rejection(trainer, window, RejectReason.MALFORMED, f"undecodable: {err}"[:500], cid)
     if (payload.run_id, payload.trainer.lower(), payload.window) != (ctx.run_id, trainer, window):

@@ -32,7 +32,7 @@ from contracts.types import RunParams
 ETH = 10**18
 PARAMS = RunParams(
     config_digest=keccak(b"faults"), window_blocks=10, reveal_blocks=5, windows_per_epoch=2,
-    grace_period_blocks=8, unbonding_blocks=6, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
+    grace_period_blocks=8, unbonding_blocks=41, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
     min_trainer_stake=ETH, min_validator_stake=2 * ETH, reward_per_epoch=ETH,
 )
 RPC_TIMEOUT_S = 1.0  # the faulty connection's per-request timeout (a stall costs this long)

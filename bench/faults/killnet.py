@@ -4,7 +4,8 @@ launcher (trainmarket.demo.orchestrator.Demo: IPFS daemon, Anvil, `validator ser
 
 The gated clock mines one block every `block_seconds`, but holds the last block that can still include a
 window's commits (or reveals) until every live trainer has that transaction on chain or in the mempool, up to
-`max_hold_s`; in an epoch's grace period it waits for a validator that neither submitted nor waits on a tx.
+`max_hold_s`; while an epoch is being settled it waits for a validator that has not committed (in the commit
+phase) or revealed (once reveals are open) its weights and waits on no tx.
 So a loaded machine or a process that is restarting does not turn
 into a missed window by wall-clock accident: a miss is then a fact about the software, which is what the fault
 scenarios measure. Parties listed in `down` (killed and deliberately kept down) are not waited for."""
@@ -28,7 +29,7 @@ from eth_utils import keccak
 
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
-from contracts.types import CommitStatus
+from contracts.types import CommitStatus, Settlement
 from node.chain_view import WindowClock
 from node.data import fetch_dataset
 from node.protocol import RunConfig
@@ -116,7 +117,8 @@ class KillNet:
                                       "config_cid": config_cid})
         self.run = self.views.get_run(self.run_id)
         abi = self.views.contract.abi
-        self._selectors = {_selector(abi, name): name for name in ("commit", "reveal", "submitWeights")}
+        self._selectors = {_selector(abi, name): name
+                           for name in ("commit", "reveal", "commitWeights", "revealWeights")}
         self.clock = WindowClock.of(self.run)
         current = self.views.current_window(self.run_id)
         self.first = -(-(current + 1) // s.windows_per_epoch) * s.windows_per_epoch
@@ -267,21 +269,26 @@ class KillNet:
                     need.append((p.name, "reveal", partial(self._settled_reveal, p, window)))
         pending = self._pending_calls()
         senders = {sender for sender, _ in pending}
-        # An epoch's grace period: a validator that has not submitted yet and waits on nothing on chain is
-        # computing or restarting; the clock waits for it (publishing first needs blocks, so any pending tx of
-        # it lets a block through), so a restart is not turned into weights lost to the grace by wall time.
+        # An epoch's settlement: a validator that has not committed (or, once reveals are open, revealed) its
+        # weights and waits on nothing on chain is computing or restarting; the clock waits for it (publishing
+        # first needs blocks, so any pending tx of it lets a block through), so a restart is not turned into a
+        # ballot lost to the phase deadlines by wall time.
         wpe = self.s.windows_per_epoch
-        for epoch in range(self.first // wpe, self.settle_through // wpe + 1):
-            end = self.clock.reveal_end((epoch + 1) * wpe - 1)
-            if end < block < end + self.run.grace_period_blocks:  # the head is past the epoch, a tx can still land
+        epoch = self.views.get_run(self.run_id).next_epoch
+        if self.first // wpe <= epoch <= self.settle_through // wpe:
+            state = self.views.settlement_of(self.run_id, epoch)
+            if state.opens_at < block < state.closes_at:  # the head is in the settlement, a tx can still land
                 for i, v in enumerate(self.validator_clients):
-                    address = v.address_of_account.lower()
-                    if address not in senders:
-                        need.append((f"validator-{i}", "(any)", partial(self._submitted, v, epoch)))
+                    if v.address_of_account.lower() not in senders:
+                        need.append((f"validator-{i}", "(any)", partial(self._voted, v, epoch, state, block)))
         return [name for name, call, done in need if (self.address(name).lower(), call) not in pending and not done()]
 
-    def _submitted(self, v: TrainingRunClient, epoch: int) -> bool:
-        return self.views.validator_info(self.run_id, v.address_of_account).next_submit_epoch > epoch
+    def _voted(self, v: TrainingRunClient, epoch: int, state: Settlement, block: int) -> bool:
+        """Nothing of `v`'s ballot for `epoch` is due in `block`: revealed, or committed while reveals are shut."""
+        ballot = self.views.ballot_of(self.run_id, v.address_of_account)
+        if ballot.epoch != epoch or ballot.status == CommitStatus.NONE:
+            return not state.commits_open(block)
+        return ballot.status == CommitStatus.REVEALED or not state.reveals_open(block)
 
     def _commit_status(self, p: Participant, window: int) -> CommitStatus:
         return self.views.commitment_of(self.run_id, window, p.address)[1]

@@ -97,9 +97,11 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
         key = (str(g["args"]["validator"]).lower(), int(g["args"]["window"]))
         published.setdefault(key, []).append((str(g["args"]["modelCid"]), str(g["args"]["reportCid"])))
     submitted: dict[tuple[str, int], list[bytes]] = {}
-    for g in _events(net, "WeightsSubmitted"):
+    for g in _events(net, "WeightsRevealed"):
         key = (str(g["args"]["validator"]).lower(), int(g["args"]["epoch"]))
         submitted.setdefault(key, []).append(bytes(g["args"]["weights"]))
+    committed: Counter[tuple[str, int]] = Counter(
+        (str(g["args"]["validator"]).lower(), int(g["args"]["epoch"])) for g in _events(net, "WeightsCommitted"))
     starts = [k.window for k in kills]
     lost: Counter[int] = Counter()
     double: Counter[int] = Counter()
@@ -124,10 +126,12 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
     for epoch in range(net.first // wpe, net.settle_through // wpe + 1):
         last_window = (epoch + 1) * wpe - 1
         mine_w, theirs_w = submitted.get((victim, epoch), []), submitted.get((ref, epoch), [])
+        if committed[(victim, epoch)] > 1:
+            charge(last_window, double, f"epoch {epoch} weights committed {committed[(victim, epoch)]} times")
         if not mine_w:
-            charge(last_window, lost, f"epoch {epoch} weights never submitted")
+            charge(last_window, lost, f"epoch {epoch} weights never revealed")
         elif len(mine_w) > 1:
-            charge(last_window, double, f"epoch {epoch} weights submitted {len(mine_w)} times")
+            charge(last_window, double, f"epoch {epoch} weights revealed {len(mine_w)} times")
         elif theirs_w and mine_w[0] != theirs_w[0]:
             charge(last_window, lost, f"epoch {epoch} weights {mine_w[0].hex()} != reference {theirs_w[0].hex()}")
     if _ratings(net, VICTIM) != _ratings(net, REFERENCE):

@@ -11,16 +11,34 @@ from typing import Any
 from contracts.client import TrainingRunClient
 from contracts.compile import load_artifact
 
-from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_epoch_end, to_reveal_period
+from .cids import cid
+from .conftest import (
+    ETH,
+    Chain,
+    commit_cid,
+    make_run,
+    publish_epoch,
+    reverts,
+    salt_for,
+    settle_unvoted,
+    to_epoch_end,
+    to_reveal_period,
+    to_start,
+    weight_salt,
+)
 
 # Open to anyone, and why that is safe.
 PERMISSIONLESS = {
     "createRun": "anyone may sponsor a run; the caller only becomes that run's sponsor",
-    "fund": "adds to a pool; nobody can take the funds back out",
-    "registerTrainer": "joining costs the minimum stake",
-    "registerValidator": "joining costs the minimum stake; capped at MAX_VALIDATORS",
+    "fund": "adds to a pool; only the sponsor takes it back, and only after the run ended",
+    "registerTrainer": "joining costs the minimum stake; capped at the run's trainer slots",
+    "registerValidator": "joining costs the minimum stake; capped at the run's maxValidators; votes from the "
+                         "next epoch on",
     "reportMissedReveal": "records a fact the contract checks itself (no reveal in the reveal period)",
-    "finalizeEpoch": "deterministic; only once every validator submitted or the grace period passed",
+    "finalizeEpoch": "deterministic, and each given vector is checked against its revealed hash; only once no "
+                     "more ballots can come",
+    "skipEpoch": "only a grace period after anyone could have finalised; it assigns nothing",
+    "ejectValidator": "only a validator that revealed nothing for missThreshold settled epochs it voted on",
 }
 
 # Guarded: function -> {wrong caller role: the custom error it gets}. The roles are set up in `Roles`.
@@ -31,15 +49,21 @@ GUARDED: dict[str, dict[str, str]] = {
                  "unbonding_trainer": "Unbonding"},
     "reveal": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "validator": "NotTrainer",
                "other_trainer": "NoCommitment"},
-    "publishWindow": {"outsider": "NotValidator", "sponsor": "NotValidator", "trainer": "NotValidator",
-                      "unbonding_validator": "NotValidator"},
-    "submitWeights": {"outsider": "NotValidator", "sponsor": "NotValidator", "trainer": "NotValidator",
-                      "unbonding_validator": "NotValidator"},
-    "requestUnstake": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "unbonding_trainer": "Unbonding",
+    # a leaving validator still publishes the windows of the epochs it votes on
+    "publishWindow": {"outsider": "NotValidator", "sponsor": "NotValidator", "trainer": "NotValidator"},
+    "reportUnavailable": {"outsider": "NotEligible", "sponsor": "NotEligible", "trainer": "NotEligible",
+                          "late_validator": "NotEligible"},
+    "commitWeights": {"outsider": "NotEligible", "sponsor": "NotEligible", "trainer": "NotEligible",
+                      "late_validator": "NotEligible"},
+    "revealWeights": {"outsider": "NoWeightsCommitment", "sponsor": "NoWeightsCommitment",
+                      "trainer": "NoWeightsCommitment", "late_validator": "NoWeightsCommitment"},
+    "requestUnstake": {"outsider": "NotMember", "sponsor": "NotMember", "unbonding_trainer": "Unbonding",
                        "unbonding_validator": "Unbonding"},
-    "withdrawStake": {"outsider": "NotTrainer", "sponsor": "NotTrainer", "other_trainer": "NotUnbonding",
+    "withdrawStake": {"outsider": "NotMember", "sponsor": "NotMember", "other_trainer": "NotUnbonding",
                       "validator": "NotUnbonding"},
     "claim": {"outsider": "NothingToClaim", "sponsor": "NothingToClaim", "other_trainer": "NothingToClaim"},
+    "endRun": {"outsider": "NotSponsor", "trainer": "NotSponsor", "validator": "NotSponsor"},
+    "reclaim": {"outsider": "NotSponsor", "trainer": "NotSponsor", "validator": "NotSponsor"},
 }
 
 
@@ -72,6 +96,7 @@ class Roles:
             "unbonding_trainer": c.trainers[1],
             "validator": c.validators[0],
             "unbonding_validator": c.validators[1],
+            "late_validator": c.validators[2],  # registered after epoch 0 began: it does not vote on it
             "outsider": c.trainers[4],
         }
 
@@ -89,31 +114,47 @@ def check(roles: Roles, name: str, call: Call, right: str, tried: dict[str, set[
 
 
 def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
-    rid = make_run(chain, windows_per_epoch=1, unbonding_blocks=3)
+    rid = make_run(chain, windows_per_epoch=1)
     roles = Roles(chain, rid)
     for client in chain.trainers[:3]:
         client.register_trainer(rid, ETH)
     for client in chain.validators[:2]:
         client.register_validator(rid, 2 * ETH)
+    to_start(chain, rid)
+    chain.validators[2].register_validator(rid, 2 * ETH)
     roles.by_name["unbonding_trainer"].request_unstake(rid)
-    roles.by_name["unbonding_validator"].request_unstake(rid)
+    roles.by_name["unbonding_validator"].request_unstake(rid)  # still votes on epoch 0
     tried: dict[str, set[str]] = {}
-    salt = salt_for("bafk-guarded")
+    salt = salt_for("guarded")
+    validator = roles.by_name["validator"]
 
     # window 0: commit and addStake
-    check(roles, "commit", lambda c: commit_cid(chain, c, rid, 0, "bafk-guarded"), "trainer", tried)
+    check(roles, "commit", lambda c: commit_cid(chain, c, rid, 0, "guarded"), "trainer", tried)
     check(roles, "addStake", lambda c: c.add_stake(rid, ETH), "trainer", tried)
     # its reveal period
     to_reveal_period(chain, rid, 0)
-    check(roles, "reveal", lambda c: c.reveal(rid, 0, "bafk-guarded", salt), "trainer", tried)
-    # after it: publish, then the epoch's weights
+    check(roles, "reveal", lambda c: c.reveal(rid, 0, cid("guarded"), salt), "trainer", tried)
+    # after it: publish, unavailability, then the epoch's weights
     to_epoch_end(chain, rid, 0)
-    check(roles, "publishWindow", lambda c: c.publish_window(rid, 0, "bafy-model", "bafy-report"), "validator", tried)
-    check(roles, "submitWeights", lambda c: c.submit_weights(rid, 0, [1, 0, 0]), "validator", tried)
+    model, report = cid("model"), cid("report")
+    check(roles, "publishWindow", lambda c: c.publish_window(rid, 0, model, report), "validator", tried)
+    publish_epoch(chain, rid, 0, [roles.by_name["unbonding_validator"]])
+    trainer = roles.by_name["trainer"].address_of_account
+    check(roles, "reportUnavailable", lambda c: c.report_unavailable(rid, 0, trainer), "validator", tried)
+    weights = [1, 0, 0]
+    check(roles, "commitWeights", lambda c: c.commit_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
+    leaving = roles.by_name["unbonding_validator"]
+    leaving.commit_weights(rid, 0, weights, weight_salt(leaving, 0))
+    check(roles, "revealWeights", lambda c: c.reveal_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
+    leaving.reveal_weights(rid, 0, weights, weight_salt(leaving, 0))
     chain.sponsor.finalize_epoch(rid, 0)
     check(roles, "claim", lambda c: c.claim(rid), "trainer", tried)
     check(roles, "requestUnstake", lambda c: c.request_unstake(rid), "trainer", tried)
-    chain.node.mine(3)
+    chain.mine_to(chain.sponsor.trainer_info(rid, roles.by_name["unbonding_trainer"].address_of_account).unbonding_at)
     check(roles, "withdrawStake", lambda c: c.withdraw_stake(rid), "unbonding_trainer", tried)
+    check(roles, "endRun", lambda c: c.end_run(rid), "sponsor", tried)
+    settle_unvoted(chain, rid, chain.sponsor.get_run(rid).end_epoch)  # through the ended run's last epoch
+    check(roles, "reclaim", lambda c: c.reclaim(rid), "sponsor", tried)
 
+    assert validator.validator_info(rid, validator.address_of_account).credit > 0
     assert tried == {name: set(wrong) for name, wrong in GUARDED.items()}

@@ -9,23 +9,51 @@ from typing import Any, Literal
 
 import pytest
 from eth_utils import keccak
+from web3.exceptions import Web3RPCError
 
-from contracts.client import TrainingRunClient, commitment_hash, pack_weights
+from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES, ErrorDecoder, send_transaction
+from contracts.views import TrainingRunViews
 
-from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_epoch_end, to_reveal_period
+from .cids import cid
+from .conftest import (
+    ETH,
+    Chain,
+    commit_cid,
+    make_run,
+    publish_epoch,
+    reverts,
+    salt_for,
+    settle_unvoted,
+    to_epoch_end,
+    to_reveal_period,
+    weight_salt,
+)
 
 
 def test_commitment_hash_matches_what_the_contract_accepts(chain: Chain, run_id: int) -> None:
     trainer = chain.trainers[0]
-    cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
-    trainer.commit(run_id, 0, commitment_hash(cid, salt_for("x"), run_id, 0, trainer.account.address))
+    content = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    trainer.commit(run_id, 0, commitment_hash(content, salt_for("x"), run_id, 0, trainer.account.address))
     to_reveal_period(chain, run_id, 0)
-    trainer.reveal(run_id, 0, cid, salt_for("x"))  # the contract recomputed the same hash
+    trainer.reveal(run_id, 0, content, salt_for("x"))  # the contract recomputed the same hash
     with pytest.raises(ValueError):
-        commitment_hash(cid, b"short", run_id, 0, trainer.account.address)
+        commitment_hash(content, b"short", run_id, 0, trainer.account.address)
+
+
+def test_weights_commitment_matches_what_the_contract_accepts(chain: Chain, run_id: int) -> None:
+    validator = chain.validators[0]
+    publish_epoch(chain, run_id, 0, chain.validators[:2])
+    to_epoch_end(chain, run_id, 0)
+    packed, salt = pack_weights([5, 0, 9]), weight_salt(validator, 0)
+    commitment = weights_commitment(packed, salt, run_id, 0, validator.account.address)
+    validator._tx(validator.contract.functions.commitWeights(run_id, 0, commitment), "commitWeights")
+    chain.mine_to(chain.sponsor.settlement_of(run_id, 0).reveals_from)
+    validator.reveal_weights(run_id, 0, [5, 0, 9], salt)  # the contract recomputed the same hash
+    with pytest.raises(ValueError):
+        weights_commitment(packed, b"short", run_id, 0, validator.account.address)
 
 
 def test_pack_weights_is_big_endian_uint16() -> None:
@@ -117,29 +145,39 @@ class Arena:
 
 @pytest.fixture
 def arena(chain: Chain, attacker_artifact: dict[str, Any]) -> Arena:
-    rid = make_run(chain, unbonding_blocks=1, windows_per_epoch=1, validator_share_bps=5000)
+    rid = make_run(chain, windows_per_epoch=1, validator_share_bps=5000)
+    honest = chain.validators[0]
     chain.trainers[0].register_trainer(rid, ETH)
-    chain.validators[0].register_validator(rid, 2 * ETH)
+    honest.register_validator(rid, 2 * ETH)
     trainer = deploy_attacker(chain, attacker_artifact, rid)
     validator = deploy_attacker(chain, attacker_artifact, rid)
     trainer.forward("registerTrainer", rid, value=ETH)
     validator.forward("registerValidator", rid, value=2 * ETH)
+    publish_epoch(chain, rid, 0, [honest])
+    validator.forward("publishWindow", rid, 0, cid("model-0"), cid("report-0"))
     to_epoch_end(chain, rid, 0)
-    chain.validators[0].submit_weights(rid, 0, [1, 1])
-    validator.forward("submitWeights", rid, 0, pack_weights([1, 1]))
+    weights, salt = pack_weights([1, 1]), salt_for("hostile")
+    honest.commit_weights(rid, 0, [1, 1], weight_salt(honest, 0))
+    validator.forward("commitWeights", rid, 0, weights_commitment(weights, salt, rid, 0, validator.address))
+    honest.reveal_weights(rid, 0, [1, 1], weight_salt(honest, 0))  # every vote committed: reveals are open
+    validator.forward("revealWeights", rid, 0, weights, salt)
     chain.sponsor.finalize_epoch(rid, 0)
     trainer.forward("requestUnstake", rid)
     validator.forward("requestUnstake", rid)
-    chain.node.mine(2)
+    t_info = chain.sponsor.trainer_info(rid, trainer.address)
+    v_info = chain.sponsor.validator_info(rid, validator.address)
+    settle_unvoted(chain, rid, max(t_info.until_epoch, v_info.until_epoch))  # the epochs they took part in
+    chain.mine_to(max(t_info.unbonding_at, v_info.unbonding_at, chain.node.block_number() + 1))
     return Arena(rid, trainer, validator)
 
 
 def due(chain: Chain, run_id: int, who: str, payout: Payout) -> int:
-    """What `payout` would send `who` now."""
+    """What `payout` would send `who` now: claim its rewards; withdrawStake its stake and those rewards."""
+    rewards = chain.sponsor.claimable(run_id, who)
     if payout == "claim":
-        return chain.sponsor.claimable(run_id, who)
+        return rewards
     trainer = chain.sponsor.trainer_info(run_id, who)
-    return trainer.stake if trainer.registered else chain.sponsor.validator_info(run_id, who).stake
+    return rewards + (trainer.stake if trainer.registered else chain.sponsor.validator_info(run_id, who).bond)
 
 
 def held(chain: Chain) -> int:
@@ -159,7 +197,8 @@ def test_reentry_from_every_payout_is_refused(
     chain: Chain, arena: Arena, role: str, payout: Payout, reentry: Payout
 ) -> None:
     """A receiver that calls claim/withdrawStake again while being paid by claim/withdrawStake: the lock refuses
-    the inner call (ReentrantCall), so the run pays each due exactly once, whatever the receiver does."""
+    the inner call (ReentrantCall), so the run pays each due exactly once, whatever the receiver does. (A
+    withdrawal pays the stake together with the rewards still due, and ends the membership.)"""
     hostile = arena.trainer if role == "trainer" else arena.validator
     rid, who = arena.run_id, hostile.address
     owed = {p: due(chain, rid, who, p) for p in ("claim", "withdrawStake")}
@@ -183,11 +222,46 @@ def test_reentry_from_every_payout_is_refused(
     assert hostile.read("reentries") == 0
     assert hostile.read("received") == owed[payout]
     assert held(chain) == before - owed[payout]
-    # Disarmed, the other due is still there in full and the paid one is gone.
+    # Disarmed: after a claim the withdrawal still pays the stake in full; after a withdrawal nothing is left.
     hostile.arm(None, strict=False)
-    other: Payout = "withdrawStake" if payout == "claim" else "claim"
-    hostile.forward(other, rid)
-    assert hostile.read("received") == owed["claim"] + owed["withdrawStake"]
-    with reverts("NothingToClaim" if payout == "claim" else "NothingToWithdraw"):
-        hostile.forward(payout, rid)
-    assert held(chain) == before - owed["claim"] - owed["withdrawStake"]
+    if payout == "claim":
+        with reverts("NothingToClaim"):
+            hostile.forward("claim", rid)
+        hostile.forward("withdrawStake", rid)
+    with reverts("NothingToClaim"):
+        hostile.forward("claim", rid)
+    with reverts("NotMember"):
+        hostile.forward("withdrawStake", rid)
+    assert hostile.read("received") == owed["withdrawStake"]
+    assert held(chain) == before - owed["withdrawStake"]
+
+
+# ------------------------------------------------------------------ paginated event queries
+
+
+def test_event_queries_read_the_chain_in_chunks(chain: Chain, run_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A public RPC refuses wide eth_getLogs ranges: reads go in chunks, and a refused chunk is split until the
+    node answers; the logs found are the same as in one query."""
+    for window in range(3):
+        chain.mine_to(max(chain.node.block_number() + 1, chain.sponsor.window_bounds(run_id, window).start))
+        commit_cid(chain, chain.trainers[window], run_id, window, f"w{window}")
+    everything = [c for w in range(3) for c in chain.sponsor.commits(run_id, w)]
+    assert len(everything) == 3
+    small = TrainingRunViews(chain.web3, chain.deployment.address, chain.deployment.block, log_chunk_blocks=3)
+    assert [c for w in range(3) for c in small.commits(run_id, w)] == everything
+
+    wide = TrainingRunViews(chain.web3, chain.deployment.address, chain.deployment.block, log_chunk_blocks=1000)
+    event = wide.contract.events.Committed
+    original = event.get_logs
+    ranges: list[int] = []
+
+    def picky(*args: Any, **kwargs: Any) -> Any:  # a node that answers at most 4 blocks at a time
+        span = kwargs["to_block"] - kwargs["from_block"] + 1
+        ranges.append(span)
+        if span > 4:
+            raise Web3RPCError("query exceeds max block range 4")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(event, "get_logs", picky)
+    assert [c for w in range(3) for c in wide.commits(run_id, w)] == everything
+    assert max(ranges) > 4 and ranges[-1] <= 4  # refused, then split

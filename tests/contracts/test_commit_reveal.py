@@ -1,27 +1,42 @@
-"""Commit–reveal by block number: timing, hash checks, duplicates, missed reveals and their slashing."""
+"""Commit–reveal by block number: timing, hash checks, duplicates (by content: the CID's multihash), missed
+reveals and their slashing."""
 
 from __future__ import annotations
 
+import pytest
+
 from contracts.client import commitment_hash
+from contracts.errors import ContractReverted
 from contracts.types import CommitStatus
 
-from .conftest import ETH, Chain, commit_cid, make_run, reverts, salt_for, to_reveal_period
+from .cids import b32, cid, encodings
+from .conftest import ETH, Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start
 
 
 def test_commit_and_reveal_happy_path(chain: Chain, run_id: int) -> None:
     trainer = chain.trainers[0]
     window = trainer.current_window(run_id)
-    commit_cid(chain, trainer, run_id, window, "bafk-one")
+    content = commit_cid(chain, trainer, run_id, window, "one")
     prefix, status = trainer.commitment_of(run_id, window, trainer.account.address)
     assert status is CommitStatus.COMMITTED
-    expected = commitment_hash("bafk-one", salt_for("bafk-one"), run_id, window, trainer.account.address)
+    expected = commitment_hash(content, salt_for("one"), run_id, window, trainer.account.address)
     assert prefix[:24] == expected[:24]
     assert [c.trainer for c in trainer.commits(run_id, window)] == [trainer.account.address]
     to_reveal_period(chain, run_id, window)
-    trainer.reveal(run_id, window, "bafk-one", salt_for("bafk-one"))
+    reveal_cid(trainer, run_id, window, "one")
     reveals = trainer.reveals(run_id, window)
-    assert [(r.trainer, r.cid) for r in reveals] == [(trainer.account.address, "bafk-one")]
+    assert [(r.trainer, r.cid) for r in reveals] == [(trainer.account.address, content)]
     assert trainer.commitment_of(run_id, window, trainer.account.address)[1] is CommitStatus.REVEALED
+
+
+def test_no_commit_before_the_run_starts(chain: Chain) -> None:
+    rid = make_run(chain)
+    chain.trainers[0].register_trainer(rid, ETH)
+    start = chain.sponsor.get_run(rid).start_block
+    with reverts("RunNotStarted", startBlock=start):
+        commit_cid(chain, chain.trainers[0], rid, 0, "early")
+    with reverts("RunNotStarted"):
+        chain.sponsor.current_window(rid)
 
 
 def test_commit_only_inside_its_window(chain: Chain, run_id: int) -> None:
@@ -57,10 +72,10 @@ def test_reveal_only_in_reveal_blocks(chain: Chain, run_id: int) -> None:
     commit_cid(chain, trainer, run_id, 0, "cid")
     bounds = trainer.window_bounds(run_id, 0)
     with reverts("NotInRevealPeriod", opensAt=bounds.end, closesAt=bounds.reveal_end):
-        trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+        reveal_cid(trainer, run_id, 0, "cid")
     chain.mine_to(bounds.reveal_end)
     with reverts("NotInRevealPeriod"):
-        trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+        reveal_cid(trainer, run_id, 0, "cid")
 
 
 def test_reveal_reverts_on_bad_input(chain: Chain, run_id: int) -> None:
@@ -68,52 +83,95 @@ def test_reveal_reverts_on_bad_input(chain: Chain, run_id: int) -> None:
     commit_cid(chain, trainer, run_id, 0, "cid")
     to_reveal_period(chain, run_id, 0)
     with reverts("CommitmentMismatch"):
-        trainer.reveal(run_id, 0, "other-cid", salt_for("cid"))
+        trainer.reveal(run_id, 0, cid("other"), salt_for("cid"))
     with reverts("CommitmentMismatch"):
-        trainer.reveal(run_id, 0, "cid", salt_for("wrong"))
+        trainer.reveal(run_id, 0, cid("cid"), salt_for("wrong"))
     with reverts("NoCommitment"):
-        chain.trainers[1].reveal(run_id, 0, "cid", salt_for("cid"))
+        reveal_cid(chain.trainers[1], run_id, 0, "cid")
     with reverts("NotTrainer"):
-        chain.trainers[5].reveal(run_id, 0, "cid", salt_for("cid"))
-    with reverts("InvalidCid", length=0):
-        trainer.reveal(run_id, 0, "", salt_for("cid"))
-    with reverts("InvalidCid", length=129):
-        trainer.reveal(run_id, 0, "b" * 129, salt_for("cid"))
-    trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+        reveal_cid(chain.trainers[5], run_id, 0, "cid")
+    reveal_cid(trainer, run_id, 0, "cid")
     with reverts("AlreadyRevealed"):
-        trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+        reveal_cid(trainer, run_id, 0, "cid")
 
 
-def test_duplicate_cid_flags_and_slashes_both(chain: Chain, run_id: int) -> None:
+NOT_CIDS = {
+    "empty": "",
+    "one char": "b",
+    "too long": "b" + "a" * 128,
+    "no multibase": "xafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+    "bad base32 char": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyk1",
+    "truncated digest": cid("x")[:-4],
+    "digest too long": b32(bytes([1, 0x55, 0x12, 0x20]) + bytes(33)),
+    "cid version 2": b32(bytes([2, 0x55, 0x12, 0x20]) + bytes(32)),
+    "bad base58 char": "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbd0",
+    "odd base16": "f0155122" + "00" * 32,
+    "non-ascii": "bafkrei\u00e9" + "a" * 50,
+}
+
+
+@pytest.mark.parametrize("text", NOT_CIDS.values(), ids=NOT_CIDS.keys())
+def test_a_reveal_must_be_a_cid(chain: Chain, run_id: int, text: str) -> None:
+    trainer = chain.trainers[0]
+    trainer.commit(run_id, 0, commitment_hash(text, salt_for("x"), run_id, 0, trainer.account.address))
+    to_reveal_period(chain, run_id, 0)
+    with reverts("InvalidCid", length=len(text.encode())):
+        trainer.reveal(run_id, 0, text, salt_for("x"))
+
+
+def test_every_encoding_of_a_multihash_is_the_same_content(chain: Chain) -> None:
+    keys = {name: chain.sponsor.cid_key(text) for name, text in encodings("content").items()}
+    assert len(set(keys.values())) == 1, keys
+    assert chain.sponsor.cid_key(cid("other content")) != keys["v0"]
+    for text in NOT_CIDS.values():
+        with pytest.raises(ContractReverted):
+            chain.sponsor.cid_key(text)
+
+
+def test_a_duplicate_slashes_only_the_later_revealers(chain: Chain, run_id: int) -> None:
     first, second, third = chain.trainers[:3]
+    content = cid("same")
     salts = {first: b"\x01" * 32, second: b"\x02" * 32, third: b"\x03" * 32}
     for trainer in (first, second, third):
-        trainer.commit(run_id, 0, commitment_hash("same-cid", salts[trainer], run_id, 0, trainer.account.address))
+        trainer.commit(run_id, 0, commitment_hash(content, salts[trainer], run_id, 0, trainer.account.address))
     to_reveal_period(chain, run_id, 0)
     pool = chain.sponsor.get_run(run_id).pool
-    first.reveal(run_id, 0, "same-cid", salts[first])
-    second.reveal(run_id, 0, "same-cid", salts[second])
-    third.reveal(run_id, 0, "same-cid", salts[third])
+    for trainer in (first, second, third):
+        trainer.reveal(run_id, 0, content, salts[trainer])
     pairs = chain.sponsor.duplicates(run_id, 0)
     addr = [t.account.address for t in (first, second, third)]
-    assert pairs == [(addr[0], addr[1], "same-cid"), (addr[0], addr[2], "same-cid")]
+    assert pairs == [(addr[0], addr[1], content), (addr[0], addr[2], content)]
     slash = ETH // 10  # slash_bps = 1000
-    for trainer in (first, second, third):  # the first revealer is slashed once, not per copier
-        info = chain.sponsor.trainer_info(run_id, trainer.account.address)
-        assert (info.stake, info.slash_count) == (ETH - slash, 1)
-    assert chain.sponsor.get_run(run_id).pool == pool + 3 * slash
+    stakes = [chain.sponsor.trainer_info(run_id, a) for a in addr]
+    assert [(i.stake, i.slash_count) for i in stakes] == [(ETH, 0), (ETH - slash, 1), (ETH - slash, 1)]
+    assert chain.sponsor.get_run(run_id).pool == pool + 2 * slash
     assert len(chain.sponsor.reveals(run_id, 0)) == 3
+
+
+@pytest.mark.parametrize("encoding", [e for e in encodings("x") if e != "v1-base32"])
+def test_a_re_encoded_cid_is_a_duplicate(chain: Chain, run_id: int, encoding: str) -> None:
+    """CIDv0 vs v1, another base or case, another codec: the same multihash is the same content."""
+    honest, copier = chain.trainers[:2]
+    original, copy = encodings("payload")["v1-base32"], encodings("payload")[encoding]
+    honest.commit(run_id, 0, commitment_hash(original, salt_for("h"), run_id, 0, honest.account.address))
+    copier.commit(run_id, 0, commitment_hash(copy, salt_for("c"), run_id, 0, copier.account.address))
+    to_reveal_period(chain, run_id, 0)
+    honest.reveal(run_id, 0, original, salt_for("h"))
+    copier.reveal(run_id, 0, copy, salt_for("c"))
+    assert chain.sponsor.duplicates(run_id, 0) == [(honest.account.address, copier.account.address, copy)]
+    assert chain.sponsor.trainer_info(run_id, honest.account.address).stake == ETH
+    assert chain.sponsor.trainer_info(run_id, copier.account.address).stake == ETH - ETH // 10
 
 
 def test_same_cid_in_different_windows_is_not_a_duplicate(chain: Chain, run_id: int) -> None:
     trainer = chain.trainers[0]
     commit_cid(chain, trainer, run_id, 0, "cid")
     to_reveal_period(chain, run_id, 0)
-    trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+    reveal_cid(trainer, run_id, 0, "cid")
     other = chain.trainers[1]
-    other.commit(run_id, 1, commitment_hash("cid", b"\x09" * 32, run_id, 1, other.account.address))
+    commit_cid(chain, other, run_id, 1, "cid")
     to_reveal_period(chain, run_id, 1)
-    chain.trainers[1].reveal(run_id, 1, "cid", b"\x09" * 32)
+    reveal_cid(other, run_id, 1, "cid")
     assert chain.sponsor.duplicates(run_id, 1) == []
 
 
@@ -147,7 +205,7 @@ def test_revealed_commitment_cannot_be_reported(chain: Chain, run_id: int) -> No
     trainer = chain.trainers[0]
     commit_cid(chain, trainer, run_id, 0, "cid")
     to_reveal_period(chain, run_id, 0)
-    trainer.reveal(run_id, 0, "cid", salt_for("cid"))
+    reveal_cid(trainer, run_id, 0, "cid")
     chain.mine_to(trainer.window_bounds(run_id, 0).reveal_end)
     with reverts("AlreadyRevealed"):
         chain.trainers[5].report_missed_reveal(run_id, 0, trainer.account.address)
@@ -157,6 +215,7 @@ def test_reusing_a_ring_slot_counts_the_unrevealed_commitment(chain: Chain) -> N
     rid = make_run(chain, miss_threshold=5)
     trainer = chain.trainers[0]
     trainer.register_trainer(rid, ETH)
+    to_start(chain, rid)
     commit_cid(chain, trainer, rid, 0, "never-revealed")
     chain.mine_to(trainer.window_bounds(rid, 4).start)  # RING = 4: window 4 reuses window 0's slot
     commit_cid(chain, trainer, rid, 4, "w4")
@@ -168,6 +227,7 @@ def test_slashed_trainer_below_minimum_cannot_commit_until_topped_up(chain: Chai
     rid = make_run(chain, miss_threshold=1)
     trainer = chain.trainers[0]
     trainer.register_trainer(rid, ETH)
+    to_start(chain, rid)
     commit_cid(chain, trainer, rid, 0, "cid")
     chain.mine_to(trainer.window_bounds(rid, 0).reveal_end)
     chain.trainers[5].report_missed_reveal(rid, 0, trainer.account.address)

@@ -4,8 +4,9 @@ settle / claim / unstake / withdraw, and after every step the run's books balanc
 - the contract's balance = pool + stakes + everything claimable (no wei appears or vanishes);
 - pool = funded + slashed − credited (settlement and slashing only move value between these);
 - everything claimable = credited − claimed, stakes = deposited − slashed − withdrawn;
-- a claim or a withdrawal pays exactly what was due to that account, the contract's balance drops by exactly
-  that, and a second attempt is refused: no account takes out more than was credited (or staked) to it."""
+- a claim or a withdrawal (stake plus the rewards still due) pays exactly what was due to that account, the
+  contract's balance drops by exactly that, and a second attempt is refused: no account takes out more than was
+  credited (or staked) to it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import contextlib
 import random
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -22,7 +22,8 @@ from contracts.client import TrainingRunClient, commitment_hash
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
 
-from .conftest import ETH, POOL, Chain, make_run, reverts
+from .cids import cid
+from .conftest import ETH, POOL, Chain, make_run, publish_epoch, reverts, to_epoch_end, weight_salt
 
 person = st.integers(0, 8)  # validators 0..2, then trainers 0..5
 
@@ -34,7 +35,7 @@ class RunBooks(RuleBasedStateMachine):
         super().__init__()
         chain = self.chain
         self.snapshot = chain.node.snapshot()
-        self.rid = make_run(chain, windows_per_epoch=1, miss_threshold=1, unbonding_blocks=3)
+        self.rid = make_run(chain, windows_per_epoch=1, miss_threshold=1, start_delay_blocks=0)
         self.from_block = chain.node.block_number()
         self.people: list[TrainingRunClient] = chain.validators + chain.trainers
         self.members: set[int] = set()  # indices into people that hold a role
@@ -88,10 +89,11 @@ class RunBooks(RuleBasedStateMachine):
     def commit(self, count: int, cids: int) -> None:
         window = self.chain.sponsor.current_window(self.rid)
         for trainer in self.chain.trainers[:count]:
-            cid, salt = f"bafk-{self.rng.randrange(cids)}", self.rng.randbytes(32)  # few CIDs: duplicates happen
+            content, salt = cid(f"c-{self.rng.randrange(cids)}"), self.rng.randbytes(32)  # few: duplicates happen
             with contextlib.suppress(ContractReverted):
-                trainer.commit(self.rid, window, commitment_hash(cid, salt, self.rid, window, trainer.account.address))
-                self.commits.append((trainer, window, cid, salt))
+                trainer.commit(self.rid, window,
+                               commitment_hash(content, salt, self.rid, window, trainer.account.address))
+                self.commits.append((trainer, window, content, salt))
 
     @rule(share=st.floats(0, 1))
     def reveal(self, share: float) -> None:
@@ -100,10 +102,10 @@ class RunBooks(RuleBasedStateMachine):
         last = max(w for _, w, _, _ in self.commits)
         end = self.chain.sponsor.window_bounds(self.rid, last).end
         self.chain.mine_to(max(self.chain.node.block_number() + 1, end))
-        for trainer, window, cid, salt in self.commits:
+        for trainer, window, content, salt in self.commits:
             if window == last and self.rng.random() < share:
                 with contextlib.suppress(ContractReverted):
-                    trainer.reveal(self.rid, window, cid, salt)
+                    trainer.reveal(self.rid, window, content, salt)
 
     @rule(reporter=person)
     def report_missed(self, reporter: int) -> None:
@@ -116,21 +118,32 @@ class RunBooks(RuleBasedStateMachine):
             with contextlib.suppress(ContractReverted):
                 self.people[reporter].report_missed_reveal(self.rid, window, trainer.account.address)
 
-    @rule(seed=st.integers(0, 2**16), use_grace=st.booleans())
-    def settle(self, seed: int, use_grace: bool) -> None:
-        rng, sponsor = random.Random(seed), self.chain.sponsor
+    @rule(seed=st.integers(0, 2**16), late=st.booleans())
+    def settle(self, seed: int, late: bool) -> None:
+        """Every registered validator publishes the next epoch's windows; some vote (late: some commit and never
+        reveal, and the epoch is finalised after its deadline); the epoch is finalised."""
+        rng, sponsor, chain = random.Random(seed), self.chain.sponsor, self.chain
         run = sponsor.get_run(self.rid)
         epoch = run.next_epoch
-        self.chain.mine_to(max(self.chain.node.block_number() + 1, sponsor.epoch_end_block(self.rid, epoch)))
-        for validator in self.chain.validators:
-            if use_grace and rng.random() < 0.5:
-                continue  # leave some validators out: settlement must wait for the grace period
-            with contextlib.suppress(ContractReverted):
-                validator.submit_weights(self.rid, epoch, [rng.randint(0, 0xFFFF) for _ in range(run.trainer_count)])
-        if use_grace:
-            self.chain.node.mine(run.grace_period_blocks)
-        with contextlib.suppress(ContractReverted):
-            sponsor.finalize_epoch(self.rid, epoch)
+        validators = [v for v in chain.validators if sponsor.validator_info(self.rid, v.account.address).registered]
+        publish_epoch(chain, self.rid, epoch, validators)
+        to_epoch_end(chain, self.rid, epoch)
+        ballots = {v: [rng.randint(0, 0xFFFF) for _ in range(run.trainer_count)] for v in validators}
+        committed = []
+        for v, weights in ballots.items():
+            with contextlib.suppress(ContractReverted):  # NotEligible, ReportsMissing, CommitPhaseOver
+                v.commit_weights(self.rid, epoch, weights, weight_salt(v, epoch))
+                committed.append(v)
+        state = sponsor.settlement_of(self.rid, epoch)
+        if not state.reveals_open(chain.node.block_number() + 1):
+            chain.mine_to(max(chain.node.block_number() + 1, state.reveals_from))
+        for v in committed:
+            if late and rng.random() < 0.5:
+                continue
+            v.reveal_weights(self.rid, epoch, ballots[v], weight_salt(v, epoch))
+        if late or not sponsor.settlement_of(self.rid, epoch).finalizable(chain.node.block_number() + 1):
+            chain.mine_to(max(chain.node.block_number() + 1, sponsor.settlement_of(self.rid, epoch).closes_at))
+        sponsor.finalize_epoch(self.rid, epoch)
 
     @rule(who=person)
     def claim(self, who: int) -> None:
@@ -152,24 +165,32 @@ class RunBooks(RuleBasedStateMachine):
         with contextlib.suppress(ContractReverted):
             self.people[who].request_unstake(self.rid)
 
-    @rule(who=person)
-    def withdraw(self, who: int) -> None:
+    @rule(who=st.integers(0, 2), reporter=person)
+    def eject(self, who: int, reporter: int) -> None:
+        with contextlib.suppress(ContractReverted):  # NotEjectable while it served recently
+            self.people[reporter].eject_validator(self.rid, self.people[who].account.address)
+
+    @rule(who=person, wait=st.booleans())
+    def withdraw(self, who: int, wait: bool) -> None:
         client, sponsor = self.people[who], self.chain.sponsor
-        self.chain.node.mine(3)  # the unbonding delay
+        if wait:
+            self.chain.node.mine(sponsor.get_run(self.rid).unbonding_blocks)
         address = client.account.address
         trainer, validator = sponsor.trainer_info(self.rid, address), sponsor.validator_info(self.rid, address)
-        stake, unbonding = (trainer.stake, trainer.unbonding_at) if trainer.registered else (
-            validator.stake, validator.unbonding_at)
-        if not (trainer.registered or validator.registered) or unbonding == 0 or stake == 0:
-            with pytest.raises(ContractReverted):  # NotTrainer, NotUnbonding or NothingToWithdraw
-                client.withdraw_stake(self.rid)
-            assert sponsor.trainer_info(self.rid, address).stake == trainer.stake
-            return
+        stake = trainer.stake if trainer.registered else validator.bond
+        rewards = sponsor.claimable(self.rid, address)
         before = self._held()
-        client.withdraw_stake(self.rid)
-        assert self._held() == before - stake
+        try:
+            client.withdraw_stake(self.rid)
+        except ContractReverted:  # NotMember, NotUnbonding, UnbondingNotOver, EpochsNotSettled, ClaimFirst
+            assert self._held() == before
+            assert sponsor.claimable(self.rid, address) == rewards
+            return
+        assert self._held() == before - stake - rewards
         self.withdrawn += stake
-        with reverts("NothingToWithdraw"):
+        self.claimed += rewards
+        self.members.discard(who)
+        with reverts("NotMember"):
             client.withdraw_stake(self.rid)
 
     # ------------------------------------------------------------------ the books
@@ -181,9 +202,10 @@ class RunBooks(RuleBasedStateMachine):
         stakes = claimable = 0
         for who in self.members:
             address = self.people[who].account.address
-            stakes += sponsor.trainer_info(rid, address).stake + sponsor.validator_info(rid, address).stake
+            stakes += sponsor.trainer_info(rid, address).stake + sponsor.validator_info(rid, address).bond
             claimable += sponsor.claimable(rid, address)
         slashed = sum(int(e["args"]["amount"]) for e in self._events("TrainerSlashed"))
+        slashed += sum(int(e["args"]["slashed"]) for e in self._events("ValidatorEjected"))
         credited = sum(int(e["args"]["trainerReward"]) + int(e["args"]["validatorReward"])
                        for e in self._events("EpochFinalized"))
         assert self._held() == pool + stakes + claimable

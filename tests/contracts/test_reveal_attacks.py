@@ -7,9 +7,10 @@ from __future__ import annotations
 from contracts.client import TrainingRunClient, commitment_hash
 from contracts.types import CommitStatus
 
+from .cids import cid
 from .conftest import ETH, Chain, make_run, reverts, salt_for, to_reveal_period
 
-CID = "bafkreihonestcontributionxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+CID = cid("honest contribution")
 
 
 def honest_commit(client: TrainingRunClient, run_id: int, window: int) -> bytes:
@@ -66,7 +67,7 @@ def test_a_reveal_cannot_be_replayed_twice_or_in_another_window(chain: Chain, ru
 def test_a_reveal_cannot_be_replayed_in_another_run(chain: Chain, run_id: int) -> None:
     trainer = chain.trainers[0]
     commitment = honest_commit(trainer, run_id, 0)
-    other = make_run(chain)
+    other = make_run(chain, start_delay_blocks=0)
     trainer.register_trainer(other, ETH)
     trainer.commit(other, 0, commitment)  # same bytes, same window number, another run
     to_reveal_period(chain, run_id, 0)

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from contracts.tx import NONCES
 
-from .conftest import ETH, PARAMS, Chain
+from .conftest import ETH, PARAMS, Chain, settle
 
 SCALE = 10**12
 BPS = 10_000
-UINT88 = 2**88 - 1
+UINT96 = 2**96 - 1
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,11 @@ class Settlement:
 
 
 def reference_settlement(
-    vectors: list[list[int]], stakes: list[int], reward_per_epoch: int, pool: int, validator_share_bps: int
+    vectors: list[list[int]], stakes: list[int], reward_per_epoch: int, pool: int, validator_share_bps: int,
+    epoch_stake: int | None = None,
 ) -> Settlement:
-    """What finalizeEpoch must compute, written from its specification (not from its assembly)."""
+    """What finalizeEpoch must compute, written from its specification (not from its assembly). `epoch_stake` is
+    the stake of every validator that votes on the epoch (default: exactly the ones that revealed)."""
     n = len(vectors)
     reward = min(reward_per_epoch, pool)
     entries = max((len(v) for v in vectors), default=0)
@@ -39,7 +41,7 @@ def reference_settlement(
     validator_reward = reward * validator_share_bps // BPS
     trainer_reward = reward - validator_reward
     sums = [sum(v) for v in vectors]
-    total_stake = sum(stakes)
+    total_stake = sum(stakes) if epoch_stake is None else epoch_stake
     consensus: list[int] = []
     agreement = [0] * n
     for i in range(entries):
@@ -60,10 +62,15 @@ def reference_settlement(
     weight_sum = sum(quantised)
     unit = trainer_reward // weight_sum if weight_sum else 0
     trainer_paid = unit * weight_sum
-    total = sum(s * a for s, a in zip(stakes, agreement, strict=True))
+    shares = [s * a for s, a in zip(stakes, agreement, strict=True)]
+    shift = 0
+    while sum(shares) >> shift > 2**128 - 1:  # scaled down together so that reward × share fits 256 bits
+        shift += 8
+    shares = [x >> shift for x in shares]
+    total = sum(shares)
     credit = [0] * n
     if total and validator_reward:
-        credit = [min(validator_reward * s * a // total, UINT88) for s, a in zip(stakes, agreement, strict=True)]
+        credit = [min(validator_reward * x // total, UINT96) for x in shares]
     return Settlement(unit, weight_sum, quantised, credit, pool - trainer_paid - sum(credit))
 
 
@@ -74,6 +81,11 @@ def test_reference_on_a_hand_computed_case() -> None:
     assert got.reward_per_weight == 800 // (0xFFFF + 0xFFFF // 2) == 0  # all 800 wei of trainer reward is dust
     assert got.validator_credit == [100, 100]  # equal stake × equal agreement (0.75 each) of 200 wei
     assert got.pool_after == 10_000 - 200
+    # a third validator of the same stake that revealed nothing: neither of the two is a majority alone, and
+    # together they agree on at least min(w) per trainer, as before
+    assert reference_settlement([[3, 1], [1, 1]], [1, 1], 1000, 10_000, 2000, epoch_stake=3).quantised == \
+        got.quantised
+    assert reference_settlement([[3, 1]], [1], 1000, 10_000, 2000, epoch_stake=3).quantised == [0, 0]
 
 
 uint16 = st.integers(0, 0xFFFF)
@@ -81,7 +93,7 @@ SETTLE_CASE = st.integers(1, 3).flatmap(
     lambda n: st.tuples(
         st.integers(1, 6),  # trainers
         st.lists(st.lists(uint16, max_size=6), min_size=n, max_size=n),  # raw vectors, cut to the trainer count
-        st.lists(st.integers(2 * ETH, 2**88 - 1), min_size=n, max_size=n),  # validator stakes
+        st.lists(st.integers(2 * ETH, 2**95), min_size=n, max_size=n),  # validator stakes
         st.integers(1, 2**127),  # rewardPerEpoch
         st.integers(0, 2**100),  # pool
         st.integers(0, BPS),  # validator share
@@ -95,7 +107,7 @@ SETTLE_CASE = st.integers(1, 3).flatmap(
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=SETTLE_CASE)
 # the extremes: largest stakes and rewards, all reward to validators; dust-only trainer reward
-@example(case=(6, [[0xFFFF] * 6, [1, 0, 0xFFFF, 2, 3, 0], [0] * 6], [2**88 - 1, 2**88 - 1, 2 * ETH], 2**127,
+@example(case=(6, [[0xFFFF] * 6, [1, 0, 0xFFFF, 2, 3, 0], [0] * 6], [2**95, 2**95, 2 * ETH], 2**127,
                2**100, BPS))
 @example(case=(6, [[0xFFFF, 1, 1, 1, 1, 1], [0xFFFF, 0xFFFF, 0, 0, 0, 7]], [3 * ETH, 2 * ETH], 10**5, 10**6, 1))
 def test_settlement_matches_the_reference(
@@ -115,10 +127,7 @@ def test_settlement_matches_the_reference(
         validators = chain.validators[: len(vectors)]
         for client, stake in zip(validators, stakes, strict=True):
             client.register_validator(rid, stake)
-        chain.mine_to(max(chain.node.block_number() + 1, chain.sponsor.epoch_end_block(rid, 0)))
-        for client, vector in zip(validators, vectors, strict=True):
-            client.submit_weights(rid, 0, vector)
-        chain.sponsor.finalize_epoch(rid, 0)
+        settle(chain, rid, 0, dict(zip(validators, vectors, strict=True)))
 
         want = reference_settlement(vectors, stakes, reward_per_epoch, pool, share)
         epoch = chain.sponsor.epoch_info(rid, 0)

@@ -64,7 +64,9 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
     trainer = devrun.client(TRAINER)
     me = trainer.address_of_account
     clock = devrun.clock()
-    window = clock.window_of(devrun.node.block_number() + 1) + 1
+    per_epoch = devrun.sponsor.get_run(devrun.run_id).windows_per_epoch
+    # The validator votes (so its publication makes the canonical model) from the epoch after it registered.
+    window = (clock.window_of(devrun.node.block_number() + 1) // per_epoch + 1) * per_epoch
     devrun.mine_to(clock.start(window))
     home = tmp_path / "home"
     with IpfsClient(devrun.api_url) as blobs:
@@ -82,8 +84,8 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
         devrun.mine_to(clock.reveal_end(window))
         devrun.client(VALIDATOR).publish_window(devrun.run_id, window, model_cid, report_cid)
 
-        # Publishing happened inside window + 1's commit period: the node's next window trains from the
-        # published model, not the initial one.
+        # Publishing happened inside window + 1's commit period and settled the canonical model (the only
+        # voting validator is a majority): the node's next window trains from it, not the initial one.
         assert clock.can_commit(window + 1, devrun.node.block_number() + 1)
         assert node.step() == (True, True)
         following = node.journal.get(window + 1)

@@ -4,8 +4,7 @@ plain sentences for decoded reverts."""
 from __future__ import annotations
 
 from contracts.errors import ContractReverted
-from contracts.types import Publication
-from node.chain_view import WindowClock, base_model_for, choose_published_model
+from node.chain_view import WindowClock, base_model_for
 from node.session import explain_revert
 
 
@@ -16,19 +15,6 @@ def test_clock_matches_the_contract_arithmetic() -> None:
     assert clock.can_commit(2, 27) and clock.can_commit(2, 36) and not clock.can_commit(2, 37)
     assert not clock.can_reveal(2, 36) and clock.can_reveal(2, 37) and clock.can_reveal(2, 41)
     assert not clock.can_reveal(2, 42)
-
-
-def _pub(validator: str, cid: str) -> Publication:
-    return Publication(validator, 3, cid, "report-" + cid, 100)
-
-
-def test_most_validator_stake_wins_and_ties_go_to_the_lowest_cid() -> None:
-    pubs = [_pub("A", "bafy-b"), _pub("B", "bafy-a"), _pub("C", "bafy-b")]
-    assert choose_published_model(pubs, {"A": 1, "B": 5, "C": 1}) == "bafy-a"
-    assert choose_published_model(pubs, {"A": 3, "B": 5, "C": 3}) == "bafy-b"
-    assert choose_published_model(pubs, {"A": 1, "B": 2, "C": 1}) == "bafy-a"  # 2 vs 2: lowest CID
-    assert choose_published_model([], {}) is None
-    assert choose_published_model([_pub("A", "")], {"A": 1}) is None
 
 
 def test_base_model_is_the_latest_publication_before_the_window() -> None:

@@ -81,7 +81,7 @@ def tiny_config(**changes: object) -> RunConfig:
 def run_params(config: RunConfig) -> RunParams:
     return RunParams(
         config_digest=config.digest(), window_blocks=10, reveal_blocks=5, windows_per_epoch=2,
-        grace_period_blocks=8, unbonding_blocks=6, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
+        grace_period_blocks=8, unbonding_blocks=41, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
         min_trainer_stake=ETH, min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH,
     )
 
@@ -175,14 +175,15 @@ class Waits:
     def missed(self, entry: object) -> None: ...
 
     def waiting(self, window: int, block: int, now: int, until: str) -> None:
-        if "model of window" in until:
+        if "model of window" in until:  # the sync phase, not the wait for a block
             self.seen.append((window, window - 1 if f"window {window - 1}" in until else -1, block))
 
 
 def test_trains_from_the_model_of_the_previous_window(devrun: DevRun, tmp_path: Path) -> None:
-    """The sync phase: window w waits for the model every validator published for w−1 and trains from it; with
-    no such model by its deadline it trains from the newest one it has and names that base. A window − 1 that
-    nobody contributed to (the run's first window) is not waited for."""
+    """The sync phase: window w waits until the canonical model of w−1 is settled on chain (here: its only
+    validator, a majority, published it) and trains from it; with no such model by its deadline it trains from
+    the newest canonical one and names that base. A window − 1 that nobody contributed to (the run's first
+    window) is not waited for."""
     with IpfsClient(devrun.api_url) as blobs:
         run = start_dev_run(devrun.node, blobs, devrun.api_url)  # its own run: a validator joins it
         validator = run.client(7)
@@ -191,7 +192,9 @@ def test_trains_from_the_model_of_the_previous_window(devrun: DevRun, tmp_path: 
         other = run.client(8)
         other.register_trainer(run.run_id, ETH)
         clock = run.clock()
-        first = clock.window_of(run.node.block_number() + 1) + 1
+        per_epoch = run.sponsor.get_run(run.run_id).windows_per_epoch
+        # The validator votes (and its publications count towards canonical models) from the next epoch on.
+        first = (clock.window_of(run.node.block_number() + 1) // per_epoch + 1) * per_epoch
         run.mine_to(clock.start(first))
         waits = Waits()
         node = TrainerNode(node_setup(run, 6, tmp_path, blobs), observer=waits)  # type: ignore[arg-type]

@@ -119,8 +119,14 @@ def test_unstake_requests_then_withdraws(
     assert "unstake requested" in capsys.readouterr().out
     assert main(argv) == 2  # the delay has not passed
     assert "the stake unlocks at block" in capsys.readouterr().err
-    unlock = devrun.sponsor.trainer_info(devrun.run_id, devrun.client(key).address_of_account).unbonding_at
-    devrun.mine_to(unlock)
+    info = devrun.sponsor.trainer_info(devrun.run_id, devrun.client(key).address_of_account)
+    devrun.mine_to(info.unbonding_at)
+    # the stake also waits for the epochs the trainer could have worked in: nobody votes here, so each is
+    # finalised (by anyone) once its settlement phases are over
+    for epoch in range(devrun.sponsor.get_run(devrun.run_id).next_epoch, info.until_epoch):
+        closes = devrun.sponsor.settlement_of(devrun.run_id, epoch).closes_at
+        devrun.mine_to(max(closes, devrun.node.block_number() + 1))
+        devrun.sponsor.finalize_epoch(devrun.run_id, epoch)
     address = devrun.client(key).account.address
     before = devrun.web3.eth.get_balance(address)
     assert main(argv) == 0

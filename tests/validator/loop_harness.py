@@ -19,7 +19,8 @@ from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient, commitment_hash
 from contracts.deploy import deploy
 from contracts.types import RunParams
-from node.data import BlobStore, Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
+from ipfs.client import IpfsClient
+from node.data import Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
 from node.model import model_spec
 from node.payloads import RunPayloads, payload_cid
 from node.protocol import RunConfig
@@ -42,10 +43,12 @@ CONFIG = RunConfig(
     eval_own_seqs=4,
     eval_random_seqs=8,
     max_payload_bytes=1 << 20,
+    payload_fetch_seconds=2.0,  # the absent payload's trainer is judged unavailable after this
 )
-RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=4, unbonding_blocks=6,
+# start_delay_blocks: the validators registered right after the run's creation vote from epoch 0 on
+RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=8, unbonding_blocks=64,
            validator_share_bps=2000, slash_bps=1000, miss_threshold=3, min_trainer_stake=ETH,
-           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH)
+           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH, start_delay_blocks=16)
 
 
 def corpus() -> list[tuple[str, bytes]]:
@@ -62,7 +65,7 @@ class Net:
     run_id: int
     config: RunConfig
     config_cid: str
-    blobs: BlobStore
+    blobs: IpfsClient
     payloads: IpfsPayloadFormat  # the validator's side of the payload format
     trainer_payloads: RunPayloads  # the trainer's side (node/payloads.py), as a real trainer encodes
     dataset: Dataset
@@ -89,7 +92,7 @@ class Net:
         return ValidatorLoop(self.ctx(validator), validator, store, home / "state")
 
 
-def start_net(tmp: Path, blobs: BlobStore, n_trainers: int = 5, n_validators: int = 1) -> Net:
+def start_net(tmp: Path, blobs: IpfsClient, n_trainers: int = 5, n_validators: int = 1) -> Net:
     built = build_dataset(corpus(), shard_bytes=64 * 1024, heldout_fraction=0.2)
     dataset_cid = publish_dataset(blobs, built)
     config = CONFIG.model_copy(update={"dataset_cid": dataset_cid})

@@ -72,7 +72,8 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     reasons = {r.trainer: (r.reason, r.detail.split(":")[0]) for r in report.rejections}
     assert reasons == {trainers[GARBAGE]: (RejectReason.MALFORMED, "undecodable"),
                        trainers[SILENT]: (RejectReason.MISSING_REVEAL, "committed but never revealed"),
-                       trainers[ABSENT]: (RejectReason.MALFORMED, "fetch failed")}
+                       trainers[ABSENT]: (RejectReason.UNAVAILABLE,
+                                          "no one served the payload before the fetch deadline")}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
     ratings = store.ratings()
     assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
@@ -84,6 +85,10 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     silent = net.trainers[SILENT].address_of_account
     assert net.sponsor.commitment_of(net.run_id, 0, silent)[1] == CommitStatus.MISSED
     assert net.sponsor.trainer_info(net.run_id, silent).misses == 1
+    # So was the payload nobody served: the only validator is a stake majority, so it counts as a miss too.
+    absent = net.trainers[ABSENT].address_of_account
+    assert net.sponsor.unavailable_stake(net.run_id, 0, absent) > 0
+    assert net.sponsor.commitment_of(net.run_id, 0, absent)[1] == CommitStatus.MISSED
 
 
 def test_a_recorded_window_is_not_rescored(played: Played) -> None:
@@ -97,9 +102,9 @@ def test_a_recorded_window_is_not_rescored(played: Played) -> None:
 def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played) -> None:
     net, loop = played.net, played.loop
     net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
-    assert loop.step()  # submit weights for epoch 0, then finalize (the only validator has submitted)
+    assert loop.step()  # commit, then reveal, weights for epoch 0, then finalize (the only validator voted)
     assert not loop.step()  # nothing due: window 1's reveal period is not over
-    submitted = net.sponsor._logs("WeightsSubmitted", {"runId": net.run_id, "epoch": 0})
+    submitted = net.sponsor._logs("WeightsRevealed", {"runId": net.run_id, "epoch": 0})
     assert len(submitted) == 1
     info = net.sponsor.epoch_info(net.run_id, 0)
     assert info.finalized and info.submissions == 1
@@ -208,6 +213,6 @@ def test_losing_a_finalize_race_is_not_an_error(played: Played, monkeypatch: pyt
     monkeypatch.setattr(settler.client, "finalize_epoch", lost_race)
     assert net.sponsor.epoch_info(net.run_id, 0).finalized
     assert settler.finalize(0)  # epoch 0 is finalized on chain: the lost race is ignored
-    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 1))
+    net.mine_to(net.sponsor.settlement_of(net.run_id, 1).closes_at)  # finalisable by anyone from here
     with pytest.raises(TransactionFailed):
         settler.finalize(1)  # nobody finalized epoch 1: the failure is real

@@ -1,0 +1,117 @@
+"""The validator's weight commit–reveal survives a crash at every step on a real Anvil and IPFS daemon: the
+ballot (vector and salt) is stored before the commit is sent, so a restarted validator reveals exactly what it
+committed, and neither transaction is ever sent twice. A crash is an exception that nothing catches, raised
+between two steps; SQLite has then committed exactly what a SIGKILL at that point would have left."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contracts.client import pack_weights
+from contracts.tx import NONCES
+from contracts.types import CommitStatus
+from ipfs.client import IpfsClient
+from ipfs.daemon import IpfsDaemon
+from tests.validator.loop_harness import Net, play_window, publish_initial_model, start_net
+from validator.loop import ValidatorLoop, configure_determinism
+from validator.settlement import TX_COMMIT_WEIGHTS
+from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
+
+
+class Crash(BaseException):
+    """The process dies here (BaseException: no handler of the loop catches it)."""
+
+
+@dataclass
+class Played:
+    net: Net
+    snapshot: str  # the chain after window 0's reveal period: nothing scored or published yet
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def played(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -> Iterator[Played]:
+    configure_determinism()
+    tmp = tmp_path_factory.mktemp("settlement-crash")
+    with IpfsClient(ipfs_daemon.api_url) as blobs:
+        net = start_net(tmp, blobs, n_trainers=3, n_validators=1)
+        try:
+            base_cid, base = publish_initial_model(net)
+            play_window(net, 0, base_cid, base)
+            yield Played(net, net.node.snapshot(), tmp)
+        finally:
+            net.node.stop()
+
+
+def events(net: Net, name: str, validator: str) -> list[Any]:
+    logs = net.sponsor._logs(name, {"runId": net.run_id, "epoch": 0})
+    return [e for e in logs if e["args"]["validator"] == validator]
+
+
+def crash_at(store: ValidatorStore, method: str, kind: str | None, after: bool) -> None:
+    """Make `store.<method>` crash (before or after doing its work) when called for `kind` (None: any call)."""
+    original: Callable[..., Any] = getattr(store, method)
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        if kind is not None and (not args or args[0] != kind):
+            return original(*args, **kwargs)
+        if after:
+            original(*args, **kwargs)
+        raise Crash(method)
+
+    setattr(store, method, dying)
+
+
+# (store method, tx kind it must be called for, crash after it did its work): every step of the settlement
+CRASH_POINTS = {
+    "before the commit is recorded as sent": ("record_pending_tx", TX_COMMIT_WEIGHTS, False),
+    "after the commit is recorded, before it is broadcast": ("record_pending_tx", TX_COMMIT_WEIGHTS, True),
+    "after the commit is mined, before it is confirmed": ("confirm_tx", TX_COMMIT_WEIGHTS, False),
+    "after the reveal is recorded, before it is broadcast": ("record_pending_tx", TX_SUBMIT_WEIGHTS, True),
+    "after the reveal is mined, before the submission is recorded": ("record_epoch_submission", None, False),
+}
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_restart_finishes_the_ballot_without_a_second_transaction(played: Played, point: str) -> None:
+    net = played.net
+    net.node.revert(played.snapshot)
+    played.snapshot = net.node.snapshot()  # a snapshot is single-use
+    NONCES.reset()
+    home = played.tmp / point.replace(" ", "-").replace(",", "")
+    validator = net.validators[0]
+    me = validator.address_of_account
+    loop = net.loop(validator, home)
+    assert loop.step()  # window 0: scored and published
+    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
+
+    method, kind, after = CRASH_POINTS[point]
+    crash_at(loop.store, method, kind, after)
+    with pytest.raises(Crash):
+        for _ in range(3):
+            loop.step()
+    stored = loop.store.get_value("epoch:0:ballot")
+    assert stored is not None  # the ballot was stored before anything was sent
+    loop.store.close()
+    NONCES.reset()  # the dead process's nonce cache is gone
+
+    restarted: ValidatorLoop = net.loop(validator, home)
+    assert restarted.settler.ballot(0).to_json() == stored  # the same vector and salt, not a new ballot
+    for _ in range(3):
+        if net.sponsor.epoch_info(net.run_id, 0).finalized:
+            break
+        restarted.step()
+    assert len(events(net, "WeightsCommitted", me)) == 1
+    revealed = events(net, "WeightsRevealed", me)
+    assert len(revealed) == 1
+    assert bytes(revealed[0]["args"]["weights"]) == pack_weights(restarted.settler.ballot(0).vector)
+    assert net.sponsor.ballot_of(net.run_id, me).status == CommitStatus.REVEALED
+    assert net.sponsor.epoch_info(net.run_id, 0).finalized
+    assert restarted.store.epoch_submitted(0)
+    assert not [tx for tx in restarted.store.unconfirmed_txs() if tx.kind in (TX_COMMIT_WEIGHTS, TX_SUBMIT_WEIGHTS)]
+    restarted.store.close()
