@@ -4,7 +4,7 @@ honest trainers, so every missed reveal or late publication is load.
 
     python -m bench.load                                              # 32 trainer processes, 2 validators
     python -m bench.load --trainers 8 --windows 10 --window-blocks 24
-    python -m bench.load --population 256 --windows 20                # 256 identities in 2 processes
+    python -m bench.load --population 256 --windows 20                # 256 identities in 4 processes
 
 `--population N` hosts N trainer identities in a few processes (node/population_host.py: each identity a full
 node/runner.TrainerNode with its own key, stake, assignment, carried state, journal, commits, reveals and IPFS
@@ -26,8 +26,14 @@ sync logs and the validators' stores):
   decode, filter, evaluation, aggregation, rating, publish (model and report to IPFS, the publish transaction),
   other (chain reads, state files, database); weights: each settlement step (submit an epoch's weights,
   finalise it);
-- scored_fraction: contributions the validators scored over contributions revealed, over the run and every
-  validator (goal 1);
+- reveal span: blocks of the reveal period used up to the window's last reveal (1: all in its first block);
+  last commit margin: blocks between the window's last commit and the window's end;
+- scored_fraction: contributions the validators scored over contributions revealed (on chain, in the reveal
+  period), summed over the run's windows and every validator; the goal is 1. A revealed contribution that is
+  not scored is rejected with a reason in the window's report (`unscored_by_reason`, e.g. `unreliable`: the
+  trainer missed more reveals of the last windows than the run allows; `unavailable`: no one served the
+  payload before the fetch deadline); `unscored_unaccounted` counts any that no reason covers and must be 0.
+  A committed trainer that never revealed is not a revealed contribution: it counts in reveal_success_fraction;
 - gas per window: gas used by every transaction mined from the first window's start to the last's end, divided
   by the windows, in total and per contract function;
 - memory: peak RSS of every process the run started (trainers, validators, chain, IPFS), per role, and the

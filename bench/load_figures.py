@@ -19,9 +19,9 @@ from validator.timing import STAGES
 
 def spread(values: Sequence[float]) -> dict[str, float | None]:
     if not values:
-        return {"mean": None, "median": None, "max": None}
-    return {"mean": round(statistics.fmean(values), 3), "median": round(statistics.median(values), 3),
-            "max": round(max(values), 3)}
+        return {"min": None, "mean": None, "median": None, "max": None}
+    return {"min": round(min(values), 3), "mean": round(statistics.fmean(values), 3),
+            "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
 def sync_deadlines(out: Path) -> dict[int, int]:
@@ -56,6 +56,8 @@ def measure_windows(views: TrainingRunClient, run_id: int, first: int, last: int
     lag_blocks: list[float] = []
     lag_seconds: list[float] = []
     margin_blocks: list[float] = []
+    reveal_spans: list[float] = []
+    commit_margins: list[float] = []
     stamps: dict[int, int] = {}
     head = views.block_number()
 
@@ -66,8 +68,18 @@ def measure_windows(views: TrainingRunClient, run_id: int, first: int, last: int
 
     for window in range(first, last + 1):
         bounds = views.window_bounds(run_id, window)
-        committed = {c.trainer for c in views.commits(run_id, window)}
-        revealed = {r.trainer for r in views.reveals(run_id, window) if r.block < bounds.reveal_end}
+        commit_events = views.commits(run_id, window)
+        reveal_events = [r for r in views.reveals(run_id, window) if r.block < bounds.reveal_end]
+        committed = {c.trainer for c in commit_events}
+        revealed = {r.trainer for r in reveal_events}
+        # Blocks the reveal period needed (1: every reveal in its first block), and how many blocks before the
+        # window's end the last commit landed: the two margins a population's load eats first.
+        reveal_span = max((r.block - bounds.end + 1 for r in reveal_events), default=None)
+        commit_margin = min((bounds.end - c.block for c in commit_events), default=None)
+        if reveal_span is not None:
+            reveal_spans.append(reveal_span)
+        if commit_margin is not None:
+            commit_margins.append(commit_margin)
         pubs = list(views.publications(run_id, window).values())
         commits += len(committed)
         reveals += len(revealed)
@@ -85,6 +97,7 @@ def measure_windows(views: TrainingRunClient, run_id: int, first: int, last: int
         validator_ok += v_ok
         on_time += t_ok and v_ok
         per_window.append({"window": window, "commits": len(committed), "reveals": len(revealed),
+                           "reveal_span_blocks": reveal_span, "last_commit_margin_blocks": commit_margin,
                            "publish_lag_blocks": sorted(p.block - bounds.reveal_end for p in pubs),
                            "next_sync_deadline": deadline, "on_time": t_ok and v_ok})
     windows = last - first + 1
@@ -99,6 +112,8 @@ def measure_windows(views: TrainingRunClient, run_id: int, first: int, last: int
         "validator_lag_blocks": spread(lag_blocks),
         "validator_lag_seconds": spread(lag_seconds),
         "publish_margin_blocks": spread(margin_blocks),  # blocks between a publication and the next sync deadline
+        "reveal_span_blocks": spread(reveal_spans),  # of the reveal period, blocks up to the window's last reveal
+        "last_commit_margin_blocks": spread(commit_margins),  # blocks from the window's last commit to its end
         "publications": len(lag_blocks),
         "publications_expected": validators * windows,
         "per_window": per_window,
@@ -109,6 +124,7 @@ def validator_figures(stores: Iterable[Path], first: int, last: int) -> dict[str
     """Seconds per stage per window and the scored fraction, over every validator's store."""
     stages: dict[str, list[float]] = {}
     scored = revealed = 0
+    unscored: dict[str, int] = {}
     per_validator: list[dict[str, Any]] = []
     weights: list[float] = []
     for path in stores:
@@ -122,6 +138,8 @@ def validator_figures(stores: Iterable[Path], first: int, last: int) -> dict[str
                 stats = json.loads(store.get_value(f"window:{window}:stats") or "{}")
                 mine_scored += int(stats.get("scored", 0))
                 mine_revealed += int(stats.get("revealed", 0))
+                for reason, count in stats.get("unscored", {}).items():
+                    unscored[reason] = unscored.get(reason, 0) + int(count)
             weights += json.loads(store.get_value("weights_seconds") or "[]")
         finally:
             store.close()
@@ -135,6 +153,10 @@ def validator_figures(stores: Iterable[Path], first: int, last: int) -> dict[str
         "weights_seconds_per_settlement_step": spread(weights),
         "scored_fraction": round(scored / revealed, 4) if revealed else None,
         "contributions_scored": scored, "contributions_revealed": revealed,
+        # Revealed but not scored, by the reason the validator's report gives; `unaccounted` is what no reason
+        # covers (must be 0: every revealed contribution is scored or rejected with a reason).
+        "unscored_by_reason": dict(sorted(unscored.items())),
+        "unscored_unaccounted": revealed - scored - sum(unscored.values()),
         "scored_by_validator": per_validator,
     }
 

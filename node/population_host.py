@@ -56,6 +56,7 @@ class Population:
         self.clock = nodes[0].clock
         self.training_blocks = self.clock.window_blocks // 2  # until a window of this population was measured
         self._began: dict[int, int] = {}  # window → block its first identity began training
+        self._recent: list[int] = []  # blocks the last windows' trainings took (first began → last committed)
         self.failed: dict[int, str] = {}  # identities stopped by an error, as a lone node would have exited
         for node in nodes:
             node.training_blocks = self.training_blocks
@@ -130,7 +131,13 @@ class Population:
         if began is None or any(not (e := n.journal.get(window)) or not e.committed
                                 for i, n in enumerate(self.nodes) if not n.skipped(window) and i not in self.failed):
             return
-        self.training_blocks = max(1, block - began + 1)
+        # The longest of the last three windows, as a lone node estimates its own (TrainerNode._train_blocks):
+        # the last one alone under-runs when the load rises. Seen in bench.load --population 256 (90-block
+        # windows, load average up to 25, sync.jsonl): window 19's measure gave window 20 a 24-25 block
+        # estimate, window 20's trainings then began over 27 blocks and 130 identities did not commit in time, while
+        # window 17's trainings had spanned 32.
+        self._recent = [*self._recent[-2:], max(1, block - began + 1)]
+        self.training_blocks = max(self._recent)
         self._began.pop(window)
         for node in self.nodes:
             node.training_blocks = self.training_blocks

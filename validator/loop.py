@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from web3 import Web3
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed, TransactionPending
+from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
@@ -197,7 +198,8 @@ class ValidatorLoop:
         self.save_state(window, new_state, new_model)
         loss = self.global_loss(new_model)
         self.store.set_value(f"window:{window}:stats", json.dumps(
-            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
+            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores),
+             "unscored": unscored_reasons(report)}))
         self.store.record_window(
             window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
             self.rating_rows(window, report, new_state),
@@ -254,17 +256,18 @@ class ValidatorLoop:
 
     def report_unavailable(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract which revealed payloads nobody served before the fetch deadline (validator/fetch.py);
-        a stake majority of such reports makes the reveal a miss. Refusals that mean "settled already" (another
-        quorum got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on
-        the window's epoch) are expected."""
-        for trainer in gathered.unavailable:
-            try:
-                self.client.report_unavailable(self.ctx.run_id, window, trainer)
-            except ContractReverted as err:
-                if err.error_name not in ("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"):
-                    raise
-            except TransactionFailed:
-                log.info("window %d: unavailability report on %s reverted on chain (raced)", window, trainer)
+        a stake majority of such reports makes the reveal a miss. All of them go out together, as the missed
+        reveals do (one block for the lot, not one each). Refusals that mean "settled already" (another quorum
+        got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on the
+        window's epoch) are expected, and so is a report that reverts on chain because another landed first."""
+        trainers = list(gathered.unavailable)
+        calls = [self.client.contract.functions.reportUnavailable(self.ctx.run_id, window,
+                                                                  Web3.to_checksum_address(t)) for t in trainers]
+        landed = send_pipelined(self.client, calls, "reportUnavailable",
+                                skip=("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"))
+        for trainer, ok in zip(trainers, landed, strict=True):
+            if not ok:
+                log.info("window %d: unavailability report on %s refused or raced", window, trainer)
 
     def publish(self, window: int) -> None:
         """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""
@@ -322,6 +325,18 @@ class ValidatorLoop:
         except (OSError, ValueError) as err:
             raise LoopError(f"state files of window {window} in {self.work_dir} are unreadable: {err}") from err
         return ValidatorState.from_parts(plain, tensors), sorted_params(params)
+
+
+def unscored_reasons(report: WindowReport) -> dict[str, int]:
+    """Revealed contributions the window did not score, counted by the reason of their rejection (a committed
+    trainer that never revealed is not a revealed contribution). With the scored ones they account for every
+    reveal: bench.load checks that nothing revealed went unscored without a reason."""
+    scored = {s.trainer for s in report.scores}
+    reasons: dict[str, str] = {}
+    for r in report.rejections:
+        if r.reason != RejectReason.MISSING_REVEAL and r.trainer not in scored:
+            reasons.setdefault(r.trainer, r.reason.value)
+    return dict(sorted(Counter(reasons.values()).items()))
 
 
 def _shallow(report: WindowReport) -> dict[str, Any]:
