@@ -83,7 +83,7 @@ POPULATION_CONFIG = RunConfig(seq_len=64, inner_steps=2, seqs_per_step=4, inner_
                               eval_random_seqs=16)
 
 
-def _descendants(root: int) -> list[int]:
+def descendants(root: int) -> list[int]:
     """Every live process under `root` (read from /proc: no psutil needed)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -113,7 +113,7 @@ def _status_kib(pid: int, field_name: str) -> int:
     return 0
 
 
-def _role(pid: int) -> str | None:
+def process_role(pid: int) -> str | None:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -134,8 +134,8 @@ class Sampler:
 
     def sample(self) -> None:
         total = 0
-        for pid in _descendants(os.getpid()):
-            role = _role(pid)
+        for pid in descendants(os.getpid()):
+            role = process_role(pid)
             if role is None:
                 continue
             total += _status_kib(pid, "VmRSS")
