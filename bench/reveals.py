@@ -8,8 +8,8 @@ reveal period (bench.load --population): every identity's payload add and reveal
 Per round: the identities train and commit one window (automine), then the reveal period opens with 1-s blocks
 and the round measures, until every reveal is mined: wall seconds, blocks of the reveal period used, CPU seconds
 per reveal in this process and in the daemon and chain processes (from /proc), and chain and daemon calls per
-reveal (counted at the shared provider and IPFS client, before web3's cache). Writes bench/results/reveals.json
-with the machine's load average at each round (the machine is shared)."""
+reveal (counted at the shared provider, cached answers included, and at the IPFS client). Writes
+bench/results/reveals.json with the machine's load average at each round (the machine is shared)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.chain_view import WindowClock
-from node.population import population_account
+from node.population import ObservingProvider, population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
 from trainmarket.demo.network import publish_run_config, run_params
@@ -74,9 +74,9 @@ def one_round(identities: int, workers: int, folder: Path, label: str) -> dict[s
             sponsor.with_account(account).register_trainer(run_id, ETH)
         target = NodeTarget(chain.rpc_url, deployment.address, deployment.block, run_id, config_cid, daemon.api_url)
         nodes, shared, _ = load_identities(target, folder / "home", folder / "cache", label, range(identities))
-        rpc: Counter[str] = Counter()
         provider = nodes[0].client.web3.provider  # one provider and one IPFS client serve every identity
-        provider.make_request = _counting(rpc, provider.make_request)  # type: ignore[method-assign]
+        assert isinstance(provider, ObservingProvider)
+        rpc = provider.calls
         ipfs: Counter[str] = Counter()
         store = nodes[0].setup.blobs
         store._json = _counting(ipfs, store._json)  # type: ignore[attr-defined]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,8 +165,10 @@ class ObservingProvider(HTTPProvider):
         super().__init__(rpc_url, request_kwargs={"timeout": timeout}, cache_allowed_requests=True,
                          cacheable_requests=CACHED_FOREVER)
         self.observe: Callable[[int], object] = lambda block: None
+        self.calls: Counter[str] = Counter()  # requests by method, cached answers included (bench.reveals)
 
     def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        self.calls[str(method)] += 1
         answer = super().make_request(method, params)
         if method == "eth_getTransactionReceipt":
             result = answer.get("result")
