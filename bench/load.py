@@ -72,7 +72,8 @@ WINDOW_BLOCKS = 24
 # margin. The 20-window run at 90 blocks with 2 host processes then met a load average of 17-21: reveals took
 # the whole 12 blocks and more (151 of 256 missed in one window), the validators needed up to 47 blocks and
 # training up to ~30. So: 20 blocks to reveal, 120 per window, and 4 host processes (a starved process gets a
-# share of the cores per process, not per identity).
+# share of the cores per process, not per identity). The 20-window run at these defaults (load average 8-19) was
+# on time in every window and needed 44-90 of the 120 blocks (docs/SCALE.md, M1).
 POPULATION_WINDOW_BLOCKS = 120
 POPULATION_REVEAL_BLOCKS = 20
 POPULATION_PROCESSES = 4
