@@ -10,6 +10,7 @@ the model of window w. Nothing here reimplements the protocol; it only wires the
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,17 +21,20 @@ from torch import Tensor
 
 from ipfs.payload import decode_contribution
 from node.carry import CarriedState
-from node.data import Dataset, assigned_batches, heldout_batches
+from node.data import Dataset, assigned_batches
 from node.model import GPT, evaluate_loss, model_spec
 from node.payloads import RunPayloads
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
 from validator.domain import Contribution, ParamDict, WindowReport
+from validator.eval_data import assignment_size, common_eval_rows, own_eval_rows
 from validator.loop import build_model, build_strategy
 from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs
-from validator.window_inputs import own_rows
 
-BASE = "model"  # the simulated base CID: every contribution is computed on the current model (or says so)
+
+def model_cid(index: int) -> str:
+    """The simulated CID of `models[index]` (0: the initial model): what a contribution names as its base."""
+    return f"sim-model-{index}"
 
 
 def trainer_address(i: int) -> str:
@@ -44,7 +48,8 @@ def params_of(model: GPT) -> ParamDict:
 @dataclass
 class SimContext:
     """What one trainer may use in one window. `train(rows, steps)` runs the node's inner loop from `base`
-    with the trainer's carried moments (and counts the optimiser steps as the trainer's compute)."""
+    with the trainer's carried moments, and counts the optimiser steps and the rows trained on (forward and
+    backward passes: the compute) as the trainer's work."""
 
     window: int
     trainer: str
@@ -54,17 +59,30 @@ class SimContext:
     revealed: Sequence[Mapping[str, ParamDict]]  # public: decoded Δ of every earlier window, by trainer
     generator: torch.Generator
     inner_steps: int  # H, an honest window's optimiser steps
-    _train: Callable[[ParamDict, Tensor, int], dict[str, Tensor]]
+    inner_lr: float  # the run's inner learning rate
+    _train: Callable[[ParamDict, Tensor, int, float | None], dict[str, Tensor]]
+    assign: Callable[[str], Tensor] | None = None  # another address's rows for this window (public data)
+    base_index: int = 0  # which global model the update names as its base (index into `models`)
     steps_used: int = 0
+    rows_used: int = 0
 
-    def train(self, rows: Tensor | None = None, steps: int | None = None, base: ParamDict | None = None
-              ) -> dict[str, Tensor]:
-        """`steps` optimiser steps (default H) on `rows` (default the assigned rows) from `base` (default the
-        window's base model); Δ = θ_start − θ_end, float32 on CPU."""
+    def train(self, rows: Tensor | None = None, steps: int | None = None, base: ParamDict | None = None,
+              lr: float | None = None) -> dict[str, Tensor]:
+        """`steps` optimiser steps (default H) on `rows` (default the assigned rows; their count must split
+        evenly over the steps) from `base` (default the window's base model) at `lr` (default the run's inner
+        lr); Δ = θ_start − θ_end, float32."""
         steps = steps or self.inner_steps
-        delta = self._train(self.base if base is None else base, self.rows if rows is None else rows, steps)
+        rows = self.rows if rows is None else rows
+        delta = self._train(self.base if base is None else base, rows, steps, lr)
         self.steps_used += steps
+        self.rows_used += rows.size(0)
         return delta
+
+    def rows_of(self, address: str) -> Tensor:
+        """The window assignment of any address (a pure function of public values)."""
+        if self.assign is None:
+            raise ValueError("this context has no data assignment")
+        return self.assign(address)
 
 
 class Behaviour(Protocol):
@@ -89,6 +107,7 @@ class WindowOutcome:
     loss: float
     payload_bytes: dict[str, int]
     steps_used: dict[str, int]
+    rows_used: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -105,6 +124,7 @@ class Marketplace:
     persistent: bool = True
     monitor: Tensor | None = None
     strategy: ScoringStrategy | None = None
+    seed: bytes = b""  # varies the simulated block hashes (and so the evaluation rows) between runs
     models: list[ParamDict] = field(default_factory=list)
     revealed: list[dict[str, ParamDict]] = field(default_factory=list)
     state: ValidatorState = field(default_factory=ValidatorState)
@@ -120,10 +140,10 @@ class Marketplace:
                                      weight_decay=self.config.inner_weight_decay,
                                      micro_batch_size=self.config.seqs_per_step)
 
-    def _trainer_fn(self, trainer: str) -> Callable[[ParamDict, Tensor, int], dict[str, Tensor]]:
-        def train(base: ParamDict, rows: Tensor, steps: int) -> dict[str, Tensor]:
+    def _trainer_fn(self, trainer: str) -> Callable[[ParamDict, Tensor, int, float | None], dict[str, Tensor]]:
+        def train(base: ParamDict, rows: Tensor, steps: int, lr: float | None) -> dict[str, Tensor]:
             self.worker.load_state_dict(base, strict=False)
-            inner = InnerLoopConfig(steps=steps, lr=self.inner.lr, weight_decay=self.inner.weight_decay,
+            inner = InnerLoopConfig(steps=steps, lr=lr or self.inner.lr, weight_decay=self.inner.weight_decay,
                                     micro_batch_size=self.inner.micro_batch_size)
             carried = self.carry[trainer].optimizer if self.persistent else None
             result = train_inner(self.worker, rows, inner, self.device, optimizer_state=carried)
@@ -133,38 +153,53 @@ class Marketplace:
         return train
 
     def step(self) -> WindowOutcome:
-        """Run the next window; the new global model is appended to `models`."""
+        """Run the next window; the new global model is appended to `models`. The evaluation rows are chosen
+        as the validator chooses them (validator/eval_data.py), from a per-window stand-in for the closing
+        block hash that the behaviours never see."""
         w = len(self.models) - 1
         cfg = self.config
-        base = self.models[max(0, len(self.models) - 1 - self.lag)]
+        base_index = max(0, len(self.models) - 1 - self.lag)
         contributions: list[Contribution] = []
-        own: dict[str, Tensor] = {}
         sizes: dict[str, int] = {}
         used: dict[str, int] = {}
+        rows_used: dict[str, int] = {}
         decoded_now: dict[str, ParamDict] = {}
+        per = assignment_size(cfg)
+
+        def assign(address: str) -> Tensor:
+            return assigned_batches(self.dataset, cfg.run_seed, address, w, per, cfg.seq_len)
+
         for i, (t, behaviour) in enumerate(self.behaviours.items()):
-            rows = assigned_batches(self.dataset, cfg.run_seed, t, w, cfg.inner_steps * cfg.seqs_per_step, cfg.seq_len)
-            ctx = SimContext(window=w, trainer=t, base=base, rows=rows, models=self.models, revealed=self.revealed,
-                             generator=torch.Generator().manual_seed(w * 100_003 + i), inner_steps=cfg.inner_steps,
-                             _train=self._trainer_fn(t))
+            ctx = SimContext(window=w, trainer=t, base=self.models[base_index], rows=assign(t), models=self.models,
+                             revealed=self.revealed, generator=torch.Generator().manual_seed(w * 100_003 + i),
+                             inner_steps=cfg.inner_steps, inner_lr=cfg.inner_lr, _train=self._trainer_fn(t),
+                             assign=assign,
+                             base_index=base_index)
             delta = behaviour.delta(ctx)
-            used[t] = ctx.steps_used
+            used[t], rows_used[t] = ctx.steps_used, ctx.rows_used
             if delta is None:
                 continue
             carry = self.carry[t]
             acc = carry.feedback.accumulate({n: d.float().cpu() for n, d in delta.items()})
-            encoded = self.payloads.encode_contribution(acc, t, w, BASE)
+            named_base = model_cid(ctx.base_index)
+            encoded = self.payloads.encode_contribution(acc, t, w, named_base)
             carry.feedback.record(acc, encoded.estimate)
             decoded = decode_contribution(encoded.data, self.spec, cfg.max_payload_bytes)
-            contributions.append(Contribution(trainer=t, window=w, cid=f"sim-{t}-{w}", base_model_cid=BASE,
+            contributions.append(Contribution(trainer=t, window=w, cid=f"sim-{t}-{w}", base_model_cid=named_base,
                                               delta=decoded.delta, indices=decoded.indices))
             decoded_now[t] = decoded.delta
-            own[t] = own_rows(self.dataset, cfg, t, w)
             sizes[t] = len(encoded.data)
-        random_batch = heldout_batches(self.dataset, w.to_bytes(8, "big"), cfg.eval_random_seqs, cfg.seq_len)
-        inputs = WindowInputs(window=w, block_hash=f"0x{w:064x}", base_model_cid=BASE, params=self.models[-1],
-                              contributions=sorted(contributions, key=lambda c: c.trainer), own_batches=own,
-                              random_batch=random_batch)
+        block_hash = hashlib.sha256(b"marketsim/closing-block|" + self.seed + w.to_bytes(8, "big")).digest()
+        committed = [c.trainer for c in contributions]
+        common, owners = common_eval_rows(self.dataset, cfg, committed, w, block_hash)
+        current = len(self.models) - 1
+        inputs = WindowInputs(
+            window=w, block_hash="0x" + block_hash.hex(), base_model_cid=model_cid(current), params=self.models[-1],
+            contributions=sorted(contributions, key=lambda c: c.trainer),
+            own_batches={c.trainer: own_eval_rows(self.dataset, cfg, c.trainer, w, block_hash) for c in contributions},
+            common_batch=common, common_owners=owners,
+            stale_bases={model_cid(current - age): age for age in range(1, cfg.max_stale_windows + 1)
+                         if current - age >= 0})
         assert self.strategy is not None
         report, new_params, self.state = self.strategy.score_window(inputs, self.state)
         self.models.append({n: p.float().cpu() for n, p in new_params.items()})
@@ -173,7 +208,7 @@ class Marketplace:
         if self.monitor is not None:
             self.worker.load_state_dict(self.models[-1], strict=False)
             loss = evaluate_loss(self.worker, self.monitor.to(self.device))
-        return WindowOutcome(w, report, loss, sizes, used)
+        return WindowOutcome(w, report, loss, sizes, used, rows_used)
 
 
 def dense_bf16_bytes(spec: Mapping[str, tuple[tuple[int, ...], str]]) -> int:

@@ -1,11 +1,15 @@
 """Validator evaluation throughput: what scoring every contribution of a window costs.
 
 For N = 8, 32, 128 contributions it measures, in the same run,
-  * t_fwd: one forward pass of the eval (common random) batch, the unit of cost;
+  * t_fwd: one forward pass of the eval (common) batch, the unit of cost;
   * the batched evaluator (`evaluate_contributions`): wall time / (N · t_fwd) = forward-pass equivalents per
     contribution (target ≤ 1.5; the evaluator's own cost model predicts 1 + 2·o/R + 1/N);
-  * the whole `ScoringStrategy.score_window` (filters, evaluation, OpenSkill, weighting, aggregation):
-    contributions scored per second;
+  * the marginal estimate (validator/valuation.value_window: the own rows at the reference model, the grouped
+    backward pass at the aggregate step's midpoint, the forward after the step, the public-span projections),
+    timed inside the whole window: its forward-pass equivalents per contribution are the overhead the issue asks
+    to state (predicted o/R + 4/N, marginal.marginal_forward_equivalents);
+  * the whole `ScoringStrategy.score_window` (filters, evaluation, OpenSkill, aggregation, marginal estimate,
+    pay): contributions scored per second;
   * the naive 3N+1 evaluation (separate before/after passes per contribution) at N = 8, as the baseline ratio.
 
     python -m bench.validator                    # CPU: tiny (N up to 128) and small (N up to 32)
@@ -19,7 +23,8 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,20 +32,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import validator.strategy as strategy_module
 from node.model import GPT, preset_config, select_device
+from node.protocol import RunConfig
 from validator.domain import Contribution, ParamDict
 from validator.evaluate import (
     base_params,
     evaluate_contributions,
     forward_equivalents,
-    own_rows_for_budget,
     per_row_losses,
 )
+from validator.marginal import marginal_forward_equivalents
 from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs
 
 RESULTS = Path(__file__).resolve().parent / "results" / "validator.json"
 SIZES = (8, 32, 128)
-EVAL_ROWS = {"tiny": 32, "small": 32, "base": 32}
+EVAL_ROWS = RunConfig().eval_random_seqs  # the run's defaults: 48 common rows, 8 own rows per contribution
+OWN_ROWS = RunConfig().eval_own_seqs
 DISTINCT_DELTAS = 8  # evaluation cost does not depend on the values; cycling 8 keeps memory small at N=128
 TOPK_FRACTION = 0.05
 BASE_CID = "bafkbench"
@@ -119,12 +127,36 @@ def naive_evaluation(model: GPT, params: ParamDict, deltas: list[ParamDict], own
             per_row_losses(model, {**shifted, **buffers}, random_batch)
 
 
+class ValuationTimer:
+    """Times every call of the window's marginal estimate (validator/valuation.value_window) made by
+    `ScoringStrategy.score_window`, by wrapping the name the strategy calls while installed."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        original = strategy_module.value_window
+
+        def timed_value_window(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds.append(time.perf_counter() - start)
+
+        strategy_module.value_window = timed_value_window
+        try:
+            yield
+        finally:
+            strategy_module.value_window = original
+
+
 def bench_preset(preset: str, device: torch.device, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
     cfg = preset_config(preset)
     model = GPT.from_seed(cfg, 0).to(device)
     params = {n: t.detach().clone() for n, t in base_params(model).items()}
-    eval_rows = EVAL_ROWS[preset]
-    own_rows = own_rows_for_budget(eval_rows)
+    eval_rows, own_rows = EVAL_ROWS, OWN_ROWS
     g = torch.Generator().manual_seed(1)
     width = cfg.block_size + 1
     random_batch = torch.randint(0, cfg.vocab_size, (eval_rows, width), generator=g).to(device)
@@ -154,11 +186,15 @@ def bench_preset(preset: str, device: torch.device, sizes: tuple[int, ...], repe
             contributions=[Contribution(trainer=f"0x{i:040x}", window=1, cid=f"bafk{i}", base_model_cid=BASE_CID,
                                         delta=pool[i % DISTINCT_DELTAS][0], indices=pool[i % DISTINCT_DELTAS][1])
                            for i in range(n)],
-            own_batches={f"0x{i:040x}": own[i] for i in range(n)}, random_batch=random_batch,
+            own_batches={f"0x{i:040x}": own[i] for i in range(n)}, common_batch=random_batch,
+            common_owners=tuple(f"0x{r % n:040x}" for r in range(eval_rows)),  # other trainers' rows, by owner
         )
         strategy = ScoringStrategy(model, device=device)
-        t_window, _, fe_window = paired_cost(partial(strategy.score_window, inputs, ValidatorState()),
-                                             one_forward, n, device, max(1, repeats // 2))
+        valuation = ValuationTimer()
+        with valuation.installed():
+            t_window, fwd_window, fe_window = paired_cost(partial(strategy.score_window, inputs, ValidatorState()),
+                                                          one_forward, n, device, max(1, repeats // 2))
+        fe_marginal = statistics.median(valuation.seconds) / (n * fwd_window)
         row: dict[str, Any] = {
             "evaluate_s": t_eval,
             "forward_s": fwd_eval,
@@ -168,6 +204,9 @@ def bench_preset(preset: str, device: torch.device, sizes: tuple[int, ...], repe
             "score_window_s": t_window,
             "contributions_scored_per_s": n / t_window,
             "score_window_forward_equivalents_per_contribution": fe_window,
+            "marginal_estimate_s": statistics.median(valuation.seconds),
+            "marginal_forward_equivalents_per_contribution": fe_marginal,
+            "predicted_marginal_forward_equivalents": marginal_forward_equivalents(n, own_rows, eval_rows),
         }
         if n == min(sizes):
             t_naive, _, fe_naive = paired_cost(
@@ -179,7 +218,8 @@ def bench_preset(preset: str, device: torch.device, sizes: tuple[int, ...], repe
         out["by_n"][str(n)] = row
         print(f"{preset:>5} {device.type:>4} N={n:<4} fwd={fwd_eval * 1e3:7.2f} ms  eval={t_eval:7.3f} s  "
               f"FE/contrib={fe_eval:.3f} (predicted {row['predicted_forward_equivalents']:.3f})  "
-              f"window={t_window:7.3f} s (FE {fe_window:.2f})  scored/s={row['contributions_scored_per_s']:.1f}"
+              f"marginal FE={fe_marginal:.3f}  window={t_window:7.3f} s (FE {fe_window:.2f})  "
+              f"scored/s={row['contributions_scored_per_s']:.1f}"
               + (f"  naive FE={fe_naive:.2f}" if n == min(sizes) else ""))
     return out
 
@@ -208,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
             capped = tuple(n for n in sizes if not cap or n <= int(cap))
             runs.append(bench_preset(name, device, capped, args.repeats))
 
-    def fe_at_32(device_type: str) -> float | None:
+    def fe_at_32(device_type: str, key: str = "forward_equivalents_per_contribution") -> float | None:
         # The largest preset run on that device is the representative one (the tiny model is overhead-bound).
         candidates = [r for r in runs if r["device"].startswith(device_type) and "32" in r["by_n"]]
-        return candidates[-1]["by_n"]["32"]["forward_equivalents_per_contribution"] if candidates else None
+        return candidates[-1]["by_n"]["32"][key] if candidates else None
 
+    marginal = "marginal_forward_equivalents_per_contribution"
     result: dict[str, Any] = {
         "forward_equivalents_per_contribution": fe_at_32("cpu") if fe_at_32("cpu") is not None else fe_at_32("cuda"),
         "forward_equivalents_per_contribution_cuda": fe_at_32("cuda"),
         "forward_equivalents_target": 1.5,
+        # The marginal estimate's own cost (validator/valuation.py), on top of the evaluation: the issue's
+        # "stated, measured overhead".
+        "marginal_overhead_forward_equivalents_per_contribution": fe_at_32("cpu", marginal)
+        if fe_at_32("cpu", marginal) is not None else fe_at_32("cuda", marginal),
+        "marginal_overhead_forward_equivalents_per_contribution_cuda": fe_at_32("cuda", marginal),
         # Placeholder on purpose: the end-to-end window run (chain + IPFS + loop) fills this in; no fake number.
         "scored_fraction": None,
         "scored_fraction_note": "TODO: set by the end-to-end validator window run (contributions scored / "
@@ -228,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     result.update(end_to_end_scored_fraction())
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    print(f"forward_equivalents_per_contribution (N=32) = {result['forward_equivalents_per_contribution']:.3f}"
+    print(f"forward_equivalents_per_contribution (N=32) = {result['forward_equivalents_per_contribution']:.3f}, "
+          f"marginal estimate overhead {result['marginal_overhead_forward_equivalents_per_contribution']:.3f}"
           f"  -> {args.output}")
     return 0
 

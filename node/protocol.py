@@ -15,7 +15,8 @@ over the alternatives by measurement (bench.convergence --small set-up, final he
   same evaluation, so they wait as long and decode every payload besides; an eager start from the stale model
   minus one's own last update gained nothing under the lag (loss ratio 1.182 vs 1.175).
 Idle compute measured: the default `make demo` (15 CPU trainers, 2 validators, 24-block windows at 1 s, 3 to
-reveal) waits SYNC_DEMO; at a GPU-like timing, where scoring takes at most 10% of a window, the wait is
+reveal) waits 8–9 of 24 blocks, 34% of a window (`sync_fraction` in report.json, measured on the
+loaded 2-core machine); at a GPU-like timing, where scoring takes at most 10% of a window, the wait is
 reveal + scoring + one publication block, about 12% of a 300-block window."""
 
 from __future__ import annotations
@@ -76,8 +77,14 @@ class RunConfig(BaseModel):
     # and 2 gave 2.377 / 2.377 / 2.376 at outer lr 1, and 0.2 / 1 gave 2.319 / 2.317 at lr 1.5, since every honest
     # sparse update improves at all of them (a dense update is another matter: see bench/convergence.dense_config).
     eval_step_size: float = 1.0
-    eval_own_seqs: int = 4
-    eval_random_seqs: int = 12
+    # Evaluation rows per window (validator/eval_data.py): `eval_own_seqs` of each trainer's own assignment and
+    # `eval_random_seqs` common rows from the committed trainers' assignments. The own-vs-common specificity is a
+    # row-level statistic whose per-row spread is ~7× its honest mean (tiny model); 8 own rows against 48 common
+    # keep its per-window noise below its signal once training is under way (bench.incentives reports both).
+    # Cost: 1 + 2·8/48 = 1.33 forward passes of the common batch per contribution for the evaluation
+    # (validator/evaluate.py), + 8/48 for the own rows' reference pass of the marginal estimate.
+    eval_own_seqs: int = 8
+    eval_random_seqs: int = 48
     # The outer step: θ ← θ − lr·mean Δ, the mean over the contributors of each coordinate. Same set-up, decay
     # 0.5: lr 0.8 / 1.0 / 1.2 / 1.5 / 2.0 → 2.420 / 2.377 / 2.343 / 2.317 / 2.343 (seed 2: lr 1.0 2.377, 1.5
     # 2.320). Nesterov momentum 0.5 at lr 1 → 2.348, 0.9 at lr 0.5 → 2.558: no momentum (error feedback carries

@@ -25,11 +25,20 @@ class AggregateResult:
     info: AggregateInfo
 
 
+Shares = dict[str, dict[str, tuple[Tensor, Tensor]]]
+
+
 class Aggregator(Protocol):
     name: str
 
     def aggregate(self, params: ParamDict, contributions: Sequence[Contribution], momentum: ParamDict
                   ) -> AggregateResult: ...
+
+    def shares(self, params: ParamDict, contributions: Sequence[Contribution]) -> Shares:
+        """Per trainer, per tensor: (flat indices, float64 coefficients) such that this window's part of the
+        applied step θ_old − θ_new is Σ_trainers values[indices] × coefficients (validator/marginal.py splits the
+        step's gain along these shares). The rest of the step (momentum) is earlier windows' public steps."""
+        ...
 
 
 def delta_norm(delta: ParamDict) -> float:
@@ -105,6 +114,24 @@ class MedianNormClipMean:
         )
         return AggregateResult(params=new_params, momentum=new_momentum, info=info)
 
+    def shares(self, params: ParamDict, contributions: Sequence[Contribution]) -> Shares:
+        """lr·(1 + μ if Nesterov)·clip scale / (contributors of the coordinate), on each chosen coefficient."""
+        ordered = sorted(contributions, key=lambda c: c.trainer)
+        scales = median_clip_scales(ordered)
+        factor = self.lr * (1.0 + self.beta if self.nesterov else 1.0)
+        out: Shares = {c.trainer: {} for c in ordered}
+        for name in sorted(params):
+            count = torch.zeros(params[name].numel(), dtype=torch.float64)
+            chosen: dict[str, Tensor] = {}
+            for c in ordered:
+                if name in c.support:
+                    idx, vals = c.support[name]
+                    chosen[c.trainer] = idx[vals.ne(0)].cpu()
+                    count.index_add_(0, chosen[c.trainer], torch.ones(chosen[c.trainer].numel(), dtype=torch.float64))
+            for trainer, idx in chosen.items():
+                out[trainer][name] = (idx, factor * scales[trainer] / count[idx])
+        return out
+
     def _outer_step(self, params: ParamDict, grad: ParamDict, momentum: ParamDict) -> tuple[ParamDict, ParamDict]:
         new_params: ParamDict = {}
         new_momentum: ParamDict = {}
@@ -144,3 +171,15 @@ class MeanAggregator:
                              update_norm=delta_norm(mean), learning_rate=self.lr,
                              delta_norms={c.trainer: delta_norm(c.delta) for c in ordered})
         return AggregateResult(params=new_params, momentum=dict(momentum), info=info)
+
+    def shares(self, params: ParamDict, contributions: Sequence[Contribution]) -> Shares:
+        """lr / N on every nonzero coefficient of every update."""
+        factor = self.lr / max(1, len(contributions))
+        out: Shares = {}
+        for c in sorted(contributions, key=lambda c: c.trainer):
+            out[c.trainer] = {}
+            for name, (idx, vals) in c.support.items():
+                if name in params:
+                    nz = idx[vals.ne(0)].cpu()
+                    out[c.trainer][name] = (nz, torch.full((nz.numel(),), factor, dtype=torch.float64))
+        return out

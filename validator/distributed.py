@@ -7,12 +7,15 @@ dashboard, exactly as a single-process validator does. The other ranks hold no k
 Per window, the strategy's evaluation hook on rank 0 (`DistributedEvaluate`, given as ScoringStrategy's
 `evaluate`) broadcasts the evaluation job: the run config (for the model's architecture), the base parameters,
 every contribution's Δ as it will be applied (in a sparse, bit-exact form), the own-data batches, the common
-random batch and the step size. Every rank runs the very same `evaluate_contributions` on it, asking for the
-"after" passes of its own contiguous slice of the contributions (`rank_slice`); the "before" passes, shared by
-all contributions and computed in the same batches by every rank, stay as in one process. The per-contribution
-results are all-gathered in rank order, which is contribution order, and the strategy goes on with exactly the
-floats a single process would have computed: the report, the aggregate and both CIDs are byte-identical
-(tests/validator/test_distributed.py proves it with 2 gloo processes).
+common batch and the step size. Every rank runs the very same `evaluate_rows` on it, asking for the "after"
+passes of its own contiguous slice of the contributions (`rank_slice`); the "before" passes, shared by all
+contributions and computed in the same batches by every rank, stay as in one process. The per-row losses are
+all-gathered in rank order, which is contribution order, and the strategy goes on with exactly the floats a single
+process would have computed. The rest of the window (rating, aggregation bar, aggregation, the marginal-value
+valuation, pay) runs on rank 0 alone, on those floats, exactly as in one process: the report, the aggregate and
+both CIDs are byte-identical (tests/validator/test_distributed.py proves it with 2 gloo processes). The
+valuation is not spread: its cost is a few passes per window plus the own rows once (validator/valuation.py),
+not a pass per contribution.
 
 NCCL on CUDA (one GPU per rank, LOCAL_RANK), gloo on CPU. The followers wait for the next job for as long as a
 window lasts: the process group's timeout is FOLLOW_TIMEOUT."""
@@ -32,7 +35,7 @@ from node.ddp import Cluster, ClusterError, join_cluster
 from node.model import GPT, preset_config
 from node.protocol import RunConfig
 from validator.domain import ParamDict
-from validator.evaluate import EvalResult, evaluate_contributions
+from validator.evaluate import RowLosses, evaluate_rows
 from validator.loop import configure_determinism
 
 FOLLOW_TIMEOUT = timedelta(days=7)
@@ -74,7 +77,7 @@ def unpack_delta(packed: Packed) -> ParamDict:
 
 
 class DistributedEvaluate:
-    """Rank 0's evaluation hook: evaluate_contributions' signature, the work split over the cluster."""
+    """Rank 0's evaluation hook: evaluate_rows' signature, the work split over the cluster."""
 
     def __init__(self, cluster: Cluster, config: RunConfig) -> None:
         if not cluster.leader:
@@ -84,9 +87,9 @@ class DistributedEvaluate:
 
     def __call__(self, model: nn.Module, deltas: Sequence[ParamDict], own_batches: Sequence[Tensor],
                  random_batch: Tensor, step_size: float, device: torch.device | str,
-                 base: ParamDict | None = None) -> list[EvalResult]:
+                 base: ParamDict | None = None) -> list[RowLosses]:
         if not self.cluster.distributed:
-            return evaluate_contributions(model, deltas, own_batches, random_batch, step_size, device, base=base)
+            return evaluate_rows(model, deltas, own_batches, random_batch, step_size, device, base=base)
         params = base if base is not None else {n: p.detach() for n, p in model.named_parameters()}
         job = {"config": self.config_json, "deltas": [pack_delta(d) for d in deltas],
                "own": [b.cpu() for b in own_batches], "random": random_batch.cpu(), "step": step_size,
@@ -110,14 +113,21 @@ def _broadcast(cluster: Cluster, job: dict[str, Any] | None) -> dict[str, Any] |
     return received
 
 
-def _evaluate_share(cluster: Cluster, model: nn.Module, job: dict[str, Any]) -> list[EvalResult]:
+def _evaluate_share(cluster: Cluster, model: nn.Module, job: dict[str, Any]) -> list[RowLosses]:
     deltas = [unpack_delta(p) for p in job["deltas"]]
     mine = rank_slice(len(deltas), cluster.rank, cluster.world_size)
-    results = evaluate_contributions(model, deltas, job["own"], job["random"], job["step"], cluster.device,
-                                     base=job["base"], indices=mine)
+    rows = evaluate_rows(model, deltas, job["own"], job["random"], job["step"], cluster.device, base=job["base"],
+                         indices=mine)
+    # Cloned: a view would carry its whole storage (every contribution's own rows) into the gather. The common
+    # "before" rows are the same for every contribution; each rank computed them and keeps its own.
+    share = [(r.own_before.clone(), r.own_after.clone(), r.common_after.clone()) for r in rows]
     gathered: list[Any] = [None] * cluster.world_size
-    dist.all_gather_object(gathered, results)
-    return [result for part in gathered for result in part]
+    dist.all_gather_object(gathered, share)
+    if not rows:  # rank 0's slice is empty only when the window has no contribution (rank_slice)
+        return []
+    common_before = rows[0].common_before
+    return [RowLosses(own_before=before, own_after=after, common_before=common_before, common_after=common_after)
+            for part in gathered for before, after, common_after in part]
 
 
 def follow(cluster: Cluster) -> int:

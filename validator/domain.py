@@ -112,7 +112,12 @@ class Rejection:
 
 @dataclass(frozen=True)
 class ContributionScore:
-    """Every number behind one contribution's weight, in the order they are computed."""
+    """Every number behind one contribution's weight, in the order they are computed (validator/strategy.py).
+
+    "random" in the older names means the common rows: other trainers' same-window data that the contribution
+    does not own (validator/eval_data.py). The pay is `final` = value⁺ × effort × norm_factor × sync × penalty
+    (validator/scoring.py `pay_score`); s_i, b_i, binary_avg and the OpenSkill rating are signals recorded
+    beside it, no longer factors of it."""
 
     trainer: str
     cid: str
@@ -120,10 +125,10 @@ class ContributionScore:
     loss_after_own: float
     loss_before_random: float
     loss_after_random: float
-    s_i: float  # relative loss reduction on the common random data
+    s_i: float  # relative loss reduction on the common rows (decides whether the update is aggregated)
     own_gain: float  # relative loss reduction on the trainer's own data
     random_gain: float
-    b_i: int  # +1 when own_gain > random_gain
+    b_i: int  # +1 when the own-row excess gain `specificity` is positive
     binary_avg: float  # B_i after this window's update
     mu: float
     sigma: float
@@ -132,6 +137,21 @@ class ContributionScore:
     penalty: float
     final: float
     weight: float
+    value: float = 0.0  # marginal value of its new information to the applied aggregate (nats per common row)
+    value_full: float = 0.0  # the same for its whole share of the aggregate, public part included
+    novelty: float = 0.0  # share of the update's energy outside the span of public directions
+    specificity: float = 0.0  # own-row gain in excess of the common rows' (control variate applied), nats/row
+    specificity_se: float = 0.0
+    value_ratio: float = 0.0  # value / the window's median value of the aggregated updates (clipped)
+    effort_ratio: float = 0.0  # specificity / the window's median specificity of the aggregated updates
+    value_standing: float = 0.0  # its record of value ratios over windows (validator/scoring.Standing)
+    effort_standing: float = 0.0  # its evidence-weighted record of effort ratios
+    value_factor: float = 0.0  # value_standing against the typical record, folded at 1
+    effort: float = 0.0  # min(1, effort_standing / the typical record) ** effort_power
+    maturity: float = 0.0  # evidence in its effort record / (evidence + prior)
+    norm_factor: float = 1.0  # min(1, median norm / own norm)
+    share: float = 1.0  # its share of its Sybil cluster's contribution (1 outside clusters)
+    clip_scale: float = 1.0  # the factor its update was clipped by (to the median norm)
 
 
 @dataclass(frozen=True)
@@ -145,6 +165,22 @@ class AggregateInfo:
 
 
 @dataclass(frozen=True)
+class ValuationInfo:
+    """Window-level numbers of the marginal-value and pay stages (validator/marginal.py, validator/pay.py)."""
+
+    measured_gain: float = 0.0  # L(θ) − L(θ − step) on the common rows, mean per row
+    attributed_gain: float = 0.0  # Σ of the contributions' attributed values on the same rows (≈ measured)
+    value_ref: float = 0.0  # median value of the aggregated contributions (the window's value yardstick)
+    specificity_ref: float = 0.0  # median specificity of the aggregated contributions (effort's yardstick)
+    evidence: float = 0.0  # weight of this window's effort ratios: (median specificity t-statistic)²
+    typical_value: float = 0.0  # shorth centre of the aggregated trainers' value records
+    typical_effort: float = 0.0  # shorth centre of their effort records
+    median_norm: float = 0.0  # median update norm of the evaluated contributions
+    public_vectors: int = 0  # public directions the new-information residual is taken against
+    total_final: float = 0.0  # Σ final: weights are final / total_final
+
+
+@dataclass(frozen=True)
 class WindowReportInputs:
     """What the scores are a function of; an auditor starts from these."""
 
@@ -154,6 +190,7 @@ class WindowReportInputs:
     eval_step_size: float
     strategy: dict[str, Any]  # the pipeline's configuration, so a changed threshold is visible
     stale_bases: dict[str, str] = field(default_factory=dict)  # trainer → the older base its payload names
+    common_rows: dict[str, int] = field(default_factory=dict)  # owner → common evaluation rows from its data
 
 
 @dataclass(frozen=True)
@@ -166,6 +203,7 @@ class WindowReport:
     aggregate: AggregateInfo
     model_cid: str | None = None  # filled in once the new global model is on IPFS
     version: int = REPORT_FORMAT_VERSION
+    valuation: ValuationInfo = field(default_factory=ValuationInfo)
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, no whitespace, no NaN (a NaN would not round-trip)."""
@@ -199,6 +237,7 @@ class WindowReport:
                     raw["aggregate"]["contributors"])}),
                 model_cid=raw["model_cid"],
                 version=int(raw["version"]),
+                valuation=_build(ValuationInfo, raw.get("valuation", {})),
             )
         except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as err:  # Recursion: [[[[… nesting
             raise ReportFormatError(f"not a window report: {err}") from err

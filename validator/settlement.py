@@ -1,9 +1,9 @@
 """Per-epoch settlement: commit this validator's weight vector, reveal it, finalize the epoch when the contract
 allows (anyone may), and record the rewards the contract credited.
 
-Epoch weight vector: the mean, over the epoch's windows this validator processed, of each window's
-power-normalised weights (a trainer absent from a window counts 0 there), in the contract's trainer-slot
-order, rounded to uint16 by `scoring.to_u16_weights` (largest remainder; the contract renormalises).
+Epoch weight vector: `scoring.epoch_weights` of the epoch's window reports this validator processed (each
+trainer's share of the epoch's final scores), in the contract's trainer-slot order, rounded to uint16 by
+`scoring.to_u16_weights` (largest remainder; the contract renormalises).
 
 Commit, then reveal (nobody can copy a vector before committing its own): the contract takes commits in the
 epoch's commit phase, from validators that vote on the epoch and published every one of its windows, and
@@ -25,24 +25,13 @@ from contracts.errors import ContractReverted, TransactionFailed
 from contracts.types import CommitStatus
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
-from validator.scoring import to_u16_weights
+from validator.scoring import epoch_weights, to_u16_weights
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
 
 log = logging.getLogger(__name__)
 
 # The commit's pending-tx kind; the reveal is TX_SUBMIT_WEIGHTS, confirmed with the epoch's recorded submission.
 TX_COMMIT_WEIGHTS = "commit_weights"
-
-
-def mean_window_weights(reports: Sequence[WindowReport], n_windows: int) -> dict[str, float]:
-    """Per trainer, the sum of its weights over `reports` divided by the epoch's `n_windows` (≥ the reports
-    given: a window this validator did not record counts as all zeros). Sums to ≤ 1."""
-    totals: dict[str, float] = {}
-    for report in reports:
-        for s in report.scores:
-            totals[s.trainer] = totals.get(s.trainer, 0.0) + s.weight
-    n = max(1, n_windows, len(reports))
-    return {t: v / n for t, v in sorted(totals.items())}
 
 
 def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) -> list[int]:
@@ -121,7 +110,7 @@ class EpochSettler:
         per_epoch = self.client.get_run(self.run_id).windows_per_epoch
         windows = range(max(epoch * per_epoch, self.start_window), (epoch + 1) * per_epoch)
         recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
-        return mean_window_weights(recorded, len(windows))
+        return epoch_weights(recorded)
 
     def ballot(self, epoch: int) -> EpochBallot:
         """This validator's ballot for `epoch`: the stored one, else a new one (with a fresh salt) stored now."""

@@ -1,5 +1,5 @@
 """The scoring pipeline of one window as a chain of swappable steps (in the spirit of Flower's strategies):
-filters → evaluator → rating → weighting → aggregator.
+filters → evaluator → rating → aggregator → valuation → pay.
 
 `ScoringStrategy.score_window` is pure: no chain, no IPFS, no database. Everything it depends on comes in
 through `WindowInputs` and `ValidatorState`, everything it decides goes out in the `WindowReport`, the new
@@ -8,6 +8,7 @@ global parameters and the new state, so the audit can call the very same functio
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from validator.aggregate import Aggregator, MedianNormClipMean, median_clip_scales
+from validator.aggregate import Aggregator, MedianNormClipMean, median_clip_scales, support_norm
 from validator.domain import (
     Contribution,
     ContributionScore,
@@ -25,94 +26,62 @@ from validator.domain import (
     WindowReport,
     WindowReportInputs,
 )
-from validator.evaluate import EvalResult, evaluate_contributions
+from validator.evaluate import RowLosses, evaluate_rows
 from validator.filters import (
     Filter,
     FilterConfig,
     FilterContext,
-    UpdateFingerprint,
     default_filters,
     fingerprint,
     run_filters,
 )
-from validator.rating import PlackettLuceRater, Rating, RatingModel
+from validator.pay import PayConfig, pay_window
+from validator.rating import PlackettLuceRater, RatingModel
 from validator.scoring import (
     BINARY_DECAY,
-    final_score,
+    aggregation_bar,
     gradient_score,
-    own_vs_random_indicator,
     power_normalise,
     relative_gain,
     update_binary_average,
 )
+from validator.state import ValidatorState
+from validator.valuation import Valuation, value_window
 
-# evaluate_contributions' signature: (model, deltas, own batches, random batch, step size, device, base=…).
-Evaluate = Callable[..., list[EvalResult]]
+__all__ = ["ScoringStrategy", "StrategyConfig", "ValidatorState", "WindowInputs"]
+
+# evaluate_rows' signature: (model, deltas, own batches, common batch, step size, device, base=…).
+Evaluate = Callable[..., list[RowLosses]]
+Valuate = Callable[..., Valuation]  # value_window's signature
 
 
 @dataclass(frozen=True)
 class StrategyConfig:
     eval_step_size: float = 1.0  # η in θ − η·Δ when measuring a contribution
-    weight_power: float = 2.0  # p of the power normalisation
     binary_decay: float = BINARY_DECAY
     min_gradient_score: float = 0.0  # only updates with s_i above this go into the aggregate
+    # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by
+    # chance (the demo's noise trainer was aggregated in 4 of 6 windows at 0.0, its poisoner in window 1 at 0.25)
+    min_relative_gradient_score: float = 0.25
+    public_steps: int = 2  # how many earlier aggregate steps count as public directions
+    pay: PayConfig = field(default_factory=PayConfig)
 
 
 @dataclass(frozen=True)
 class WindowInputs:
     window: int
-    block_hash: str  # the window's closing block hash (seeded `random_batch`)
+    block_hash: str  # the window's closing block hash (it chose the evaluation rows)
     base_model_cid: str
     params: ParamDict  # the global model the window trained from
     contributions: Sequence[Contribution]  # fetched, decoded payloads
-    own_batches: Mapping[str, Tensor]  # trainer → its assigned data, recomputed by the validator
-    random_batch: Tensor
+    own_batches: Mapping[str, Tensor]  # trainer → its evaluated rows (validator/eval_data.py)
+    common_batch: Tensor  # rows of the committed trainers' assignments (validator/eval_data.py)
+    common_owners: Sequence[str] = ()  # the trainer each common row belongs to ("" or empty: nobody's)
     prior_rejections: Sequence[Rejection] = ()  # found upstream: missing reveal, undecodable payload
     stale_bases: Mapping[str, int] = field(default_factory=dict)  # older accepted bases → windows behind
 
-
-@dataclass(frozen=True)
-class ValidatorState:
-    ratings: dict[str, Rating] = field(default_factory=dict)
-    binary_avg: dict[str, float] = field(default_factory=dict)
-    missed_windows: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    recent_accepted: tuple[UpdateFingerprint, ...] = ()
-    momentum: ParamDict = field(default_factory=dict)
-    last_window: int | None = None
-
-    def miss_counts(self, window: int, horizon: int) -> dict[str, int]:
-        return {t: sum(1 for w in ws if window - horizon <= w < window) for t, ws in self.missed_windows.items()}
-
-    def to_parts(self) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        """(JSON-able dict, flat tensor dict for safetensors): how the store persists the state."""
-        plain = {
-            "ratings": {t: [r.mu, r.sigma] for t, r in sorted(self.ratings.items())},
-            "binary_avg": dict(sorted(self.binary_avg.items())),
-            "missed_windows": {t: list(ws) for t, ws in sorted(self.missed_windows.items())},
-            "recent_accepted": [[fp.trainer, fp.window, fp.cid] for fp in self.recent_accepted],
-            "last_window": self.last_window,
-        }
-        tensors = {f"momentum/{n}": t.detach().cpu().contiguous() for n, t in self.momentum.items()}
-        for i, fp in enumerate(self.recent_accepted):
-            tensors[f"fingerprint/{i}/keys"] = fp.keys.contiguous()
-            tensors[f"fingerprint/{i}/values"] = fp.values.contiguous()
-        return plain, tensors
-
-    @classmethod
-    def from_parts(cls, plain: Mapping[str, Any], tensors: Mapping[str, Tensor]) -> ValidatorState:
-        fps = tuple(
-            UpdateFingerprint(trainer=str(t), window=int(w), cid=str(cid), keys=tensors[f"fingerprint/{i}/keys"],
-                              values=tensors[f"fingerprint/{i}/values"])
-            for i, (t, w, cid) in enumerate(plain["recent_accepted"])
-        )
-        return cls(
-            ratings={t: Rating(mu=float(mu), sigma=float(sigma)) for t, (mu, sigma) in plain["ratings"].items()},
-            binary_avg={t: float(b) for t, b in plain["binary_avg"].items()},
-            missed_windows={t: tuple(int(w) for w in ws) for t, ws in plain["missed_windows"].items()},
-            recent_accepted=fps,
-            momentum={k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")},
-            last_window=plain["last_window"],
-        )
+    def owners(self) -> tuple[str, ...]:
+        return tuple(self.common_owners) if self.common_owners else ("",) * self.common_batch.size(0)
 
 
 class ScoringStrategy:
@@ -126,11 +95,14 @@ class ScoringStrategy:
         filter_config: FilterConfig | None = None,
         device: torch.device | str | None = None,
         evaluate: Evaluate | None = None,
+        valuate: Valuate | None = None,
     ) -> None:
         self.model = model
-        # The hook that runs the per-contribution evaluation: a torchrun validator spreads it over its ranks
-        # (validator/distributed.py) and the loop times it (validator/timing.py); results must not change.
-        self.evaluate: Evaluate = evaluate or evaluate_contributions
+        # The hooks that run the per-contribution evaluation and the valuation: a torchrun validator spreads the
+        # evaluation over its ranks (validator/distributed.py) and the loop times both (validator/timing.py);
+        # results must not change. Unset, the module's own names are called (bench.validator wraps them).
+        self.evaluate: Evaluate | None = evaluate
+        self.valuate: Valuate | None = valuate
         self.filter_config = filter_config or FilterConfig()
         self.filters = list(filters) if filters is not None else default_filters(self.filter_config)
         self.rater: RatingModel = rater or PlackettLuceRater()
@@ -164,42 +136,60 @@ class ScoringStrategy:
         rejections += [Rejection(c.trainer, w, RejectReason.MISSING_OWN_DATA, "no assigned batch", c.cid)
                        for c in kept if c.trainer not in inputs.own_batches]
 
+        # Judged as applied: clipped to the median norm of the set (aggregate.median_clip_scales).
         clip = median_clip_scales(evaluable)
+        norms = {c.trainer: support_norm(c) for c in evaluable}
+        median_norm = statistics.median(norms.values()) if norms else 0.0
         applied = [c.delta if clip[c.trainer] == 1.0 else {k: v * clip[c.trainer] for k, v in c.delta.items()}
                    for c in evaluable]
-        results = self.evaluate(
-            self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable],
-            inputs.random_batch, self.config.eval_step_size, self.device, base=inputs.params,
-        )
-        scored: list[tuple[Contribution, EvalResult]] = []
-        for c, r in zip(evaluable, results, strict=True):
-            if all(math.isfinite(x) for x in asdict(r).values()):
-                scored.append((c, r))
+        rows = (self.evaluate or evaluate_rows)(
+            self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable], inputs.common_batch,
+            self.config.eval_step_size, self.device, base=inputs.params)
+        owners = inputs.owners()
+        scored: list[Contribution] = []
+        losses: dict[str, RowLosses] = {}
+        for c, r in zip(evaluable, rows, strict=True):
+            if all(math.isfinite(x) for x in asdict(r.means()).values()):
+                scored.append(c)
+                losses[c.trainer] = r
             else:
-                rejections.append(Rejection(c.trainer, w, RejectReason.NONFINITE_LOSS, repr(r), c.cid))
+                rejections.append(Rejection(c.trainer, w, RejectReason.NONFINITE_LOSS, repr(r.means()), c.cid))
 
-        s = {c.trainer: gradient_score(r.loss_before_random, r.loss_after_random) for c, r in scored}
+        # s_i: the relative gain on the common rows it does not own. It decides aggregation and the rating.
+        common = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
+        s = {t: gradient_score(before, after) for t, (before, after) in common.items()}
         ratings = {**state.ratings, **self.rater.update(state.ratings, s)}
-        binary_avg = dict(state.binary_avg)
-        partial: list[dict[str, Any]] = []
-        for c, r in scored:
-            own = relative_gain(r.loss_before_own, r.loss_after_own)
-            b = own_vs_random_indicator(own, s[c.trainer])
-            binary_avg[c.trainer] = update_binary_average(binary_avg.get(c.trainer, 0.0), b, self.config.binary_decay)
-            rating = ratings[c.trainer]
-            partial.append(dict(
-                trainer=c.trainer, cid=c.cid, loss_before_own=r.loss_before_own, loss_after_own=r.loss_after_own,
-                loss_before_random=r.loss_before_random, loss_after_random=r.loss_after_random, s_i=s[c.trainer],
-                own_gain=own, random_gain=s[c.trainer], b_i=b, binary_avg=binary_avg[c.trainer], mu=rating.mu,
-                sigma=rating.sigma, ordinal=rating.ordinal, sync=c.sync, penalty=c.penalty,
-                final=final_score(rating.ordinal, binary_avg[c.trainer], c.sync, c.penalty),
-            ))
-        weights = power_normalise([p["final"] for p in partial], self.config.weight_power)
-        scores = tuple(ContributionScore(**p, weight=wt) for p, wt in zip(partial, weights, strict=True))
-
-        improving = [c for c, _ in scored if s[c.trainer] > self.config.min_gradient_score]
+        bar = aggregation_bar(list(s.values()), self.config.min_gradient_score,
+                              self.config.min_relative_gradient_score)
+        improving = [c for c in scored if s[c.trainer] > bar]
         aggregated = _one_per_cluster(improving, s)
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
+
+        public = [fp for fp in state.recent_accepted if w - horizon <= fp.window < w] + list(state.recent_steps)
+        valued = (self.valuate or value_window)(
+            self.model, self.device, w, inputs.params, result.params, inputs.common_batch, owners, inputs.own_batches,
+            losses, scored, aggregated, self.aggregator.shares(inputs.params, aggregated), public, median_norm)
+        paid = pay_window(scored, aggregated, valued, norms, median_norm, {c.trainer: c.penalty for c in scored},
+                          state.standing, self.config.pay)
+        binary_avg = dict(state.binary_avg)
+        partial: list[dict[str, Any]] = []
+        for c in scored:
+            t, m, spec = c.trainer, losses[c.trainer].means(), valued.specificity[c.trainer]
+            b = 1 if spec.delta > 0.0 else -1  # the own-vs-common indicator, a signal (bench.incentives: FP/FN)
+            binary_avg[t] = update_binary_average(binary_avg.get(t, 0.0), b, self.config.binary_decay)
+            rating = ratings[t]
+            partial.append(dict(
+                trainer=t, cid=c.cid, loss_before_own=m.loss_before_own, loss_after_own=m.loss_after_own,
+                loss_before_random=common[t][0], loss_after_random=common[t][1], s_i=s[t],
+                own_gain=relative_gain(m.loss_before_own, m.loss_after_own), random_gain=s[t], b_i=b,
+                binary_avg=binary_avg[t], mu=rating.mu, sigma=rating.sigma, ordinal=rating.ordinal, sync=c.sync,
+                penalty=c.penalty, value=valued.value[t], value_full=valued.value_full[t],
+                novelty=valued.novelty[t], specificity=spec.delta, specificity_se=spec.se, clip_scale=clip[t],
+                **paid.rows[t],
+            ))
+        finals = [p["final"] for p in partial]
+        weights = power_normalise(finals, 1.0)
+        scores = tuple(ContributionScore(**p, weight=wt) for p, wt in zip(partial, weights, strict=True))
 
         new_state = ValidatorState(
             ratings=ratings,
@@ -210,21 +200,37 @@ class ScoringStrategy:
             + tuple(fingerprint(c, shapes) for c in improving),
             momentum=result.momentum,
             last_window=w,
+            standing=paid.standing,
+            recent_steps=(tuple(state.recent_steps) + ((valued.step,) if aggregated else ()))[
+                -self.config.public_steps:] if self.config.public_steps > 0 else (),
         )
         cids = {c.trainer: c.cid for c in inputs.contributions}
         cids.update({r.trainer: r.cid for r in inputs.prior_rejections if r.cid})
+        counts: dict[str, int] = {}
+        for o in owners:
+            counts[o] = counts.get(o, 0) + 1
         report = WindowReport(
             window=w,
             inputs=WindowReportInputs(cids=cids, block_hash=inputs.block_hash, base_model_cid=inputs.base_model_cid,
                                       eval_step_size=self.config.eval_step_size, strategy=self.describe(),
                                       stale_bases={c.trainer: c.base_model_cid for c in inputs.contributions
-                                                   if c.base_model_cid != inputs.base_model_cid}),
+                                                   if c.base_model_cid != inputs.base_model_cid},
+                                      common_rows=dict(sorted(counts.items()))),
             scores=tuple(sorted(scores, key=lambda x: x.trainer)),
             rejections=tuple(sorted(rejections, key=lambda r: (r.trainer, r.reason.value, r.cid))),
             accepted=result.info.contributors,
             aggregate=result.info,
+            valuation=paid.info,
         )
         return report, result.params, new_state
+
+
+def _not_own(losses: RowLosses, owners: Sequence[str], trainer: str) -> tuple[float, float]:
+    """(mean loss before, after) over the common rows `trainer` does not own (all of them if it owns every one)."""
+    mask = torch.tensor([o != trainer for o in owners], dtype=torch.bool)
+    if not bool(mask.any()):
+        mask = torch.ones_like(mask)
+    return float(losses.common_before[mask].mean()), float(losses.common_after[mask].mean())
 
 
 def _one_per_cluster(contribs: Sequence[Contribution], s: Mapping[str, float]) -> list[Contribution]:

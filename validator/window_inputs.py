@@ -17,9 +17,10 @@ import torch
 from torch import Tensor
 
 from contracts.views import TrainingRunViews
-from node.data import BlobStore, Dataset, assigned_batches, heldout_batches
+from node.data import BlobStore, Dataset, heldout_batches
 from node.protocol import RunConfig
 from validator.domain import Contribution, ParamDict, Rejection, RejectReason
+from validator.eval_data import common_eval_rows, own_eval_rows
 from validator.fetch import Failure, Fetched, PayloadSource, fetch_payloads
 from validator.strategy import WindowInputs
 from validator.timing import StageClock
@@ -109,13 +110,6 @@ def current_base_model(history: Mapping[int, str], initial_cid: str, window: int
     return history[max(before)] if before else initial_cid
 
 
-def own_rows(ds: Dataset, config: RunConfig, trainer: str, window: int) -> Tensor:
-    """The first `eval_own_seqs` rows of what the trainer trained on in `window` (the same function it used)."""
-    rows = assigned_batches(ds, config.run_seed, trainer, window, config.inner_steps * config.seqs_per_step,
-                            config.seq_len)
-    return rows[: config.eval_own_seqs]
-
-
 def closing_block_hash(views: TrainingRunViews, run_id: int, window: int) -> bytes:
     """Hash of the last block of the window's reveal period: it did not exist when trainers committed."""
     bounds = views.window_bounds(run_id, window)
@@ -130,7 +124,8 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     clock = clock or StageClock()
     reveals = ctx.views.reveals(ctx.run_id, window)
     revealed = {r.trainer.lower() for r in reveals}
-    missed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} - revealed)
+    committed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} | revealed)
+    missed = sorted(set(committed) - revealed)
     rejections = [Rejection(t, window, RejectReason.MISSING_REVEAL, "committed but never revealed") for t in missed]
     contributions: list[Contribution] = []
     unavailable: list[str] = []
@@ -154,7 +149,7 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
         else:
             contributions.append(decoded)
     block_hash = closing_block_hash(ctx.views, ctx.run_id, window)
-    random_batch = heldout_batches(ctx.dataset, block_hash, ctx.config.eval_random_seqs, ctx.config.seq_len)
+    common, owners = common_eval_rows(ctx.dataset, ctx.config, committed, window, block_hash)
     well_formed = len(contributions)
     inputs = WindowInputs(
         window=window,
@@ -163,8 +158,10 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
         stale_bases={cid: age for cid, age in allowed_bases.items() if cid != base_cid},
         params=base_params,
         contributions=sorted(contributions, key=lambda c: c.trainer),
-        own_batches={c.trainer: own_rows(ctx.dataset, ctx.config, c.trainer, window) for c in contributions},
-        random_batch=random_batch,
+        own_batches={c.trainer: own_eval_rows(ctx.dataset, ctx.config, c.trainer, window, block_hash)
+                     for c in contributions},
+        common_batch=common,
+        common_owners=owners,
         prior_rejections=tuple(sorted(rejections, key=lambda r: (r.trainer, r.reason.value))),
     )
     return GatheredWindow(inputs, tuple(missed), len(reveals), well_formed, tuple(sorted(unavailable)))

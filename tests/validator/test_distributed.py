@@ -2,7 +2,9 @@
 process.
 
 The first test forms a real process group with torch.multiprocessing (rank 0 evaluates a window through
-validator/distributed.py, rank 1 follows) and compares every loss with `evaluate_contributions` in one process.
+validator/distributed.py and scores two whole windows through a strategy that uses it, rank 1 follows) and
+compares every per-row loss with `evaluate_rows` in one process, and each report (aggregation bar, marginal-value
+valuation, pay) and model byte for byte with a single-process strategy.
 The last runs `torchrun --nproc-per-node 2 -m trainmarket.cli validator run` against a real Anvil and IPFS daemon
 beside a single-process validator of the same run: both publish the same model and report CIDs."""
 
@@ -13,7 +15,6 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,12 @@ import torch.multiprocessing as mp
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from tests.validator.distributed_worker import CONTRIBUTIONS, model, rank_main, window
+from tests.validator.distributed_worker import CONTRIBUTIONS, model, rank_main, rows_json, score_two_windows, window
 from tests.validator.loop_harness import play_window, publish_initial_model, start_net
 from trainmarket.paths import REPO_ROOT
 from trainmarket.process import free_port
 from validator.distributed import pack_delta, rank_slice, unpack_delta
-from validator.evaluate import evaluate_contributions
+from validator.evaluate import evaluate_rows
 from validator.loop import configure_determinism
 
 
@@ -48,16 +49,20 @@ def test_packed_deltas_are_bit_exact() -> None:
         assert torch.equal(back[name].view(torch.int32), tensor.view(torch.int32)), name  # −0.0 and denormals too
 
 
-def test_two_gloo_processes_evaluate_exactly_like_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_evaluate_and_score_exactly_like_one(tmp_path: Path) -> None:
     # fork: the ranks inherit the imported torch instead of importing it again (seconds each on 2 cores)
     mp.start_processes(rank_main, args=(free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
-    assert (tmp_path / "follower").read_text() == "2"  # rank 1 took its share of both jobs, then was told to stop
+    assert (tmp_path / "follower").read_text() == "4"  # rank 1 took its share of all 4 jobs, then was told to stop
     configure_determinism()
     base, deltas, own, random_batch = window()
-    single = [asdict(r) for r in evaluate_contributions(model(), deltas, own, random_batch, 1.0, "cpu", base=base)]
+    single = rows_json(evaluate_rows(model(), deltas, own, random_batch, 1.0, "cpu", base=base))
     assert len(single) == CONTRIBUTIONS
     for run in json.loads((tmp_path / "results.json").read_text()):
-        assert run == single  # every float equal, not close
+        assert run == single  # every per-row float equal, not close
+    spread = json.loads((tmp_path / "windows.json").read_text())
+    one = score_two_windows(None)
+    assert [json.loads(w["report"])["valuation"] for w in one][1]  # the valuation step ran and is in the report
+    assert spread == one  # reports (scores, value, pay, accepted) and the models' bits identical
 
 
 # -- the real CLI under torchrun, against a real chain and IPFS --------------------------------------------

@@ -14,7 +14,8 @@ from node.data import build_dataset
 from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
-from validator.settlement import mean_window_weights, weight_vector
+from validator.scoring import epoch_weights
+from validator.settlement import weight_vector
 from validator.window_inputs import MONITOR_SEQS, base_models, current_base_model, monitor_batch
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -119,13 +120,13 @@ def test_render_states_the_verdict() -> None:
     assert text.endswith("FAIL (1 mismatches)")
 
 
-def test_epoch_weights_are_the_mean_over_the_epochs_windows() -> None:
-    first = _report()  # 0xa and 0xb at 0.5 each
-    second = replace(first, scores=(replace(first.scores[0], weight=1.0),))  # only 0xa, at 1.0
-    assert mean_window_weights([first, second], 2) == {"0xa": 0.75, "0xb": 0.25}
-    # A window of the epoch this validator did not record counts as zeros.
-    assert mean_window_weights([second], 2) == {"0xa": 0.5}
-    assert mean_window_weights([], 3) == {}
+def test_epoch_weights_are_each_trainers_share_of_the_epochs_final_scores() -> None:
+    first = _report()  # 0xa and 0xb with final 0.05 each
+    second = replace(first, scores=(replace(first.scores[0], final=0.1),))  # only 0xa, final 0.1
+    assert epoch_weights([first, second]) == pytest.approx({"0xa": 0.75, "0xb": 0.25})
+    assert epoch_weights([second]) == {"0xa": 1.0}
+    nobody = replace(first, scores=tuple(replace(s, final=0.0) for s in first.scores))
+    assert epoch_weights([nobody]) == {} and epoch_weights([]) == {}
 
 
 def test_weight_vector_follows_the_contracts_trainer_order() -> None:

@@ -60,7 +60,7 @@ def _window_inputs(window: int, params: ParamDict, earlier_honest: ParamDict | N
         rejections.append(Rejection("0xlazy", window, RejectReason.MISSING_REVEAL, "no reveal"))
     inputs = WindowInputs(window=window, block_hash=f"0x{window:064x}", base_model_cid=base, params=params,
                           contributions=contribs, own_batches=own,
-                          random_batch=random_rows(tokens, 32, seed=100 + window), prior_rejections=rejections)
+                          common_batch=random_rows(tokens, 32, seed=100 + window), prior_rejections=rejections)
     return inputs, {t: u[0] for t, u in updates.items()} | {f"idx:{t}": u[1] for t, u in updates.items()}
 
 
@@ -141,7 +141,7 @@ def test_sybil_pair_shares_half_a_contribution_and_enters_aggregate_once(run: Tw
         window=1, block_hash=base_inputs.block_hash, base_model_cid=base_inputs.base_model_cid,
         params=base_inputs.params, contributions=[*base_inputs.contributions[1:4], *pair],
         own_batches={**base_inputs.own_batches, **{t: _own(tokens, t, 1) for t in ["0xsyb0", "0xsyb1"]}},
-        random_batch=base_inputs.random_batch,
+        common_batch=base_inputs.common_batch,
     )
     report, _, _ = ScoringStrategy(make_model(), device="cpu").score_window(inputs, run.states[0])
     syb = [report.score_of(t) for t in ["0xsyb0", "0xsyb1"]]
@@ -149,11 +149,16 @@ def test_sybil_pair_shares_half_a_contribution_and_enters_aggregate_once(run: Tw
     assert sum(1 for t in report.accepted if t.startswith("0xsyb")) == 1
 
 
-def test_aggregator_swap_changes_only_the_aggregate(run: TwoWindows) -> None:
+def test_aggregator_swap_changes_the_aggregate_and_the_values_not_the_evaluation(run: TwoWindows) -> None:
+    """Marginal values are shares of the applied step, so they follow the aggregator; the measurements of each
+    update alone (losses, s_i, the rating) do not."""
     strategy = ScoringStrategy(make_model(), aggregator=MeanAggregator(lr=1.0), device="cpu")
     report, _, _ = strategy.score_window(run.inputs[1], run.states[0])
     assert report.aggregate.method == "mean"
-    assert report.scores == run.reports[1].scores
+    measured = ("loss_before_own", "loss_after_own", "loss_before_random", "loss_after_random", "s_i", "mu", "sigma")
+    for mine, theirs in zip(report.scores, run.reports[1].scores, strict=True):
+        assert [getattr(mine, f) for f in measured] == [getattr(theirs, f) for f in measured]
+    assert [s.value for s in report.scores] != [s.value for s in run.reports[1].scores]
 
 
 def test_state_survives_a_json_and_safetensors_round_trip(run: TwoWindows) -> None:
@@ -189,7 +194,7 @@ def test_sign_flipped_and_scaled_up_updates_get_no_weight(run: TwoWindows) -> No
         window=1, block_hash=base_inputs.block_hash, base_model_cid=base_inputs.base_model_cid,
         params=base_inputs.params, contributions=[*base_inputs.contributions[:4], *bad.values()],
         own_batches={**base_inputs.own_batches, **{t: _own(tokens, t, 1) for t in bad}},
-        random_batch=base_inputs.random_batch,
+        common_batch=base_inputs.common_batch,
     )
     report, _, _ = ScoringStrategy(make_model(), device="cpu").score_window(inputs, run.states[0])
     for trainer in ("0xflip", "0xflipscaled"):

@@ -5,7 +5,10 @@ paid and why. Every process is stopped on the way out, on success, Ctrl-C or a c
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,9 +55,10 @@ class DemoSettings:
     corpus_bytes: int = 4_000_000
     out_dir: Path = field(default_factory=lambda: Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
     config: RunConfig = field(default_factory=lambda: RunConfig(seq_len=64, inner_steps=12, seqs_per_step=8,
-                                                                inner_lr=4e-3, eval_own_seqs=4, eval_random_seqs=16))
+                                                                inner_lr=4e-3))
     quiet: bool = False
     settle: bool = True  # claims and the report after the last epoch (bench.load measures the run, then stops)
+    audit: bool = False  # after the run, `validator audit` replays every window of every validator
 
     @property
     def windows(self) -> int:
@@ -94,6 +98,7 @@ class Demo:
         self.out = settings.out_dir.resolve()
         self.logs = self.out / "logs"
         self.processes: list[ManagedProcess] = []
+        self.pids: list[int] = []  # every process spawned, kept after it stops (report.json's `started`)
         self.ipfs: IpfsDaemon | None = None
         self.chain: LocalChain | None = None
 
@@ -134,7 +139,10 @@ class Demo:
         proc = ManagedProcess(name, [sys.executable, *argv], self.logs / f"{name}.log", ready or (lambda: True),
                               env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}, start_timeout=120)
         self.processes.append(proc)
-        return proc.start()
+        proc.start()
+        if proc.proc is not None:
+            self.pids.append(proc.proc.pid)
+        return proc
 
     def wait_ready(self, checks: dict[str, Any], timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -203,6 +211,9 @@ class Demo:
                 proc.stop(grace=3.0)
         outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL,
                                   stop_validators=self.stop_processes, stake=TRAINER_STAKE)
+        if s.audit:
+            outcome.extra["audit"] = self.audit_validators(deployment, api, validators, last)
+        outcome.extra["started"] = self.started(ports)
         report = write_report(outcome, self.out)
         _say(s, (self.out / "report.md").read_text())
         return report
@@ -222,6 +233,36 @@ class Demo:
                                       "TRAINMARKET_HOME": str(self.out / "home")})
             ready_files[p.name] = lambda home=home: (home / "ready").exists()
         return ready_files
+
+    def started(self, validator_ports: list[int]) -> dict[str, list[int]]:
+        """The ports and process ids this demo opened, so a caller can check that nothing outlives it."""
+        assert self.chain is not None
+        ports = [int(self.chain.rpc_url.rsplit(":", 1)[1]), *validator_ports]
+        if self.ipfs is not None:
+            ports.append(int(self.ipfs.api_url.rsplit(":", 1)[1]))
+        return {"ports": ports, "pids": list(self.pids)}
+
+    def audit_validators(self, deployment: Path, api: str, validators: list[TrainingRunClient],
+                         window: int) -> dict[str, dict[str, Any]]:
+        """Run the real `validator audit` on each validator's last window: it replays the validator's windows
+        from its first one, so every published model and report of the run is recomputed and compared."""
+        results: dict[str, dict[str, Any]] = {}
+        for i, v in enumerate(validators):
+            name = f"validator-{i}"
+            _say(self.s, f"auditing {name}: replaying its windows up to {window} …")
+            argv = [sys.executable, "-m", "trainmarket.cli", "validator", "audit", "--deployment", str(deployment),
+                    "--ipfs-api", api, "--window", str(window), "--validator", v.address_of_account, "--json"]
+            env = {**os.environ, "TRAINMARKET_HOME": str(self.out / "home")}
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800, check=False)
+            (self.logs / f"audit-{name}.log").write_text(done.stdout + done.stderr)
+            lines = done.stdout.strip().splitlines()
+            try:
+                verdict: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+            except ValueError:
+                verdict = {}
+            results[name] = {"ok": done.returncode == 0 and verdict.get("ok") is True, "window": window,
+                             "mismatches": len(verdict.get("mismatches", [])), "exit_code": done.returncode}
+        return results
 
     def _dev_account(self, index: int) -> Any:
         from eth_account import Account

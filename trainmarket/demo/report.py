@@ -56,6 +56,7 @@ def summarize(outcome: DemoOutcome) -> dict[str, Any]:
     losses = [outcome.loss_by_window[w] for w in sorted(outcome.loss_by_window)]
     return {
         "honest_reward_share": honest / paid if paid else 0.0,
+        "honest_pay_min_over_mean": honest_pay_min_over_mean(outcome.trainers),
         "max_adversary_share": max((t.claimed_wei / paid for t in adversaries), default=0.0) if paid else 0.0,
         "reward_share_by_role": {role: (v / paid if paid else 0.0) for role, v in sorted(by_role.items())},
         "loss_first": losses[0] if losses else None,
@@ -74,25 +75,40 @@ def summarize(outcome: DemoOutcome) -> dict[str, Any]:
     }
 
 
+def honest_pay_min_over_mean(trainers: list[TrainerOutcome]) -> float:
+    """The lowest honest trainer's claimed pay over the honest mean: 1 when identical honest work is paid
+    identically, near 0 when pay is a lottery (0 when no honest trainer was paid)."""
+    claimed = [t.claimed_wei for t in trainers if t.honest]
+    mean = sum(claimed) / len(claimed) if claimed else 0.0
+    return min(claimed) / mean if mean > 0 else 0.0
+
+
 def markdown(summary: dict[str, Any]) -> str:
     lines = [
         "# trainmarket demo report",
         "",
         f"- windows: {summary['windows']}, epochs: {summary['epochs']}",
         f"- honest reward share: {summary['honest_reward_share']:.1%}",
+        f"- lowest honest pay over the honest mean: {summary['honest_pay_min_over_mean']:.2f}",
         f"- largest single adversary share: {summary['max_adversary_share']:.1%}",
         f"- global model held-out loss: {summary['loss_first']} → {summary['loss_last']}",
         f"- validators agree: {summary['validators_agree']}",
         f"- sync phase (waiting for the previous window's model): {summary.get('sync_fraction', 0.0):.0%} of a window",
+        *(["- audit: " + ", ".join(f"{name} {'PASS' if a['ok'] else 'FAIL'}" for name, a in summary["audit"].items())]
+          if "audit" in summary else []),
         "",
-        "| trainer | role | rating (ordinal) | last weight | claimed (ETH) | stake left (ETH) | slashed |",
-        "|---|---|---|---|---|---|---|",
+        "| trainer | role | rating (ordinal) | last weight | claimed (ETH) | vs honest mean | stake left (ETH) "
+        "| slashed |",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    honest = [t["claimed_wei"] for t in summary["trainers"] if t["honest"]]
+    honest_mean = sum(honest) / len(honest) if honest else 0.0
     for t in summary["trainers"]:
         rating = "—" if t["rating_ordinal"] is None else f"{t['rating_ordinal']:.2f}"
         weight = "—" if t["last_weight"] is None else f"{t['last_weight']:.3f}"
+        relative = f"{t['claimed_wei'] / honest_mean:.2f}" if honest_mean else "—"
         lines.append(
-            f"| {t['name']} | {t['role']} | {rating} | {weight} | {t['claimed_wei'] / WEI_PER_ETH:.4f} "
+            f"| {t['name']} | {t['role']} | {rating} | {weight} | {t['claimed_wei'] / WEI_PER_ETH:.4f} | {relative} "
             f"| {t['stake_left_wei'] / WEI_PER_ETH:.2f} | {'yes' if t['slashed'] else 'no'} |"
         )
     lines += ["", "## Rejections", "", "| window | trainer | reason |", "|---|---|---|"]
