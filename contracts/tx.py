@@ -130,8 +130,12 @@ class NonceTracker:
         sent yet (batches). Read every time: another process (the user's `claim` beside a running node) may
         have sent from the same account since."""
         key = (_endpoint(web3), address)
+        # Read outside the lock: one lock serves every account of the process, so an RPC under it queues
+        # unrelated accounts behind each other (a population host's 64 identities revealing at once: take() was
+        # where the profiled reveal phase waited longest). A read older than a nonce handed out meanwhile is
+        # covered by the max below.
+        pending = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
         with self._lock:
-            pending = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
             nonce = max(self._next.get(key, 0), pending)
             self._next[key] = nonce + 1
             return nonce

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -46,9 +46,13 @@ from validator.scoring import (
     update_binary_average,
 )
 from validator.state import ValidatorState
-from validator.valuation import value_window
+from validator.valuation import Valuation, value_window
 
 __all__ = ["ScoringStrategy", "StrategyConfig", "ValidatorState", "WindowInputs"]
+
+# evaluate_rows' signature: (model, deltas, own batches, common batch, step size, device, base=…).
+Evaluate = Callable[..., list[RowLosses]]
+Valuate = Callable[..., Valuation]  # value_window's signature
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,15 @@ class ScoringStrategy:
         config: StrategyConfig | None = None,
         filter_config: FilterConfig | None = None,
         device: torch.device | str | None = None,
+        evaluate: Evaluate | None = None,
+        valuate: Valuate | None = None,
     ) -> None:
         self.model = model
+        # The hooks that run the per-contribution evaluation and the valuation: a torchrun validator spreads the
+        # evaluation over its ranks (validator/distributed.py) and the loop times both (validator/timing.py);
+        # results must not change. Unset, the module's own names are called (bench.validator wraps them).
+        self.evaluate: Evaluate | None = evaluate
+        self.valuate: Valuate | None = valuate
         self.filter_config = filter_config or FilterConfig()
         self.filters = list(filters) if filters is not None else default_filters(self.filter_config)
         self.rater: RatingModel = rater or PlackettLuceRater()
@@ -131,8 +142,9 @@ class ScoringStrategy:
         median_norm = statistics.median(norms.values()) if norms else 0.0
         applied = [c.delta if clip[c.trainer] == 1.0 else {k: v * clip[c.trainer] for k, v in c.delta.items()}
                    for c in evaluable]
-        rows = evaluate_rows(self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable],
-                             inputs.common_batch, self.config.eval_step_size, self.device, base=inputs.params)
+        rows = (self.evaluate or evaluate_rows)(
+            self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable], inputs.common_batch,
+            self.config.eval_step_size, self.device, base=inputs.params)
         owners = inputs.owners()
         scored: list[Contribution] = []
         losses: dict[str, RowLosses] = {}
@@ -154,9 +166,9 @@ class ScoringStrategy:
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
 
         public = [fp for fp in state.recent_accepted if w - horizon <= fp.window < w] + list(state.recent_steps)
-        valued = value_window(self.model, self.device, w, inputs.params, result.params, inputs.common_batch, owners,
-                              inputs.own_batches, losses, scored, aggregated,
-                              self.aggregator.shares(inputs.params, aggregated), public, median_norm)
+        valued = (self.valuate or value_window)(
+            self.model, self.device, w, inputs.params, result.params, inputs.common_batch, owners, inputs.own_batches,
+            losses, scored, aggregated, self.aggregator.shares(inputs.params, aggregated), public, median_norm)
         paid = pay_window(scored, aggregated, valued, norms, median_norm, {c.trainer: c.penalty for c in scored},
                           state.standing, self.config.pay)
         binary_avg = dict(state.binary_avg)

@@ -5,6 +5,7 @@ cap refuses honest payloads at the fetch; a finalize race is lost with real tran
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -82,6 +83,10 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
                        trainers[ABSENT]: (RejectReason.UNAVAILABLE,
                                           "no one served the payload before the fetch deadline")}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
+    # Every revealed contribution is scored or unscored for a stated reason (bench.load's scored_fraction).
+    stats = json.loads(store.get_value("window:0:stats") or "{}")
+    assert stats["unscored"] == {"malformed": 1, "unavailable": 1}
+    assert stats["scored"] == len(honest) and stats["scored"] + 2 == stats["revealed"]
     ratings = store.ratings()
     assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
     # The new global model is on IPFS and decodes to the model's shapes.

@@ -170,7 +170,7 @@ class Demo:
         assert self.chain is not None
         params = run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch)
         run_id = sponsor.create_run(params, POOL)
-        people = participants(s.honest, s.sybils, s.adversaries)
+        people = self.make_participants()
         validators = [sponsor.with_account(self._dev_account(i)) for i in range(1, s.validators + 1)]
         for p in people:
             self.chain.set_balance(p.address, 100 * ETH)
@@ -197,15 +197,8 @@ class Demo:
                         "TRAINMARKET_HOME": str(self.out / "home")},
                        ready=lambda port=port: port_open(port))
             _say(s, f"validator-{i} {v.address_of_account}: dashboard at http://127.0.0.1:{port}/")
-        ready_files: dict[str, Any] = {}
-        for p in people:
-            home = self.out / "trainers" / p.name
-            home.mkdir(parents=True, exist_ok=True)
-            argv = trainer_argv(deployment, api, home, self.out / "cache", p, first, last)
-            self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
-                                      "TRAINMARKET_HOME": str(self.out / "home")})
-            ready_files[p.name] = lambda home=home: (home / "ready").exists()
-        _say(s, f"waiting for {len(people)} trainer processes to load the model and data …")
+        ready_files = self.spawn_trainers(people, deployment, api, first, last)
+        _say(s, f"waiting for {len(ready_files)} trainer processes to load the model and data …")
         self.wait_ready(ready_files)
         self.chain.start_clock(s.block_seconds)
         _say(s, "chain clock started: one block every "
@@ -224,6 +217,22 @@ class Demo:
         report = write_report(outcome, self.out)
         _say(s, (self.out / "report.md").read_text())
         return report
+
+    def make_participants(self) -> list[Participant]:
+        return participants(self.s.honest, self.s.sybils, self.s.adversaries)
+
+    def spawn_trainers(self, people: list[Participant], deployment: Path, api: str, first: int,
+                       last: int) -> dict[str, Any]:
+        """One process per trainer; returns name → readiness check."""
+        ready_files: dict[str, Any] = {}
+        for p in people:
+            home = self.out / "trainers" / p.name
+            home.mkdir(parents=True, exist_ok=True)
+            argv = trainer_argv(deployment, api, home, self.out / "cache", p, first, last)
+            self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
+                                      "TRAINMARKET_HOME": str(self.out / "home")})
+            ready_files[p.name] = lambda home=home: (home / "ready").exists()
+        return ready_files
 
     def started(self, validator_ports: list[int]) -> dict[str, list[int]]:
         """The ports and process ids this demo opened, so a caller can check that nothing outlives it."""
