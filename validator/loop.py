@@ -248,11 +248,32 @@ class ValidatorLoop:
         calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
                                                                    Web3.to_checksum_address(t)) for t in trainers]
         landed = send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
-        for trainer, ok in zip(trainers, landed, strict=True):
-            # Not ours: refused at estimation (already reported), or another validator's report landed first in
-            # the same block (ours reverted after estimation). Either way the chain must now say missed.
-            if not ok and self.client.commitment_of(self.ctx.run_id, window, trainer)[1] == CommitStatus.COMMITTED:
-                raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
+        # Not ours: refused at estimation (another validator's report is pending, or landed), or another's report
+        # landed first in the same block (ours reverted). The chain must say missed once that report is mined:
+        # give it a few blocks, then report again ourselves.
+        unsettled = [t for t, ok in zip(trainers, landed, strict=True) if not ok]
+        unsettled = self._still_committed(window, unsettled, wait_blocks=3)
+        if unsettled:
+            send_pipelined(self.client, [self.client.contract.functions.reportMissedReveal(
+                self.ctx.run_id, window, Web3.to_checksum_address(t)) for t in unsettled], "reportMissedReveal",
+                skip=("AlreadyRevealed", "NoCommitment"))
+        for trainer in self._still_committed(window, unsettled, wait_blocks=3):
+            raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
+
+    def _still_committed(self, window: int, trainers: list[str], wait_blocks: int) -> list[str]:
+        """Those of `trainers` the chain still shows as committed in `window`, after waiting up to `wait_blocks`
+        new blocks (at most 2 s each; none come under automine, where every report is mined at once)."""
+        def committed() -> list[str]:
+            return [t for t in trainers
+                    if self.client.commitment_of(self.ctx.run_id, window, t)[1] == CommitStatus.COMMITTED]
+
+        left = committed()
+        start = self.client.block_number()
+        deadline = time.monotonic() + 2.0 * wait_blocks
+        while left and time.monotonic() < deadline and self.client.block_number() < start + wait_blocks:
+            time.sleep(0.2)
+            left = committed()
+        return left
 
     def report_unavailable(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract which revealed payloads nobody served before the fetch deadline (validator/fetch.py);
