@@ -33,7 +33,12 @@ from web3.types import Nonce, TxParams, TxReceipt
 
 from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed
 
-GAS_HEADROOM = 1.25  # estimates run against the pending state; later txs in the same block may cost more
+# Estimates run against the pending state; txs that land before ours in the same block may make it cost more.
+# Above all a storage slot that ours was estimated to rewrite can turn into a fresh one (~17k gas more): two weight
+# reveals estimated together, the second taking a revealer slot no earlier epoch wrote, used 59,502 and ran out at
+# 77,877 with the 25% alone (tests/contracts/test_same_block_reveals.py). Only the gas used is paid.
+GAS_HEADROOM = 1.25
+GAS_HEADROOM_FIXED = 25_000
 RECEIPT_TIMEOUT_S = 60.0
 # What a node answers when the same signed transaction reaches it again: it is pending or already mined.
 ALREADY_SENT = ("already known", "already imported", "nonce too low", "known transaction")
@@ -125,8 +130,12 @@ class NonceTracker:
         sent yet (batches). Read every time: another process (the user's `claim` beside a running node) may
         have sent from the same account since."""
         key = (_endpoint(web3), address)
+        # Read outside the lock: one lock serves every account of the process, so an RPC under it queues
+        # unrelated accounts behind each other (a population host's 64 identities revealing at once: take() was
+        # where the profiled reveal phase waited longest). A read older than a nonce handed out meanwhile is
+        # covered by the max below.
+        pending = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
         with self._lock:
-            pending = web3.eth.get_transaction_count(address, "pending")  # type: ignore[arg-type]
             nonce = max(self._next.get(key, 0), pending)
             self._next[key] = nonce + 1
             return nonce
@@ -158,7 +167,7 @@ def sign_transaction(
     for failures in range(RESEND_POLICY.retries + 1):
         try:
             if "gas" not in tx:
-                tx["gas"] = int(web3.eth.estimate_gas(tx, "pending") * GAS_HEADROOM)
+                tx["gas"] = int(web3.eth.estimate_gas(tx, "pending") * GAS_HEADROOM) + GAS_HEADROOM_FIXED
             if "gasPrice" not in tx and "maxFeePerGas" not in tx:
                 tx["gasPrice"] = web3.eth.gas_price
             if "chainId" not in tx:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -55,9 +56,11 @@ def backend_for(device: torch.device) -> str:
     return "nccl" if device.type == "cuda" else "gloo"
 
 
-def join_cluster(device_choice: str = "auto", env: Mapping[str, str] | None = None) -> Cluster:
+def join_cluster(device_choice: str = "auto", env: Mapping[str, str] | None = None,
+                 timeout: timedelta | None = None) -> Cluster:
     """The cluster torchrun describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT);
-    without WORLD_SIZE > 1 a single process, and no process group is created at all."""
+    without WORLD_SIZE > 1 a single process, and no process group is created at all. `timeout`: how long a
+    collective may wait (the followers of a validator wait a whole window for the next job)."""
     env = os.environ if env is None else env
     try:
         world = int(env.get("WORLD_SIZE", "1"))
@@ -74,7 +77,10 @@ def join_cluster(device_choice: str = "auto", env: Mapping[str, str] | None = No
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     backend = backend_for(device)
-    dist.init_process_group(backend=backend)
+    if timeout is None:
+        dist.init_process_group(backend=backend)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout)
     return Cluster(dist.get_rank(), dist.get_world_size(), backend, device)
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from web3 import Web3
 from web3.exceptions import Web3Exception
 
 from contracts.client import TrainingRunClient
@@ -21,6 +20,7 @@ from node.chain_view import NodeDeployment, read_deployment
 from node.protocol import RunConfig
 from trainmarket.errors import TrainmarketError
 from trainmarket.paths import state_dir
+from trainmarket.rpc import http_web3
 from trainmarket.units import eth
 
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"
@@ -137,7 +137,7 @@ def resolve_target(
 
 def connect_chain(target: NodeTarget, account: LocalAccount) -> TrainingRunClient:
     """A client for the node's account; fails with ChainUnreachable now rather than mid-window."""
-    web3 = Web3(Web3.HTTPProvider(target.rpc_url, request_kwargs={"timeout": 10}))
+    web3 = http_web3(target.rpc_url, timeout=10)
     client = TrainingRunClient(web3, target.contract, account, target.from_block)
     client.block_number()
     return client

@@ -96,23 +96,27 @@ def _verdict(base: WindowVerdict, validator: str, report: WindowReport, me: str)
 
 def explain_weight(s: ContributionScore, scored: int) -> str:
     """Why a scored contribution got its window weight, in the terms of the report's own numbers. With the
-    current scoring (validator/scoring.py): final = max(0, ordinal) × max(0, B) × sync × penalty and the
-    weight is final² over the window's Σ final². Names the factor that made a zero."""
+    current pay (validator/pay.py, scoring.py): final = aggregated × value factor × effort × maturity × norm
+    factor × cluster share × penalty, and an epoch's weight is a trainer's Σ final over everyone's. Names the
+    factor that made a zero."""
+    factors = (("value factor", s.value_factor), ("effort", s.effort), ("maturity", s.maturity),
+               ("norm factor", s.norm_factor), ("share", s.share), ("penalty", s.penalty))
     if s.weight > 0:
-        return (f"weight {s.weight:.3g} = final²/Σfinal² over {scored} scored; final {s.final:.3g} = ordinal "
-                f"{s.ordinal:.2f} × B {s.binary_avg:.3f} × sync {s.sync:.2f} × penalty {s.penalty:.2f}")
-    if s.ordinal <= 0:
-        if scored == 1:
-            return ("weight 0: alone in the window, so its OpenSkill rating is ranked against no one and stays "
-                    f"at the prior (ordinal μ−3σ = {s.ordinal:.2f}); the rating only moves with rivals")
-        return f"weight 0: rating ordinal μ−3σ = {s.ordinal:.2f} ≤ 0 (not yet ranked above the prior)"
-    if s.binary_avg <= 0:
-        return (f"weight 0: own-vs-random average B = {s.binary_avg:.3f} ≤ 0 (this window b = {s.b_i:+d}: the "
-                "update must lower the loss of its own assigned data more than of common data)")
-    if s.sync <= 0:
-        return "weight 0: sync 0 (trained from a model too old)"
-    if s.penalty <= 0:
-        return "weight 0: penalty 0 (copy or Sybil cluster)"
+        product = " × ".join(f"{name} {value:.3g}" for name, value in factors)
+        return f"weight {s.weight:.3g} = final/Σfinal over {scored} scored; final {s.final:.3g} = {product}"
+    why = {
+        "value factor": "what its update added to the applied step, against the typical record",
+        "effort": "its proof of training on its own rows (own-row specificity), against the typical record",
+        "maturity": "evidence builds up over windows; the first windows of a trainer weigh little",
+        "norm factor": "its update's norm against the window's median",
+        "share": "a Sybil or copy cluster shares one contribution's pay",
+        "penalty": "missed reveals",
+    }
+    for name, value in factors:
+        if value <= 0:
+            return f"weight 0: {name} 0 ({why[name]})"
+    if s.final <= 0:
+        return "weight 0: not aggregated into the window's model (its s_i was below the aggregation bar)"
     return f"weight 0: final {s.final:.3g} rounds to nothing against the window's other contributions"
 
 

@@ -14,6 +14,7 @@ in its store and its log; it costs that validator nothing here, and the run's li
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from node.chain_view import canonical_settled
@@ -75,7 +76,7 @@ class ModelFetcher:
 
 
 def window_base(ctx: RunContext, window: int, initial_cid: str, own_cid: str, own_params: ParamDict,
-                fetch: ModelFetcher) -> WindowBase:
+                fetch: Callable[[str], ParamDict]) -> WindowBase:
     """The canonical base of `window` (see module docstring); `own_cid`/`own_params` is this validator's model
     after its previous window (or the initial model), used as is when it is the canonical one."""
     depth = ctx.config.max_stale_windows + 1

@@ -156,9 +156,10 @@ def cmd_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loop(args: argparse.Namespace) -> Any:
+def _loop(args: argparse.Namespace, cluster: Any) -> Any:
     from node.model import select_device
     from validator.context import require_validator, validator_home
+    from validator.distributed import DistributedEvaluate
     from validator.loop import ValidatorLoop, configure_determinism
     from validator.store import ValidatorStore
 
@@ -172,12 +173,36 @@ def _loop(args: argparse.Namespace) -> Any:
     client, ctx = _context(args)
     home = args.home or validator_home(client.address_of_account)
     store = ValidatorStore(home / "state.sqlite3")
-    loop = ValidatorLoop(ctx, client, store, home / "state", select_device(args.device), args.start_window)
+    device = cluster.device if cluster.distributed else select_device(args.device)
+    evaluate = DistributedEvaluate(cluster, ctx.config) if cluster.distributed else None
+    loop = ValidatorLoop(ctx, client, store, home / "state", device, args.start_window, evaluate=evaluate)
     return loop, store
 
 
+def _ranks(args: argparse.Namespace, run: Any) -> int:
+    """Under torchrun, ranks > 0 only evaluate the slices rank 0 hands out (validator/distributed.py); rank 0 runs
+    `run(cluster)` as the validator, then releases them. Outside torchrun: `run` in this one process."""
+    from node.ddp import leave_cluster
+    from validator.distributed import follow, join_scoring_group
+
+    cluster = join_scoring_group(args.device)
+    if cluster.distributed and not cluster.leader:
+        jobs = follow(cluster)
+        print(f"rank {cluster.rank}/{cluster.world_size} ({cluster.backend}): {jobs} evaluation job(s)", flush=True)
+        leave_cluster(cluster)
+        return 0
+    try:
+        return int(run(cluster))
+    finally:
+        leave_cluster(cluster)  # tells the followers to stop
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    loop, store = _loop(args)
+    return _ranks(args, lambda cluster: _run(args, cluster))
+
+
+def _run(args: argparse.Namespace, cluster: Any) -> int:
+    loop, store = _loop(args, cluster)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"validator {loop.client.address_of_account}: state in {store.path}", flush=True)
@@ -191,9 +216,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    return _ranks(args, lambda cluster: _serve(args, cluster))
+
+
+def _serve(args: argparse.Namespace, cluster: Any) -> int:
     from validator.service import ServiceSettings, create_app, serve
 
-    loop, store = _loop(args)
+    loop, store = _loop(args, cluster)
     settings = (ServiceSettings(db_path=store.path) if args.port is None
                 else ServiceSettings(port=args.port, db_path=store.path))
 

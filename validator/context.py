@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from web3 import Web3
-
 from contracts.client import TrainingRunClient
 from contracts.errors import DeploymentError
 from contracts.types import ValidatorInfo
@@ -18,6 +16,7 @@ from node.keys import KeySourceError, account_from_hex
 from node.model import model_spec
 from node.protocol import RunConfig
 from trainmarket.paths import state_dir
+from trainmarket.rpc import http_web3
 from trainmarket.units import eth
 from validator.domain import ParamDict, ValidatorError
 from validator.loop import build_model
@@ -108,7 +107,7 @@ def chain_client(rpc_url: str, contract: str, private_key: str, from_block: int 
         account = account_from_hex(private_key, "the validator key")
     except KeySourceError as err:
         raise ValidatorSetupError(str(err)) from None
-    web3 = Web3(Web3.HTTPProvider(rpc_url))
+    web3 = http_web3(rpc_url)
     return TrainingRunClient(web3, contract, account, from_block)
 
 

@@ -15,6 +15,7 @@ dict θ − η·Δ_i, so repeated evaluation (and an auditor's re-run) sees bit-
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,10 +92,12 @@ def evaluate_contributions(
     step_size: float,
     device: torch.device | str,
     base: ParamDict | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[EvalResult]:
     """Mean losses before and after applying each Δ_i (θ − step_size·Δ_i) on its own batch and on the shared
     common batch (see `evaluate_rows`)."""
-    return [r.means() for r in evaluate_rows(model, deltas, own_batches, random_batch, step_size, device, base)]
+    return [r.means() for r in evaluate_rows(model, deltas, own_batches, random_batch, step_size, device, base,
+                                             indices)]
 
 
 def evaluate_rows(
@@ -105,10 +108,15 @@ def evaluate_rows(
     step_size: float,
     device: torch.device | str,
     base: ParamDict | None = None,
+    indices: Sequence[int] | None = None,
 ) -> list[RowLosses]:
     """Per-row losses before and after applying each Δ_i (θ − step_size·Δ_i) on its own batch and on the
     shared common batch. `base` overrides the model's own parameters (the global model of the window); buffers
-    come from the model. Deterministic on CPU: same inputs → same floats."""
+    come from the model. Deterministic on CPU: same inputs → same floats.
+
+    `indices`: only these contributions (results in that order). Their "before" rows come from the same chunks
+    as when every contribution is evaluated (the chunks of all own rows that hold theirs), so a result does not
+    depend on which others were asked for (validator/distributed.py splits a window this way)."""
     if len(deltas) != len(own_batches):
         raise EvaluationError(f"{len(deltas)} deltas but {len(own_batches)} own batches")
     device = torch.device(device)
@@ -124,8 +132,10 @@ def evaluate_rows(
     with torch.inference_mode():
         state = {**params, **buffers}
         common_before = per_row_losses(model, state, random_rows).cpu()
-        before_own = batched_row_losses(model, state, own, chunk_rows=random_rows.size(0))
-        for delta, own_batch, own_before in zip(deltas, own, before_own, strict=True):
+        chosen = range(len(deltas)) if indices is None else indices
+        before_own = batched_row_losses(model, state, own, chunk_rows=random_rows.size(0),
+                                        wanted=None if indices is None else set(chosen))
+        for delta, own_batch, own_before in ((deltas[i], own[i], before_own[i]) for i in chosen):
             shifted = {n: (p - step_size * delta[n].to(device, p.dtype)) if n in delta else p for n, p in
                        params.items()}
             rows = per_row_losses(model, {**shifted, **buffers}, torch.cat([own_batch, random_rows])).cpu()
@@ -135,14 +145,24 @@ def evaluate_rows(
     return results
 
 
-def batched_row_losses(model: nn.Module, state: ParamDict, batches: Sequence[Tensor], chunk_rows: int
-                       ) -> list[Tensor]:
-    """Per-row losses of several batches in ⌈Σ rows / chunk_rows⌉ passes instead of one pass per batch (CPU)."""
+def batched_row_losses(model: nn.Module, state: ParamDict, batches: Sequence[Tensor], chunk_rows: int,
+                       wanted: set[int] | None = None) -> list[Tensor]:
+    """Per-row losses of several batches in ⌈Σ rows / chunk_rows⌉ passes instead of one pass per batch (CPU).
+    With `wanted` (batch indices), only the chunks holding those batches' rows run (the others' rows are NaN):
+    the chunks themselves stay the same, so the wanted rows' floats are those of the full call."""
     if not batches:
         return []
-    all_rows = torch.cat(list(batches))
-    row_losses = torch.cat([per_row_losses(model, state, chunk) for chunk in all_rows.split(chunk_rows)]).cpu()
-    return list(row_losses.split([b.size(0) for b in batches]))
+    sizes = [b.size(0) for b in batches]
+    needed: set[int] | None = None
+    if wanted is not None:
+        starts = [0, *itertools.accumulate(sizes)]
+        needed = {r // chunk_rows for i in wanted for r in range(starts[i], starts[i] + sizes[i])}
+    chunks = torch.cat(list(batches)).split(chunk_rows)
+    row_losses = torch.cat([
+        per_row_losses(model, state, chunk).cpu() if needed is None or j in needed
+        else torch.full((chunk.size(0),), float("nan"), dtype=torch.float64)
+        for j, chunk in enumerate(chunks)])
+    return list(row_losses.split(sizes))
 
 
 def _check_batch(batch: Tensor, what: str, width: int | None = None) -> Tensor:

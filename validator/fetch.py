@@ -1,7 +1,8 @@
-"""Fetching a window's revealed payloads: concurrently, each retried until one deadline for the whole window.
+"""Fetching a window's revealed payloads: concurrently, each retried until its own deadline.
 
 Every honest validator handles a payload it cannot get the same way: it keeps trying until the run's stated
-deadline (`RunConfig.payload_fetch_seconds`, counted from the first attempt), then records the payload as
+deadline (`RunConfig.payload_fetch_seconds`, counted from that payload's first attempt, so a payload queued
+behind others is never judged before it was tried for the whole deadline), then records the payload as
 unavailable and reports it on chain (`reportUnavailable`); once reporters holding more than half of the epoch's
 voting stake agree, the contract counts it as a missed reveal, slashable by the same rule. A payload that some
 validators fetched and others did not only makes their aggregates differ, and the canonical model (validator/
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -50,7 +51,8 @@ class Fetched:
     failure: Failure | None = None
 
 
-def _fetch_until(source: PayloadSource, trainer: str, cid: str, max_bytes: int, stop_at: float) -> Fetched:
+def _fetch_until(source: PayloadSource, trainer: str, cid: str, max_bytes: int, deadline_s: float) -> Fetched:
+    stop_at = time.monotonic() + deadline_s
     while True:
         try:
             return Fetched(trainer, cid, source.cat(cid, max_bytes))
@@ -67,19 +69,13 @@ def _fetch_until(source: PayloadSource, trainer: str, cid: str, max_bytes: int, 
 
 def fetch_payloads(source: PayloadSource, reveals: Sequence[tuple[str, str]], max_bytes: int,
                    deadline_s: float) -> list[Fetched]:
-    """(trainer, CID) pairs → what was fetched, in the order given. Every fetch runs concurrently and is retried
-    until `deadline_s` after the start; one still running then is unavailable (its thread is left to finish on
-    its own: the IPFS client bounds it). Raises IpfsUnavailable when the local daemon itself is down."""
-    started = time.monotonic()
-    stop_at = started + deadline_s
-    pool = ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch")
-    try:
-        futures = [pool.submit(_fetch_until, source, t, cid, max_bytes, stop_at) for t, cid in reveals]
-        wait(futures, timeout=max(0.0, stop_at - time.monotonic()) + RETRY_PAUSE_S)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-    out = [f.result() if f.done() and not f.cancelled() else Fetched(t, cid, None, Failure.UNAVAILABLE)
-           for f, (t, cid) in zip(futures, reveals, strict=True)]
+    """(trainer, CID) pairs → what was fetched, in the order given. The fetches run on FETCH_WORKERS threads;
+    each is retried until `deadline_s` after its own first attempt (one attempt is bounded by the IPFS client's
+    timeouts), so k withheld payloads cost the window about ⌈k / FETCH_WORKERS⌉ deadlines. Raises
+    IpfsUnavailable when the local daemon itself is down."""
+    with ThreadPoolExecutor(max_workers=FETCH_WORKERS, thread_name_prefix="payload-fetch") as pool:
+        futures = [pool.submit(_fetch_until, source, t, cid, max_bytes, deadline_s) for t, cid in reveals]
+        out = [f.result() for f in futures]
     if any(f.failure == Failure.UNAVAILABLE for f in out):
         try:
             source.version()  # is it the payloads, or our own daemon?

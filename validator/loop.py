@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -23,20 +25,22 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+from web3 import Web3
 
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed, TransactionPending
+from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from node.model import GPT, evaluate_loss, preset_config
 from node.protocol import RunConfig
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
-from validator.chain_io import TxSender
+from validator.chain_io import TxSender, send_pipelined
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
-from validator.strategy import ScoringStrategy, StrategyConfig, ValidatorState
+from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
+from validator.timing import StageClock, instrument, split_scoring, timed
 from validator.window_inputs import (
     GatheredWindow,
     RunContext,
@@ -47,7 +51,11 @@ from validator.window_inputs import (
 
 log = logging.getLogger(__name__)
 
-EVAL_THREADS = 2  # fixed so that two validators (and an auditor) sum floats in the same order
+# Fixed so that two validators (and an auditor) sum floats in the same order. One thread: on the shared 2-core
+# machine (load average 7.8-9.2) evaluating a tiny-model contribution took 15-28 ms with 1 thread and 129-514 ms
+# with 2 (`python -m bench.threads`, bench/results/threads.json, rounds alternated): a parallel region waits for
+# its descheduled second thread. A validator scales out with processes instead (torchrun, validator/distributed.py).
+EVAL_THREADS = 1
 KEEP_STATE_FILES = 3
 TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, TransactionPending)
 
@@ -66,13 +74,16 @@ def build_model(config: RunConfig) -> GPT:
     return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
 
 
-def build_strategy(config: RunConfig, device: torch.device | str = "cpu") -> ScoringStrategy:
-    """The pipeline every validator of the run uses (and the audit rebuilds), configured from the run config."""
+def build_strategy(config: RunConfig, device: torch.device | str = "cpu", evaluate: Evaluate | None = None
+                   ) -> ScoringStrategy:
+    """The pipeline every validator of the run uses (and the audit rebuilds), configured from the run config.
+    `evaluate` replaces how the evaluation runs, never what it computes (validator/distributed.py)."""
     return ScoringStrategy(
         build_model(config),
         aggregator=MedianNormClipMean(lr=config.outer_lr, momentum=config.outer_momentum),
         config=StrategyConfig(eval_step_size=config.eval_step_size),
         device=device,
+        evaluate=evaluate,
     )
 
 
@@ -89,14 +100,17 @@ class ValidatorLoop:
     """One validator account's rounds over one run. `step()` does the next piece of due work; `run()` polls."""
 
     def __init__(self, ctx: RunContext, client: TrainingRunClient, store: ValidatorStore, work_dir: Path,
-                 device: torch.device | str = "cpu", start_window: int = 0) -> None:
+                 device: torch.device | str = "cpu", start_window: int = 0, evaluate: Evaluate | None = None
+                 ) -> None:
         self.ctx = ctx
         self.client = client
         self.store = store
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.device = torch.device(device)
-        self.strategy = build_strategy(ctx.config, self.device)
+        self.strategy = build_strategy(ctx.config, self.device, evaluate)
+        self.stages = StageClock()  # seconds per stage of each window, stored with it (validator/timing.py)
+        instrument(self.strategy, self.stages)
         self.sender = TxSender(client, store)
         if store.get_value("start_window") is None:
             store.set_value("start_window", str(start_window))
@@ -108,7 +122,8 @@ class ValidatorLoop:
         self.initial_cid = init
         self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report)
         self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
-        self.fetch_model = canonical.ModelFetcher(ctx)
+        # Adopting the canonical model fetches it from IPFS: timed as the window's fetch stage.
+        self.fetch_model = timed(canonical.ModelFetcher(ctx), self.stages, "fetch")
 
     # -- the clock ---------------------------------------------------------------------------------------
 
@@ -133,7 +148,9 @@ class ValidatorLoop:
         for window in self.store.unpublished_windows():
             self.publish(window)
             return True
+        began = time.perf_counter()
         if self.settler.settle():
+            self.record_weights_seconds(time.perf_counter() - began)
             return True
         window = self.next_window()
         due = self.client.block_number() >= self.client.window_bounds(self.ctx.run_id, window).reveal_end
@@ -159,6 +176,7 @@ class ValidatorLoop:
         if self.store.window_status(window) in ("scored", "published"):
             self.publish(window)
             return self.stored_report(window)
+        began = time.perf_counter()
         self.store.begin_window(window)
         previous = self.store.last_processed_window()
         state, own_params = self.load_state(previous)
@@ -167,17 +185,21 @@ class ValidatorLoop:
         if base.adopted:
             self.store.set_value(f"window:{window}:adopted_base", json.dumps({"canonical": base.cid, "own": own_cid}))
         base_cid, params = base.cid, base.params
-        gathered = gather_window(self.ctx, window, base_cid, params, base.accepted)
+        gathered = gather_window(self.ctx, window, base_cid, params, base.accepted, self.stages)
         self.report_missed(window, gathered)
         self.report_unavailable(window, gathered)
+        scoring = time.perf_counter()
         report, new_params, new_state = self.strategy.score_window(gathered.inputs, state)
+        scoring = time.perf_counter() - scoring
         new_model = sorted_params(new_params)
-        model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(new_model, window, base_cid))
+        with self.stages.stage("publish"):
+            model_cid = self.ctx.blobs.add(self.ctx.payloads.encode_model(new_model, window, base_cid))
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, new_model)
         loss = self.global_loss(new_model)
         self.store.set_value(f"window:{window}:stats", json.dumps(
-            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores)}))
+            {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores),
+             "unscored": unscored_reasons(report)}))
         self.store.record_window(
             window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
             self.rating_rows(window, report, new_state),
@@ -185,8 +207,22 @@ class ValidatorLoop:
         )
         log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
                  len(report.rejections), model_cid)
-        self.publish(window)
+        with self.stages.stage("publish"):
+            self.publish(window)
+        self.record_seconds(window, time.perf_counter() - began, scoring)
         return report
+
+    def record_seconds(self, window: int, total: float, scoring: float) -> None:
+        """Where the window's seconds went (bench.load reads them): the stages, and `other` for the rest (chain
+        reads, state files, the held-out loss, the database)."""
+        seconds = split_scoring(self.stages.take(), scoring)
+        seconds["other"] = round(max(0.0, total - sum(seconds.values())), 3)
+        self.store.set_value(f"window:{window}:seconds", json.dumps({**seconds, "total": round(total, 3)}))
+
+    def record_weights_seconds(self, seconds: float) -> None:
+        """Each settlement step's seconds (submitting an epoch's weights, finalising it), appended."""
+        done = json.loads(self.store.get_value("weights_seconds") or "[]")
+        self.store.set_value("weights_seconds", json.dumps([*done, round(seconds, 3)]))
 
     def rating_rows(self, window: int, report: WindowReport, state: ValidatorState) -> dict[str, dict[str, Any]]:
         """The store's rating rows: every trainer scored this window, and every rated trainer that missed a
@@ -206,31 +242,53 @@ class ValidatorLoop:
         return evaluate_loss(model, self.monitor_batch)
 
     def report_missed(self, window: int, gathered: GatheredWindow) -> None:
-        """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it."""
-        for trainer in gathered.missed_reveals:
-            try:
-                self.client.report_missed_reveal(self.ctx.run_id, window, trainer)
-            except ContractReverted as err:
-                if err.error_name not in ("AlreadyRevealed", "NoCommitment"):
-                    raise
-            except TransactionFailed:
-                # Another validator's report landed first in the same block (ours reverted after estimation).
-                if self.client.commitment_of(self.ctx.run_id, window, trainer)[1] != CommitStatus.MISSED:
-                    raise
+        """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it.
+        All of the window's reports go out together (chain_io.send_pipelined)."""
+        trainers = list(gathered.missed_reveals)
+        calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
+                                                                   Web3.to_checksum_address(t)) for t in trainers]
+        landed = send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
+        # Not ours: refused at estimation (another validator's report is pending, or landed), or another's report
+        # landed first in the same block (ours reverted). The chain must say missed once that report is mined:
+        # give it a few blocks, then report again ourselves.
+        unsettled = [t for t, ok in zip(trainers, landed, strict=True) if not ok]
+        unsettled = self._still_committed(window, unsettled, wait_blocks=3)
+        if unsettled:
+            send_pipelined(self.client, [self.client.contract.functions.reportMissedReveal(
+                self.ctx.run_id, window, Web3.to_checksum_address(t)) for t in unsettled], "reportMissedReveal",
+                skip=("AlreadyRevealed", "NoCommitment"))
+        for trainer in self._still_committed(window, unsettled, wait_blocks=3):
+            raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
+
+    def _still_committed(self, window: int, trainers: list[str], wait_blocks: int) -> list[str]:
+        """Those of `trainers` the chain still shows as committed in `window`, after waiting up to `wait_blocks`
+        new blocks (at most 2 s each; none come under automine, where every report is mined at once)."""
+        def committed() -> list[str]:
+            return [t for t in trainers
+                    if self.client.commitment_of(self.ctx.run_id, window, t)[1] == CommitStatus.COMMITTED]
+
+        left = committed()
+        start = self.client.block_number()
+        deadline = time.monotonic() + 2.0 * wait_blocks
+        while left and time.monotonic() < deadline and self.client.block_number() < start + wait_blocks:
+            time.sleep(0.2)
+            left = committed()
+        return left
 
     def report_unavailable(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract which revealed payloads nobody served before the fetch deadline (validator/fetch.py);
-        a stake majority of such reports makes the reveal a miss. Refusals that mean "settled already" (another
-        quorum got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on
-        the window's epoch) are expected."""
-        for trainer in gathered.unavailable:
-            try:
-                self.client.report_unavailable(self.ctx.run_id, window, trainer)
-            except ContractReverted as err:
-                if err.error_name not in ("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"):
-                    raise
-            except TransactionFailed:
-                log.info("window %d: unavailability report on %s reverted on chain (raced)", window, trainer)
+        a stake majority of such reports makes the reveal a miss. All of them go out together, as the missed
+        reveals do (one block for the lot, not one each). Refusals that mean "settled already" (another quorum
+        got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on the
+        window's epoch) are expected, and so is a report that reverts on chain because another landed first."""
+        trainers = list(gathered.unavailable)
+        calls = [self.client.contract.functions.reportUnavailable(self.ctx.run_id, window,
+                                                                  Web3.to_checksum_address(t)) for t in trainers]
+        landed = send_pipelined(self.client, calls, "reportUnavailable",
+                                skip=("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"))
+        for trainer, ok in zip(trainers, landed, strict=True):
+            if not ok:
+                log.info("window %d: unavailability report on %s refused or raced", window, trainer)
 
     def publish(self, window: int) -> None:
         """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""
@@ -288,6 +346,18 @@ class ValidatorLoop:
         except (OSError, ValueError) as err:
             raise LoopError(f"state files of window {window} in {self.work_dir} are unreadable: {err}") from err
         return ValidatorState.from_parts(plain, tensors), sorted_params(params)
+
+
+def unscored_reasons(report: WindowReport) -> dict[str, int]:
+    """Revealed contributions the window did not score, counted by the reason of their rejection (a committed
+    trainer that never revealed is not a revealed contribution). With the scored ones they account for every
+    reveal: bench.load checks that nothing revealed went unscored without a reason."""
+    scored = {s.trainer for s in report.scores}
+    reasons: dict[str, str] = {}
+    for r in report.rejections:
+        if r.reason != RejectReason.MISSING_REVEAL and r.trainer not in scored:
+            reasons.setdefault(r.trainer, r.reason.value)
+    return dict(sorted(Counter(reasons.values()).items()))
 
 
 def _shallow(report: WindowReport) -> dict[str, Any]:

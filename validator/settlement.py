@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 # The commit's pending-tx kind; the reveal is TX_SUBMIT_WEIGHTS, confirmed with the epoch's recorded submission.
 TX_COMMIT_WEIGHTS = "commit_weights"
+# What the contract answers a ballot step that came after its phase: the epoch is settled, or the phase is over.
+LATE_FOR_BALLOT = ("EpochOutOfOrder", "CommitPhaseOver", "RevealPhaseOver")
 
 
 def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) -> list[int]:
@@ -146,8 +148,13 @@ class EpochSettler:
             ballot = self.ballot(epoch)  # stored before the commit is sent
             commitment = weights_commitment(pack_weights(ballot.vector), ballot.salt, self.run_id, epoch, self.me)
             call = self.client.contract.functions.commitWeights(self.run_id, epoch, commitment)
-            sent = self.sender.send_once(TX_COMMIT_WEIGHTS, str(epoch), call, "commitWeights",
-                                         lambda: self._ballot_status(epoch) != CommitStatus.NONE)
+            try:
+                sent = self.sender.send_once(TX_COMMIT_WEIGHTS, str(epoch), call, "commitWeights",
+                                             lambda: self._ballot_status(epoch) != CommitStatus.NONE)
+            except (ContractReverted, TransactionFailed) as err:
+                if not self._too_late(epoch, "commit", err):
+                    raise
+                return False
             if sent is not None:
                 self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
             log.info("epoch %d weights committed", epoch)
@@ -163,11 +170,31 @@ class EpochSettler:
         ballot = self.ballot(epoch)
         call = self.client.contract.functions.revealWeights(self.run_id, epoch, pack_weights(ballot.vector),
                                                             ballot.salt)
-        sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "revealWeights",
-                                     lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
+        try:
+            sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "revealWeights",
+                                         lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
+        except (ContractReverted, TransactionFailed) as err:
+            if not self._too_late(epoch, "reveal", err):
+                raise
+            return acted
         self.store.record_epoch_submission(epoch, ballot.weights, sent.tx_hash if sent else "(submitted earlier)")
         log.info("epoch %d weights revealed: %s", epoch, ballot.vector)
         return True
+
+    def _too_late(self, epoch: int, step: str, err: ContractReverted | TransactionFailed) -> bool:
+        """The ballot's `step` ("commit" or "reveal") reached the chain after its phase closed (this validator
+        was paused or slow past it, acting on a state it read before): its vote on `epoch` is lost, which costs
+        its share of the epoch, and the loop goes on. Any other failure is not ours to swallow."""
+        if isinstance(err, ContractReverted):
+            late = err.error_name in LATE_FOR_BALLOT
+        else:  # passed estimation, reverted when mined: late if the phase is over by now
+            next_block = self.client.block_number() + 1
+            state = self.client.settlement_of(self.run_id, epoch)
+            still_open = state.commits_open(next_block) if step == "commit" else state.reveals_open(next_block)
+            late = self.client.get_run(self.run_id).next_epoch != epoch or not still_open
+        if late:
+            log.warning("epoch %d: weights %s too late (%s); this validator does not vote on it", epoch, step, err)
+        return late
 
     def can_vote(self, epoch: int) -> bool:
         """The contract takes this validator's ballot: it votes on the epoch and published all of its windows."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,15 +39,20 @@ from validator.pay import PayConfig, pay_window
 from validator.rating import PlackettLuceRater, RatingModel
 from validator.scoring import (
     BINARY_DECAY,
+    aggregation_bar,
     gradient_score,
     power_normalise,
     relative_gain,
     update_binary_average,
 )
 from validator.state import ValidatorState
-from validator.valuation import value_window
+from validator.valuation import Valuation, value_window
 
 __all__ = ["ScoringStrategy", "StrategyConfig", "ValidatorState", "WindowInputs"]
+
+# evaluate_rows' signature: (model, deltas, own batches, common batch, step size, device, base=…).
+Evaluate = Callable[..., list[RowLosses]]
+Valuate = Callable[..., Valuation]  # value_window's signature
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,9 @@ class StrategyConfig:
     eval_step_size: float = 1.0  # η in θ − η·Δ when measuring a contribution
     binary_decay: float = BINARY_DECAY
     min_gradient_score: float = 0.0  # only updates with s_i above this go into the aggregate
+    # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by
+    # chance (the demo's noise trainer was aggregated in 4 of 6 windows at 0.0, its poisoner in window 1 at 0.25)
+    min_relative_gradient_score: float = 0.25
     public_steps: int = 2  # how many earlier aggregate steps count as public directions
     pay: PayConfig = field(default_factory=PayConfig)
 
@@ -86,8 +94,15 @@ class ScoringStrategy:
         config: StrategyConfig | None = None,
         filter_config: FilterConfig | None = None,
         device: torch.device | str | None = None,
+        evaluate: Evaluate | None = None,
+        valuate: Valuate | None = None,
     ) -> None:
         self.model = model
+        # The hooks that run the per-contribution evaluation and the valuation: a torchrun validator spreads the
+        # evaluation over its ranks (validator/distributed.py) and the loop times both (validator/timing.py);
+        # results must not change. Unset, the module's own names are called (bench.validator wraps them).
+        self.evaluate: Evaluate | None = evaluate
+        self.valuate: Valuate | None = valuate
         self.filter_config = filter_config or FilterConfig()
         self.filters = list(filters) if filters is not None else default_filters(self.filter_config)
         self.rater: RatingModel = rater or PlackettLuceRater()
@@ -127,8 +142,9 @@ class ScoringStrategy:
         median_norm = statistics.median(norms.values()) if norms else 0.0
         applied = [c.delta if clip[c.trainer] == 1.0 else {k: v * clip[c.trainer] for k, v in c.delta.items()}
                    for c in evaluable]
-        rows = evaluate_rows(self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable],
-                             inputs.common_batch, self.config.eval_step_size, self.device, base=inputs.params)
+        rows = (self.evaluate or evaluate_rows)(
+            self.model, applied, [inputs.own_batches[c.trainer] for c in evaluable], inputs.common_batch,
+            self.config.eval_step_size, self.device, base=inputs.params)
         owners = inputs.owners()
         scored: list[Contribution] = []
         losses: dict[str, RowLosses] = {}
@@ -143,14 +159,16 @@ class ScoringStrategy:
         common = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
         s = {t: gradient_score(before, after) for t, (before, after) in common.items()}
         ratings = {**state.ratings, **self.rater.update(state.ratings, s)}
-        improving = [c for c in scored if s[c.trainer] > self.config.min_gradient_score]
+        bar = aggregation_bar(list(s.values()), self.config.min_gradient_score,
+                              self.config.min_relative_gradient_score)
+        improving = [c for c in scored if s[c.trainer] > bar]
         aggregated = _one_per_cluster(improving, s)
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
 
         public = [fp for fp in state.recent_accepted if w - horizon <= fp.window < w] + list(state.recent_steps)
-        valued = value_window(self.model, self.device, w, inputs.params, result.params, inputs.common_batch, owners,
-                              inputs.own_batches, losses, scored, aggregated,
-                              self.aggregator.shares(inputs.params, aggregated), public, median_norm)
+        valued = (self.valuate or value_window)(
+            self.model, self.device, w, inputs.params, result.params, inputs.common_batch, owners, inputs.own_batches,
+            losses, scored, aggregated, self.aggregator.shares(inputs.params, aggregated), public, median_norm)
         paid = pay_window(scored, aggregated, valued, norms, median_norm, {c.trainer: c.penalty for c in scored},
                           state.standing, self.config.pay)
         binary_avg = dict(state.binary_avg)

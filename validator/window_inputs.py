@@ -23,6 +23,7 @@ from validator.domain import Contribution, ParamDict, Rejection, RejectReason
 from validator.eval_data import common_eval_rows, own_eval_rows
 from validator.fetch import Failure, Fetched, PayloadSource, fetch_payloads
 from validator.strategy import WindowInputs
+from validator.timing import StageClock
 
 ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
 log = logging.getLogger(__name__)
@@ -117,8 +118,10 @@ def closing_block_hash(views: TrainingRunViews, run_id: int, window: int) -> byt
 
 
 def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: ParamDict,
-                  allowed_bases: Mapping[str, int]) -> GatheredWindow:
-    """Build the strategy's inputs for `window` (whose reveal period must be over)."""
+                  allowed_bases: Mapping[str, int], clock: StageClock | None = None) -> GatheredWindow:
+    """Build the strategy's inputs for `window` (whose reveal period must be over). `clock` times the fetch
+    and decode stages (validator/timing.py)."""
+    clock = clock or StageClock()
     reveals = ctx.views.reveals(ctx.run_id, window)
     revealed = {r.trainer.lower() for r in reveals}
     committed = sorted({c.trainer.lower() for c in ctx.views.commits(ctx.run_id, window)} | revealed)
@@ -128,15 +131,19 @@ def gather_window(ctx: RunContext, window: int, base_cid: str, base_params: Para
     unavailable: list[str] = []
     # Fetched concurrently, retried until one deadline for the window (validator/fetch.py); the results come back
     # in reveal order, so the outcome does not depend on which fetch finishes first.
-    fetched = fetch_payloads(ctx.blobs, [(r.trainer.lower(), r.cid) for r in reveals], ctx.config.max_payload_bytes,
-                             ctx.config.payload_fetch_seconds)
-    for got in fetched:
-        if got.failure == Failure.UNAVAILABLE:
-            unavailable.append(got.trainer)
-            rejections.append(Rejection(got.trainer, window, RejectReason.UNAVAILABLE,
-                                        "no one served the payload before the fetch deadline", got.cid))
-            continue
-        decoded = decode_contribution(ctx, got, window)
+    with clock.stage("fetch"):
+        fetched = fetch_payloads(ctx.blobs, [(r.trainer.lower(), r.cid) for r in reveals],
+                                 ctx.config.max_payload_bytes, ctx.config.payload_fetch_seconds)
+    with clock.stage("decode"):
+        decoded_all: list[Contribution | Rejection] = []
+        for got in fetched:
+            if got.failure == Failure.UNAVAILABLE:
+                unavailable.append(got.trainer)
+                decoded_all.append(Rejection(got.trainer, window, RejectReason.UNAVAILABLE,
+                                             "no one served the payload before the fetch deadline", got.cid))
+            else:
+                decoded_all.append(decode_contribution(ctx, got, window))
+    for decoded in decoded_all:
         if isinstance(decoded, Rejection):
             rejections.append(decoded)
         else:

@@ -14,14 +14,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-SCENARIO_MODULES = ("bench.faults.processes", "bench.faults.ipfs", "bench.faults.chain")
+SCENARIO_MODULES = ("bench.faults.processes", "bench.faults.agreement", "bench.faults.ipfs", "bench.faults.chain")
 
 
 @dataclass(frozen=True)
 class FaultOutcome:
     """What one injected fault did. `lost` counts contributions, scores, rewards or reports that an
     uninterrupted run has and this one does not; `double_applied` counts anything scored, submitted or
-    paid twice."""
+    paid twice; `forks` counts windows in which validators scored against different bases, or against another
+    base than the canonical model before it, after its deadline; `stalled_epochs` counts epochs settled without
+    trainer rewards while honest trainers worked and the validators' ballots would pay them (bench/faults/
+    consensus.py); `unpaid_by_scoring` counts epochs that paid trainers nothing because every ballot gave their
+    served work 0 (the scoring rule, not the agreement; reported, not a failure)."""
 
     scenario: str
     fault: str
@@ -29,6 +33,9 @@ class FaultOutcome:
     lost: int = 0
     double_applied: int = 0
     detail: str = ""
+    forks: int = 0
+    stalled_epochs: int = 0
+    unpaid_by_scoring: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,4 +65,7 @@ def summarise(outcomes: list[FaultOutcome]) -> dict[str, Any]:
         "recovered": sum(o.recovered for o in outcomes),
         "lost": sum(o.lost for o in outcomes),
         "double_applied": sum(o.double_applied for o in outcomes),
+        "forks": sum(o.forks for o in outcomes),
+        "stalled_epochs": sum(o.stalled_epochs for o in outcomes),
+        "unpaid_by_scoring": sum(o.unpaid_by_scoring for o in outcomes),
     }

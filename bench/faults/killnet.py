@@ -1,35 +1,31 @@
 """A small real network whose validator and trainer processes can be SIGKILLed and restarted: the demo's own
 launcher (trainmarket.demo.orchestrator.Demo: IPFS daemon, Anvil, `validator serve` and
-`trainmarket.demo.participant` processes) with a *gated* block clock instead of interval mining.
-
-The gated clock mines one block every `block_seconds`, but holds the last block that can still include a
-window's commits (or reveals) until every live trainer has that transaction on chain or in the mempool, up to
-`max_hold_s`; while an epoch is being settled it waits for a validator that has not committed (in the commit
-phase) or revealed (once reveals are open) its weights and waits on no tx.
-So a loaded machine or a process that is restarting does not turn
-into a missed window by wall-clock accident: a miss is then a fact about the software, which is what the fault
-scenarios measure. Parties listed in `down` (killed and deliberately kept down) are not waited for."""
+`trainmarket.demo.participant` processes) with a *gated* block clock instead of interval mining
+(bench/faults/gated_clock.py: a block that is some live party's last chance for a due transaction waits for it,
+so a loaded machine does not turn into a fault by wall-clock accident). Parties listed in `down` (killed or
+stopped, and deliberately kept so) are not waited for. Optionally some validators reach IPFS through a FaultProxy
+(`proxies`), and extra validator accounts are run by the weight copier (bench/faults/copier.py) instead of
+`validator serve`."""
 
 from __future__ import annotations
 
 import os
 import signal
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from eth_account import Account
-from eth_utils import keccak
 
+from bench.faults.copier import COPIER_KEY_ENV
+from bench.faults.gated_clock import GatedClock
+from bench.faults.proxy import FaultProxy
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
-from contracts.types import CommitStatus, Settlement
 from node.chain_view import WindowClock
 from node.data import fetch_dataset
 from node.protocol import RunConfig
@@ -54,14 +50,27 @@ class KillNetSettings:
     validators: int = 2
     windows: int = 6
     windows_per_epoch: int = 2
-    window_blocks: int = 8
-    reveal_blocks: int = 4
+    # A trainer trains window w from the canonical model of w − 1 if it can wait for it: until its measured
+    # training time (in blocks) and a 2-block commit margin fill the rest of the window (node/runner.py). With
+    # 8-block windows and 4 reveal blocks that moment comes by the end of w − 1's reveal period unless training
+    # takes under 2 blocks: in a withhold run (3 validators, 3 trainers) 5 of 6 windows trained from an older
+    # model, one of them two windows old and rejected as stale by every validator. 10 and 2 leave room for the
+    # validators to publish first (the gated clock waits for them at that point).
+    window_blocks: int = 10
+    reveal_blocks: int = 2
     block_seconds: float = 0.5
     max_hold_s: float = 300.0
     corpus_bytes: int = 600_000
     run_seed: int = 1
+    validator_stakes: tuple[int, ...] = ()  # per validator (default VALIDATOR_STAKE each)
+    proxied: tuple[int, ...] = ()  # validators whose IPFS API goes through a FaultProxy (`KillNet.proxies`)
+    copiers: int = 0  # extra validator accounts run by bench.faults.copier instead of `validator serve`
+    copier_modes: tuple[str, ...] = ("wait",)  # the copier's strategy per epoch, in turn (bench.faults.copier)
+    # A withheld payload costs every window this long (validator/fetch.py): short, so that withholding does
+    # not stall the gated clock; a local payload that is there answers in milliseconds.
     config: RunConfig = field(default_factory=lambda: RunConfig(
-        seq_len=32, inner_steps=4, seqs_per_step=4, inner_lr=4e-3, eval_own_seqs=2, eval_random_seqs=4))
+        seq_len=32, inner_steps=4, seqs_per_step=4, inner_lr=4e-3, eval_own_seqs=2, eval_random_seqs=4,
+        payload_fetch_seconds=3.0))
 
 
 class KillNet:
@@ -76,24 +85,21 @@ class KillNet:
         self.down: set[str] = set()  # process names not to wait for (deliberately kept down)
         self.people: list[Participant] = []
         self.validator_clients: list[TrainingRunClient] = []
+        self.copier_clients: list[TrainingRunClient] = []
+        self.proxies: dict[str, FaultProxy] = {}  # validator name → the proxy in front of its IPFS API
         self.ports: dict[str, int] = {}
         self.homes: dict[str, Path] = {}
         self.first = self.last = self.settle_through = 0
         self.run_id = 0
-        self._stop = threading.Event()
-        self._miner: threading.Thread | None = None
-        self.holds = 0  # blocks the gate held back
-        self.hold_timeouts = 0  # holds that ran out (a party never sent in time)
-        self.miner_error: BaseException | None = None
+        self.gate: GatedClock | None = None
         self._health_checked = 0.0
-        self._selectors: dict[str, str] = {}
 
     # -- start and stop --------------------------------------------------------------------------------------
 
     def start(self) -> KillNet:
         s, demo = self.s, self.demo
         self.out.mkdir(parents=True, exist_ok=True)
-        blobs = demo.start_storage()
+        blobs = self.blobs = demo.start_storage()
         config, config_cid = publish_run_config(blobs, demo.s.config.model_copy(update={"model_preset": "tiny"}),
                                                 s.corpus_bytes)
         self.config = config
@@ -104,21 +110,20 @@ class KillNet:
         self.run_id = self.views.create_run(run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch),
                                             POOL)
         self.people = participants(s.trainers, 0, ())
-        self.validator_clients = [self.views.with_account(Account.from_key(self.chain.private_keys[i + 1]))
-                                  for i in range(s.validators)]
+        accounts = [self.views.with_account(Account.from_key(self.chain.private_keys[i + 1]))
+                    for i in range(s.validators + s.copiers)]
+        self.validator_clients, self.copier_clients = accounts[: s.validators], accounts[s.validators :]
         for p in self.people:
             self.chain.set_balance(p.address, 100 * ETH)
             self.views.with_account(p.account).register_trainer(self.run_id, TRAINER_STAKE)
-        for v in self.validator_clients:
-            v.register_validator(self.run_id, VALIDATOR_STAKE)
+        stakes = s.validator_stakes or (VALIDATOR_STAKE,) * len(accounts)
+        for v, stake in zip(accounts, stakes, strict=True):
+            v.register_validator(self.run_id, stake)
         deployment = self.out / "deployment.json"
         write_deployment(deployment, {"address": self.views.contract.address, "block": self.views.from_block,
                                       "rpc_url": self.chain.rpc_url, "chain_id": 31337, "run_id": self.run_id,
                                       "config_cid": config_cid})
         self.run = self.views.get_run(self.run_id)
-        abi = self.views.contract.abi
-        self._selectors = {_selector(abi, name): name
-                           for name in ("commit", "reveal", "commitWeights", "revealWeights")}
         self.clock = WindowClock.of(self.run)
         current = self.views.current_window(self.run_id)
         self.first = -(-(current + 1) // s.windows_per_epoch) * s.windows_per_epoch
@@ -129,9 +134,20 @@ class KillNet:
         for i, v in enumerate(self.validator_clients):
             name, port = f"validator-{i}", free_port()
             self.ports[name], self.homes[name] = port, self.out / name
-            demo.spawn(name, validator_argv(deployment, api, port, self.first, self.homes[name], "cpu"),
+            if i in s.proxied:
+                self.proxies[name] = FaultProxy(_port_of(api)).start()
+            demo.spawn(name, validator_argv(deployment, self.proxies[name].url if name in self.proxies else api,
+                                            port, self.first, self.homes[name], "cpu"),
                        {"TRAINMARKET_VALIDATOR_KEY": v.account.key.hex(), **env},
                        ready=lambda port=port: port_open(port))
+        for i, v in enumerate(self.copier_clients):
+            name = f"copier-{i}"
+            self.homes[name] = self.out / name
+            self.homes[name].mkdir(parents=True, exist_ok=True)
+            demo.spawn(name, ["-m", "bench.faults.copier", "--deployment", str(deployment), "--ipfs-api", api,
+                              "--first-window", str(self.first), "--log", str(self.homes[name] / "attempts.jsonl"),
+                              "--modes", *s.copier_modes],
+                       {COPIER_KEY_ENV: v.account.key.hex(), **env})
         for p in self.people:
             home = self.homes[p.name] = self.out / "trainers" / p.name
             home.mkdir(parents=True, exist_ok=True)
@@ -139,15 +155,15 @@ class KillNet:
                        {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(), **env})
         demo.wait_ready({p.name: (lambda home=self.homes[p.name]: (home / "ready").exists()) for p in self.people})
         self.chain.set_automine(False)
-        self._miner = threading.Thread(target=self._mine_loop, name="gated-clock", daemon=True)
-        self._miner.start()
+        self.gate = GatedClock(self).start()
         return self
 
     def close(self) -> None:
-        self._stop.set()
-        if self._miner is not None:
-            self._miner.join(timeout=10)
+        if self.gate is not None:
+            self.gate.stop()
         self.demo.close()
+        for proxy in self.proxies.values():
+            proxy.stop()
 
     # -- processes -------------------------------------------------------------------------------------------
 
@@ -162,6 +178,21 @@ class KillNet:
         os.killpg(proc.proc.pid, signal.SIGKILL)
         proc.proc.wait(timeout=30)
         proc.stop()
+
+    def sigstop(self, name: str) -> None:
+        """Freeze the process's group (SIGSTOP: it keeps its sockets and state, runs nothing) and stop waiting
+        for it; `sigcont` lets it go on from where it stood."""
+        proc = self.process(name)
+        if proc.proc is None or proc.proc.poll() is not None:
+            raise FaultRunError(f"{name} is not running, cannot stop it; see {proc.log_path}")
+        self.down.add(name)
+        os.killpg(proc.proc.pid, signal.SIGSTOP)
+
+    def sigcont(self, name: str) -> None:
+        proc = self.process(name)
+        if proc.proc is not None:
+            os.killpg(proc.proc.pid, signal.SIGCONT)
+        self.down.discard(name)
 
     def restart(self, name: str) -> float:
         """Start the process again with the same command line; returns seconds until it was ready."""
@@ -188,6 +219,8 @@ class KillNet:
             return
         self._health_checked = time.monotonic()
         for name, port in self.ports.items():
+            if name in self.down:
+                continue  # stopped on purpose: its service does not answer
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
             except (httpx.HTTPError, ValueError):
@@ -199,8 +232,8 @@ class KillNet:
         deadline = time.monotonic() + timeout
         while not ready():
             self.check_alive()
-            if self.miner_error is not None:
-                raise FaultRunError(f"the block clock failed: {self.miner_error}")
+            if self.gate is not None and self.gate.error is not None:
+                raise FaultRunError(f"the block clock failed: {self.gate.error}")
             if time.monotonic() > deadline:
                 raise FaultRunError(f"waited {timeout:.0f}s for {what}; logs in {self.demo.logs}")
             time.sleep(poll)
@@ -245,79 +278,12 @@ class KillNet:
     def address(self, name: str) -> str:
         if name.startswith("validator-"):
             return self.validator_clients[int(name.removeprefix("validator-"))].address_of_account
+        if name.startswith("copier-"):
+            return self.copier_clients[int(name.removeprefix("copier-"))].address_of_account
         return next(p.address for p in self.people if p.name == name)
 
-    # -- the gated clock -------------------------------------------------------------------------------------
-
-    def _pending_calls(self) -> set[tuple[str, str]]:
-        """(sender, contract function) of every transaction waiting in the mempool."""
-        pool = self.chain.rpc("txpool_content") or {}
-        return {(addr.lower(), self._selectors.get(str(tx.get("input", ""))[:10], "?"))
-                for addr, txs in (pool.get("pending") or {}).items() for tx in txs.values()}
-
-    def _waiting_for(self, block: int) -> list[str]:
-        """Live parties whose transaction must be in `block` (its last chance) and is neither mined nor sent."""
-        clock = self.clock
-        need: list[tuple[str, str, Callable[[], bool]]] = []
-        live = [p for p in self.people if p.name not in self.down]
-        for window in range(self.first, self.last + 1):
-            if block == clock.end(window) - 1:
-                for p in live:
-                    need.append((p.name, "commit", partial(self._sent_commit, p, window)))
-            if block == clock.reveal_end(window) - 1:
-                for p in live:
-                    need.append((p.name, "reveal", partial(self._settled_reveal, p, window)))
-        pending = self._pending_calls()
-        senders = {sender for sender, _ in pending}
-        # An epoch's settlement: a validator that has not committed (or, once reveals are open, revealed) its
-        # weights and waits on nothing on chain is computing or restarting; the clock waits for it (publishing
-        # first needs blocks, so any pending tx of it lets a block through), so a restart is not turned into a
-        # ballot lost to the phase deadlines by wall time.
-        wpe = self.s.windows_per_epoch
-        epoch = self.views.get_run(self.run_id).next_epoch
-        if self.first // wpe <= epoch <= self.settle_through // wpe:
-            state = self.views.settlement_of(self.run_id, epoch)
-            if state.opens_at < block < state.closes_at:  # the head is in the settlement, a tx can still land
-                for i, v in enumerate(self.validator_clients):
-                    if v.address_of_account.lower() not in senders:
-                        need.append((f"validator-{i}", "(any)", partial(self._voted, v, epoch, state, block)))
-        return [name for name, call, done in need if (self.address(name).lower(), call) not in pending and not done()]
-
-    def _voted(self, v: TrainingRunClient, epoch: int, state: Settlement, block: int) -> bool:
-        """Nothing of `v`'s ballot for `epoch` is due in `block`: revealed, or committed while reveals are shut."""
-        ballot = self.views.ballot_of(self.run_id, v.address_of_account)
-        if ballot.epoch != epoch or ballot.status == CommitStatus.NONE:
-            return not state.commits_open(block)
-        return ballot.status == CommitStatus.REVEALED or not state.reveals_open(block)
-
-    def _commit_status(self, p: Participant, window: int) -> CommitStatus:
-        return self.views.commitment_of(self.run_id, window, p.address)[1]
-
-    def _sent_commit(self, p: Participant, window: int) -> bool:
-        return self._commit_status(p, window) != CommitStatus.NONE
-
-    def _settled_reveal(self, p: Participant, window: int) -> bool:
-        """Revealed, missed, or never committed: nothing of `p` left to reveal for `window`."""
-        return self._commit_status(p, window) != CommitStatus.COMMITTED
-
-    def _mine_loop(self) -> None:
-        try:
-            while not self._stop.wait(self.s.block_seconds):
-                block = self.chain.block_number() + 1
-                held_since = time.monotonic()
-                while self._waiting_for(block) and not self._stop.is_set():
-                    if time.monotonic() - held_since > self.s.max_hold_s:
-                        self.hold_timeouts += 1
-                        break
-                    self.holds += 1
-                    self._stop.wait(0.2)
-                self.chain.mine(1)
-        except TrainmarketError as err:  # the chain went away: the waits above report it
-            self.miner_error = err
-
-
-def _selector(abi: Sequence[Any], name: str) -> str:
-    """0x-prefixed 4-byte selector of the contract function `name` (as it starts a transaction's input)."""
-    item = next(i for i in abi if i.get("type") == "function" and i.get("name") == name)
-    signature = f"{name}({','.join(str(arg['type']) for arg in item['inputs'])})"
-    return "0x" + keccak(text=signature)[:4].hex()
+def _port_of(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise FaultRunError(f"no port in the IPFS API URL {url}")
+    return port

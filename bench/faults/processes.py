@@ -16,7 +16,7 @@ from bench.faults import FaultOutcome, ScenarioFn, trainer_kills, validator_kill
 from bench.faults.killnet import KillNet, KillNetSettings
 
 
-def _epochs_of(windows: int, per_epoch: int) -> int:
+def whole_epochs(windows: int, per_epoch: int) -> int:
     return -(-windows // per_epoch) * per_epoch
 
 
@@ -39,7 +39,7 @@ def sigterm_unwinds() -> Iterator[None]:
 
 def validator_sigkill(faults: int, rng: random.Random, workdir: Path) -> list[FaultOutcome]:
     """Two validators (one the uninterrupted reference), two honest trainers; one window per kill."""
-    settings = KillNetSettings(trainers=2, validators=2, windows=_epochs_of(faults + 2, 2),
+    settings = KillNetSettings(trainers=2, validators=2, windows=whole_epochs(faults + 2, 2),
                                run_seed=rng.randrange(1, 2**31))
     net = KillNet(settings, workdir)
     with sigterm_unwinds():
@@ -51,7 +51,7 @@ def validator_sigkill(faults: int, rng: random.Random, workdir: Path) -> list[Fa
 
 def trainer_sigkill(faults: int, rng: random.Random, workdir: Path) -> list[FaultOutcome]:
     """One validator, three honest trainers killed in rotation; one window per kill."""
-    settings = KillNetSettings(trainers=3, validators=1, windows=_epochs_of(2 * faults + 3, 2),
+    settings = KillNetSettings(trainers=3, validators=1, windows=whole_epochs(2 * faults + 3, 2),
                                run_seed=rng.randrange(1, 2**31))
     net = KillNet(settings, workdir)
     with sigterm_unwinds():

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import enum
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -34,6 +35,7 @@ class Fault(enum.Enum):
     DROP_REQUEST = "drop_request"  # close without forwarding: the upstream never sees the request
     TRUNCATE_BODY = "truncate_body"  # a well-framed response whose body keeps only its first `after_bytes`
     CORRUPT_BODY = "corrupt_body"  # a well-framed response with one body byte flipped (at `after_bytes`)
+    REFUSE = "refuse"  # forward the request, answer 500 "request timed out" instead of the upstream's response
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,9 @@ class FaultPlan:
     times: int | None = None  # the next `times` matching exchanges (None: all of them)
     delay_s: float = 0.0
     after_bytes: int = 0
+    # Decided once the upstream answered: only responses whose body this accepts (e.g. an IPFS payload of one
+    # trainer, read from its manifest). A plan with `when_body` counts against `times` only where it applies.
+    when_body: Callable[[bytes], bool] | None = None
 
 
 @dataclass
@@ -93,6 +98,14 @@ async def _read_message(reader: asyncio.StreamReader, until_eof: bool) -> _Messa
     return message
 
 
+def _refusal() -> bytes:
+    """What an IPFS daemon answers when its wait for blocks that nobody provides runs out (the client's
+    `timeout` parameter): the caller sees content that is not served, not a broken daemon."""
+    body = b'{"Message":"request timed out","Code":0,"Type":"error"}'
+    return (b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: keep-alive\r\n\r\n" + body)
+
+
 class FaultProxy:
     """`FaultProxy(upstream_port).start()`; point a client at `.url`; `.plan(FaultPlan(...))` arms a fault."""
 
@@ -119,14 +132,20 @@ class FaultProxy:
     def clear(self) -> None:
         self.plan(FaultPlan())
 
-    def _take(self, request: _Message) -> FaultPlan:
-        """The fault for this exchange (counting it against `times`), or PASS."""
+    def _take(self, request: _Message, response: _Message | None = None) -> FaultPlan:
+        """The fault for this exchange (counting it against `times`), or PASS. Called once before forwarding
+        the request, and again with the upstream's `response` for a plan that judges the body (`when_body`)."""
         with self._lock:
-            self.exchanges += 1
+            if response is None:
+                self.exchanges += 1
             plan = self._plan
             if plan.fault is Fault.PASS or (self._left is not None and self._left <= 0):
                 return FaultPlan()
             if plan.match and plan.match not in request.head.split(b"\r\n", 1)[0] + request.body[:4096]:
+                return FaultPlan()
+            if (plan.when_body is not None) != (response is not None):
+                return FaultPlan()  # not this call's to decide
+            if plan.when_body is not None and response is not None and not plan.when_body(response.body):
                 return FaultPlan()
             if self._left is not None:
                 self._left -= 1
@@ -193,6 +212,12 @@ class FaultProxy:
         if plan.fault is Fault.DROP_REQUEST:
             return False
         response = await self._upstream(request)
+        if plan.fault is Fault.PASS:
+            plan = self._take(request, response)
+        if plan.fault is Fault.REFUSE:
+            writer.write(_refusal())
+            await writer.drain()
+            return True
         if plan.fault is Fault.TRUNCATE_BODY:
             response.body = response.body[: plan.after_bytes]
         elif plan.fault is Fault.CORRUPT_BODY and response.body:

@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from bench.faults import FaultOutcome
+from bench.faults import FaultOutcome, consensus
 from bench.faults.killnet import FaultRunError, KillNet
 from contracts.types import CommitStatus
 from node.journal import TrainerJournal
@@ -156,10 +156,14 @@ def judge(net: KillNet, kills: list[TrainerKill]) -> list[FaultOutcome]:
                        f"chain {_status(net, p, w).name.lower()})")
             elif not after_late:  # a node restarted late may find the next window's commit period gone too
                 charge(me, w, lost, f"{p.name} window {w}: never committed")
+    found = consensus.charge_findings(consensus.audit(net), [k.window for k in kills], net.s.windows_per_epoch)
     outcomes = []
     for i, k in enumerate(kills):
-        outcomes.append(FaultOutcome(SCENARIO, f"SIGKILL trainer {k.kind}", recovered=not lost[i], lost=lost[i],
-                                     double_applied=double[i], detail="; ".join(notes[i])))
+        outcomes.append(FaultOutcome(SCENARIO, f"SIGKILL trainer {k.kind}",
+                                     recovered=not (lost[i] or found.forks[i] or found.stalled[i]), lost=lost[i],
+                                     double_applied=double[i], detail="; ".join(notes[i] + found.notes.get(i, [])),
+                                     forks=found.forks[i], stalled_epochs=found.stalled[i],
+                                     unpaid_by_scoring=found.unpaid[i]))
     return outcomes
 
 

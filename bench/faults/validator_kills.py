@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from bench.faults import FaultOutcome
+from bench.faults import FaultOutcome, consensus
 from bench.faults.killnet import FaultRunError, KillNet
 
 SCENARIO = "validator_sigkill"
@@ -136,13 +136,16 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
             charge(last_window, lost, f"epoch {epoch} weights {mine_w[0].hex()} != reference {theirs_w[0].hex()}")
     if _ratings(net, VICTIM) != _ratings(net, REFERENCE):
         charge(net.settle_through, double, "final ratings differ from the reference (a window's update applied twice?)")
+    found = consensus.charge_findings(consensus.audit(net), starts, wpe)
     outcomes = []
     for i, k in enumerate(kills):
         detail = f"killed at +{k.delay_s}s in {k.phase}; restarted in {k.restart_s}s"
-        if notes.get(i):
-            detail += "; " + "; ".join(notes[i])
-        outcomes.append(FaultOutcome(SCENARIO, "SIGKILL validator", recovered=k.republished and not lost[i],
-                                     lost=lost[i], double_applied=double[i], detail=detail))
+        if notes.get(i) or found.notes.get(i):
+            detail += "; " + "; ".join(notes.get(i, []) + found.notes.get(i, []))
+        outcomes.append(FaultOutcome(SCENARIO, "SIGKILL validator",
+                                     recovered=k.republished and not (lost[i] or found.forks[i] or found.stalled[i]),
+                                     lost=lost[i], double_applied=double[i], detail=detail, forks=found.forks[i],
+                                     stalled_epochs=found.stalled[i], unpaid_by_scoring=found.unpaid[i]))
     return outcomes
 
 

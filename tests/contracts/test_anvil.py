@@ -7,16 +7,19 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from web3 import Web3
+from web3.types import TxParams, Wei
 
+from contracts import tx
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
-from contracts.deploy import Deployment, deploy
+from contracts.deploy import Deployment
 from contracts.errors import ChainUnreachable, DeploymentError
 from contracts.localchain import DEV_PRIVATE_KEYS
+from contracts.tx import ResendPolicy, broadcast, nonce_of, send_transaction, sign_transaction
 from trainmarket.errors import ToolMissingError
 from trainmarket.process import free_port, port_open
 
-from .conftest import ETH, PARAMS, Chain
+from .conftest import Chain
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -50,7 +53,9 @@ def test_snapshot_and_revert_restore_state(chain: Chain) -> None:
     assert chain.node.block_number() == before
 
 
-def test_client_on_a_dead_rpc_raises_chain_unreachable() -> None:
+def test_client_on_a_dead_rpc_raises_chain_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One retry, not the default policy's eight with backoff (about 20 s of waiting that this test is not about).
+    monkeypatch.setattr(tx, "RESEND_POLICY", ResendPolicy(retries=1, backoff_s=0.01))
     url = f"http://127.0.0.1:{free_port()}"
     client = TrainingRunClient(Web3(Web3.HTTPProvider(url)), "0x" + "11" * 20, Account.from_key(DEV_PRIVATE_KEYS[0]))
     with pytest.raises(ChainUnreachable) as info:
@@ -71,10 +76,17 @@ def test_deployment_file_round_trip(chain: Chain, tmp_path: Path) -> None:
 
 
 def test_nonces_are_tracked_per_chain(chain: Chain) -> None:
-    """The same dev key on a second chain must not shift the nonces used on the first."""
+    """The same key on a second chain must not shift the nonces used on the first: a nonce past the chain's count
+    leaves the transaction pending forever."""
+    account = chain.trainers[5].account
+    sent_here = chain.web3.eth.get_transaction_count(account.address)
+    transfer: TxParams = {"to": account.address, "value": Wei(1)}
     with AnvilNode() as other:
         other_web3 = Web3(Web3.HTTPProvider(other.rpc_url))
-        account = chain.sponsor.account
-        deploy(other_web3, account)
-        deploy(other_web3, account)
-    chain.sponsor.fund(chain.sponsor.create_run(PARAMS), ETH)  # would hang on a nonce gap
+        for _ in range(sent_here + 3):  # more transactions there than this key ever sent here
+            send_transaction(other_web3, account, transfer, "transfer")
+        assert other_web3.eth.get_transaction_count(account.address) == sent_here + 3
+    raw = sign_transaction(chain.web3, account, transfer, "transfer")
+    assert nonce_of(raw) == sent_here
+    assert broadcast(chain.web3, raw, account.address, "transfer")["status"] == 1
+    assert chain.web3.eth.get_transaction_count(account.address) == sent_here + 1

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from eth_utils import keccak
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+from eth_utils.abi import abi_to_signature, function_abi_to_4byte_selector
 from web3.exceptions import Web3RPCError
 
 from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
@@ -72,12 +74,35 @@ def test_revert_names_the_error_and_reads_as_a_sentence(chain: Chain, run_id: in
     assert err.plain().startswith("The contract refused commit: already committed (")
 
 
+def _sample(abi_type: str, n: int) -> Any:
+    """A value of `abi_type` that differs per argument position `n` (so swapped arguments are seen)."""
+    if abi_type.startswith("uint"):
+        return 1_000_003 * (n + 1)
+    if abi_type == "address":
+        return to_checksum_address(keccak(text=f"address-{n}")[:20])
+    if abi_type == "string":
+        return f"bafk-sample-{n}"
+    raise AssertionError(f"no sample for {abi_type}: extend _sample for the contract's new error argument type")
+
+
 def test_decoder_knows_every_custom_error_in_the_abi() -> None:
+    """Every custom error the contract can revert with, encoded the way the EVM does (selector of the signature,
+    then its ABI-encoded arguments), decodes to its own name with every argument under its own name."""
     abi = load_artifact()["abi"]
     decoder = ErrorDecoder(abi)
-    names = {item["name"] for item in abi if item["type"] == "error"}
-    assert len(names) >= 25
+    errors = [item for item in abi if item["type"] == "error"]
+    assert len(errors) >= 25
+    for error in errors:
+        types = [i["type"] for i in error["inputs"]]
+        values = [_sample(t, n) for n, t in enumerate(types)]
+        data = function_abi_to_4byte_selector(error) + abi_encode(types, values)
+        expected = (error["name"], {i["name"]: v for i, v in zip(error["inputs"], values, strict=True)})
+        assert decoder.decode(data) == expected, abi_to_signature(error)
     assert decoder.decode(b"\xde\xad\xbe\xef") is None
+    assert decoder.decode(keccak(text="Error(string)")[:4] + abi_encode(["string"], ["plain"])) == (
+        "Error", {"message": "plain"})
+    assert decoder.decode(keccak(text="Panic(uint256)")[:4] + abi_encode(["uint256"], [0x11])) == (
+        "Panic", {"code": 0x11})
 
 
 # ------------------------------------------------------------------ re-entrancy through a hostile receiver

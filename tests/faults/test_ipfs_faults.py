@@ -1,6 +1,7 @@
 """IPFS faults on a real js-ipfs daemon through the real fault proxy: transient faults are retried to the right
 answer; lasting ones end in a clear IpfsError within the client's bound and no bytes are handed on; a clean but
-truncated or corrupted body is caught by CID verification; content survives a daemon restart."""
+truncated or corrupted body is caught by CID verification. (Content surviving a daemon restart, with a retrying
+client while it is down: tests/ipfs/test_client.py.)"""
 
 from __future__ import annotations
 
@@ -79,20 +80,3 @@ def test_a_cut_add_answer_is_a_project_error_not_a_json_crash(client: IpfsClient
     proxy.plan(FaultPlan(Fault.TRUNCATE_BODY, b"/add", after_bytes=12))
     with pytest.raises(IpfsBadResponse):
         client.add(b"never acknowledged")
-
-
-def test_content_survives_a_restart_under_a_retrying_client(tmp_path: object) -> None:
-    from pathlib import Path
-
-    repo = Path(str(tmp_path)) / "repo"
-    daemon = IpfsDaemon(repo).start()
-    try:
-        with IpfsClient(daemon.api_url, timeout=5.0, retries=1, backoff=0.05) as quick:
-            cid = quick.add(DATA)
-            daemon.stop()
-            with pytest.raises(IpfsUnavailable, match="after 2 attempts"):
-                quick.cat(cid, max_bytes=len(DATA))
-            daemon.start()
-            assert quick.cat(cid, max_bytes=len(DATA)) == DATA
-    finally:
-        daemon.stop()

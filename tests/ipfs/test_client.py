@@ -1,17 +1,19 @@
-"""The IPFS client against a real js-ipfs daemon: round trips, CID verification, size caps, failures."""
+"""The IPFS client against a real js-ipfs daemon: round trips, CID verification, size caps, pins, failures, and
+content that survives a daemon restart."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ipfs.cid import CHUNK_SIZE, DagVerifier, content_cid, parse_cid, raw_cid
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from ipfs.errors import CidMismatch, InvalidCid, IpfsTimeout, IpfsUnavailable, PayloadTooLarge
-from trainmarket.process import free_port
+from trainmarket.process import free_port, port_open
 
 
 def test_version_answers(ipfs_client: IpfsClient) -> None:
@@ -53,11 +55,25 @@ def test_cat_stops_at_size_limit(ipfs_client: IpfsClient) -> None:
     assert info.value.limit == 1_000_000
 
 
+def pinned(api_url: str, cid: str) -> bool:
+    """The daemon's own `pin ls --type=recursive <cid>` (cat proves nothing: it serves unpinned blocks too)."""
+    answer = httpx.post(f"{api_url}/api/v0/pin/ls", params={"arg": cid, "type": "recursive"}, timeout=10)
+    if answer.status_code == 500 and "not pinned" in answer.text:
+        return False
+    answer.raise_for_status()
+    return [entry["Type"] for entry in answer.json()["Keys"].values()] == ["recursive"]
+
+
 def test_pin_add_and_rm(ipfs_client: IpfsClient) -> None:
-    cid = ipfs_client.add(b"pinned payload", pin=False)
+    data = b"pinned payload " + os.urandom(16)  # content no other test of the session daemon added
+    cid = ipfs_client.add(data, pin=False)
+    assert not pinned(ipfs_client.api_url, cid)
     ipfs_client.pin_add(cid)
+    assert pinned(ipfs_client.api_url, cid)
     ipfs_client.pin_rm(cid)
-    assert ipfs_client.cat(cid, max_bytes=100) == b"pinned payload"
+    assert not pinned(ipfs_client.api_url, cid)
+    assert ipfs_client.cat(cid, max_bytes=100) == data  # unpinned is not deleted: only a GC would remove it
+    assert pinned(ipfs_client.api_url, ipfs_client.add(data))  # add pins by default
 
 
 def test_malformed_cid_is_refused_before_asking(ipfs_client: IpfsClient) -> None:
@@ -100,10 +116,20 @@ def test_daemon_down_is_a_clear_error() -> None:
     assert "unreachable" in str(info.value)
 
 
-def test_daemon_restarts_on_same_repo(tmp_path: Path) -> None:
-    repo = tmp_path / "repo"
-    with IpfsDaemon(repo) as first:
-        cid = IpfsClient(first.api_url).add(b"survives a restart")
-    with IpfsDaemon(repo) as second:
-        assert IpfsClient(second.api_url).cat(cid, max_bytes=100) == b"survives a restart"
-    assert not second.running
+def test_content_survives_a_restart_under_a_retrying_client(tmp_path: Path) -> None:
+    """A daemon stopped and started again on the same repo serves what was added before; while it is down, a
+    client that retries gives up with IpfsUnavailable after its attempts, and the same client works again after."""
+    data = os.urandom(600_000)
+    daemon = IpfsDaemon(tmp_path / "repo").start()
+    try:
+        with IpfsClient(daemon.api_url, timeout=5.0, retries=1, backoff=0.05) as quick:
+            cid = quick.add(data)
+            daemon.stop()
+            assert not daemon.running and not port_open(daemon.api_port)
+            with pytest.raises(IpfsUnavailable, match="after 2 attempts"):
+                quick.cat(cid, max_bytes=len(data))
+            daemon.start()
+            assert quick.cat(cid, max_bytes=len(data)) == data
+    finally:
+        daemon.stop()
+    assert not daemon.running

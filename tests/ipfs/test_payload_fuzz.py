@@ -6,7 +6,6 @@ bounded memory; plus bombs (inputs small on the wire, huge if believed) and mani
 from __future__ import annotations
 
 import json
-import resource
 import signal
 import struct
 import subprocess
@@ -33,23 +32,21 @@ from ipfs.payload import (
     MAX_HEADER_BYTES,
     GarbagePayload,
     Manifest,
-    ModelSpec,
     PayloadError,
     ShapeMismatch,
     decode_contribution,
     decode_model,
-    encode_contribution,
     encode_model,
 )
 from node.data import parse_index
-from node.model import GPT, PRESETS, model_spec
+from node.model import GPT, PRESETS
 from node.protocol import RunConfig
 from trainmarket.errors import TrainmarketError
 from trainmarket.paths import REPO_ROOT
 from validator.domain import WindowReport
 
-SPEC: ModelSpec = model_spec(GPT(PRESETS["tiny"]))
-LIMIT = 1 << 24
+from .payload_bombs import LIMIT, SPEC, contribution, header_bytes
+
 GUARD_SECONDS = 20  # far above any honest decode of these sizes; only a hang gets near it
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -70,14 +67,6 @@ def no_hang(seconds: int = GUARD_SECONDS) -> Iterator[None]:
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def contribution(codec: ChunkedTopK, spec: ModelSpec = SPEC, seed: int = 0) -> bytes:
-    g = torch.Generator().manual_seed(seed)
-    delta = {name: torch.randn(shape, generator=g) for name, (shape, _) in spec.items()}
-    manifest = Manifest(kind="contribution", run_id=1, window=2, trainer="0x" + "ab" * 20, base_model_cid="bafk",
-                        codec=codec.name, codec_params=codec.params(), spec=spec)
-    return encode_contribution(delta, codec, manifest).data
 
 
 VALID = contribution(ChunkedTopK())
@@ -187,11 +176,6 @@ def test_other_network_decoders_refuse_cleanly(data: bytes) -> None:
 DEEP = b"[" * 200_000 + b"]" * 200_000
 
 
-def header_bytes(header: dict[str, Any] | bytes, body: bytes = b"") -> bytes:
-    text = header if isinstance(header, bytes) else json.dumps(header).encode()
-    return struct.pack("<Q", len(text)) + text + body
-
-
 def test_deeply_nested_json_is_refused_not_a_recursion_error() -> None:
     """Found by this suite: json.loads raised RecursionError (not ValueError) on [[[[…; every decoder crashed."""
     with pytest.raises(GarbagePayload):
@@ -254,36 +238,26 @@ def test_a_header_of_huge_dimensions_is_refused_before_multiplying_them() -> Non
         decode_contribution(data, SPEC, LIMIT)
 
 
-def maxrss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-
-
 def test_bombs_stay_bounded_in_time_and_memory() -> None:
-    """Inputs that are small on the wire and enormous if believed: a terabyte tensor, 100k empty tensors, a
-    header at the size limit, a max-size zero payload, and the most expanding codec (one coefficient per
-    128×128 tile, 2-bit values) for a model far larger than the payload. Decoding allocates at most what the
-    caller's own model spec needs (the payload never chooses the output size)."""
-    small = model_spec(GPT(PRESETS["small"]))
-    dense_bytes = 4 * sum(torch.Size(shape).numel() for shape, _ in small.values())
-    sparse = contribution(ChunkedTopK(chunk=MAX_CHUNK, k=1, value_bits=2), small)
-    assert dense_bytes / len(sparse) > 50  # a real expansion ratio
-    many = {f"t{i}": {"dtype": "U8", "shape": [0], "data_offsets": [0, 0]} for i in range(100_000)}
-    bombs: list[bytes] = [
-        header_bytes({"x": {"dtype": "F32", "shape": [2**38], "data_offsets": [0, 2**40]}}),
-        header_bytes({"x": {"dtype": "F32", "shape": [2**20, 2**20, 2**20], "data_offsets": [0, 2**62]}}),
-        header_bytes(json.dumps(many).encode()[:MAX_HEADER_BYTES]),
-        header_bytes(b" " * (MAX_HEADER_BYTES - 2) + b"{}"),
-        b"\x00" * LIMIT,
-    ]
-    before = maxrss_bytes()
-    with no_hang():
-        for bomb in bombs:
-            with pytest.raises(IpfsError):
-                decode_contribution(bomb, SPEC, LIMIT)
-        decoded = decode_contribution(sparse, small, LIMIT)
-    assert sum(t.numel() * t.element_size() for t in decoded.delta.values()) == dense_bytes
-    grown = maxrss_bytes() - before
-    assert grown < 8 * dense_bytes + (256 << 20), f"peak memory grew by {grown >> 20} MiB"
+    """The bombs of tests/ipfs/payload_bombs.py, decoded in a fresh interpreter whose address space is capped
+    (RLIMIT_AS) at what it holds after setup plus 2× the dense model and 32 MiB: every bomb is refused with the
+    project's error, the honest but most expanding payload decodes to exactly the caller's model size, and
+    nothing ran out of memory or hung."""
+    done = subprocess.run([sys.executable, "-m", "tests.ipfs.payload_bombs"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=600)
+    assert done.returncode == 0, f"exit {done.returncode} (-14: hung past the guard): {done.stderr[-2000:]}"
+    result = json.loads(done.stdout)
+    assert result["cap_bites"], "the address-space cap was not in force"
+    assert result["expansion"] > 50  # a real expansion ratio
+    honest = result["outcomes"].pop("128x128 tiles, k=1, 2-bit (honest, expands)")
+    assert honest == "decoded" and result["decoded_bytes"] == [result["dense_bytes"]], result
+    assert result["outcomes"] == {
+        "terabyte tensor": "refused: TruncatedPayload",
+        "2**60 elements": "refused: TruncatedPayload",
+        "100k empty tensors": "refused: GarbagePayload",
+        "header at the size limit": "refused: GarbagePayload",
+        "max-size zeros": "refused: GarbagePayload",
+    }, result
 
 
 # ------------------------------------------------------------------ manifests that lie

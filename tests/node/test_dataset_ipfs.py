@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
+from ipfs.client import IpfsClient
 from node.data import DatasetError, build_dataset, fetch_dataset, publish_dataset
-
-ipfs_daemon = pytest.importorskip("ipfs.daemon", reason="ipfs/ (storage) is not written yet")
-ipfs_client = pytest.importorskip("ipfs.client", reason="ipfs/ (storage) is not written yet")
 
 
 class CountingStore:
     """The real client, counting what is fetched (to see the cache at work)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: IpfsClient) -> None:
         self.client = client
         self.cats: list[str] = []
 
@@ -30,10 +26,10 @@ class CountingStore:
         return bytes(self.client.cat(cid, max_bytes))
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingStore]:
-    with ipfs_daemon.IpfsDaemon(tmp_path_factory.mktemp("ipfs-repo")) as daemon:
-        yield CountingStore(ipfs_client.IpfsClient(daemon.api_url))
+@pytest.fixture()
+def store(ipfs_client: IpfsClient) -> CountingStore:
+    """The session's daemon: the counts are this client's own requests, whatever else the daemon holds."""
+    return CountingStore(ipfs_client)
 
 
 def corpus() -> list[tuple[str, bytes]]:

@@ -13,6 +13,7 @@ import pytest
 from eth_account import Account
 
 from node.keys import PASSPHRASE_ENV, PRIVATE_KEY_ENV, KeySourceError, load_account, new_keystore, write_keystore
+from trainmarket.cli import main
 from trainmarket.paths import REPO_ROOT
 
 KEY = "0x" + "11" * 32
@@ -80,29 +81,26 @@ def test_keystore_is_never_overwritten(tmp_path: Path) -> None:
     assert json.loads(before)["crypto"]["kdf"] == "pbkdf2"
 
 
-def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trainmarket.cli", "node", *args],
-        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, **env}, timeout=60,
-    )
-
-
-def test_cli_never_prints_the_key(tmp_path: Path) -> None:
-    """keygen prints the address only; a failing command that loaded the key does not print it either."""
+def test_cli_never_prints_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capfd: pytest.CaptureFixture[str]) -> None:
+    """keygen prints the address only; a failing command that loaded the key does not print it either. In this
+    process (the entry point `trainmarket` runs, output captured at the file descriptors): real CLI processes, each
+    importing torch, are the slow test below."""
+    monkeypatch.setenv(PASSPHRASE_ENV, "pw")
     out = tmp_path / "k.json"
-    made = _cli(["keygen", "--out", str(out)], {PASSPHRASE_ENV: "pw"})
-    assert made.returncode == 0, made.stderr
+    assert main(["node", "keygen", "--out", str(out)]) == 0
+    made = capfd.readouterr()
     key_hex = Account.decrypt(json.loads(out.read_text()), "pw").hex().removeprefix("0x")
-    assert key_hex not in made.stdout + made.stderr
-    assert Account.from_key(key_hex).address in made.stdout
+    assert key_hex not in made.out + made.err
+    assert Account.from_key(key_hex).address in made.out
 
     deployment = tmp_path / "deployment.json"
     deployment.write_text(json.dumps({"address": "0x" + "00" * 20, "block": 0, "rpc_url": "http://127.0.0.1:9"}))
-    failed = _cli(["status", "--deployment", str(deployment), "--keystore", str(out)], {PASSPHRASE_ENV: "pw"})
-    assert failed.returncode == 2
-    assert "unreachable" in failed.stderr
-    assert key_hex not in failed.stdout + failed.stderr
-    assert "Traceback" not in failed.stderr
+    assert main(["node", "status", "--deployment", str(deployment), "--keystore", str(out)]) == 2
+    failed = capfd.readouterr()
+    assert "unreachable" in failed.err
+    assert key_hex not in failed.out + failed.err
+    assert "Traceback" not in failed.err
 
 
 # ------------------------------------------------------------------ keystore format and secrecy

@@ -9,15 +9,20 @@ from pathlib import Path
 import pytest
 
 from trainmarket.cli import build_parser, main
+from validator import cli as validator_cli
 
 
 def test_validator_subcommands_are_registered() -> None:
+    """Each action runs its own handler (two actions wired to one handler would pass a mere `callable`)."""
     parser = build_parser()
+    handlers: dict[str, object] = {}
     for action in ("register", "run", "serve", "status", "claim", "audit"):
         args = parser.parse_args(["validator", action, "--window", "1"] if action == "audit" else
                                  ["validator", action, "--stake", "2"] if action == "register" else
                                  ["validator", action])
-        assert callable(args.func)
+        handlers[action] = args.func
+        assert args.func is getattr(validator_cli, f"cmd_{action}"), (action, args.func)
+    assert len(set(handlers.values())) == len(handlers)
 
 
 def test_audit_requires_a_window(capsys: pytest.CaptureFixture[str]) -> None:

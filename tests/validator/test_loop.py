@@ -1,28 +1,36 @@
 """The validator's window round on a real Anvil and a real IPFS daemon: trainers train in-process and
 commit/reveal real payloads; the loop scores, publishes, submits the epoch's weights once, and resumes after a
-SIGKILL at three points between scoring and the publish being recorded, without a second publish."""
+SIGKILL at three points between scoring and the publish being recorded, without a second publish. The run's payload
+cap refuses honest payloads at the fetch; a finalize race is lost with real transactions in one block."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 from eth_account import Account
+from web3 import Web3
+from web3.types import Wei
 
 from contracts.errors import TransactionFailed
-from contracts.tx import NONCES
+from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.loop_harness import ETH, Net, initial_params, play_window, publish_initial_model, start_net
 from validator.domain import RejectReason, WindowReport
+from validator.fetch import Failure, fetch_payloads
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
+from validator.window_inputs import gather_window
 
 REPO = Path(__file__).resolve().parents[2]
 # Trainer indices: publishes non-payload bytes / commits but never reveals / reveals a CID it never published.
@@ -75,6 +83,10 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
                        trainers[ABSENT]: (RejectReason.UNAVAILABLE,
                                           "no one served the payload before the fetch deadline")}
     assert abs(sum(s.weight for s in report.scores) - 1.0) < 1e-9
+    # Every revealed contribution is scored or unscored for a stated reason (bench.load's scored_fraction).
+    stats = json.loads(store.get_value("window:0:stats") or "{}")
+    assert stats["unscored"] == {"malformed": 1, "unavailable": 1}
+    assert stats["scored"] == len(honest) and stats["scored"] + 2 == stats["revealed"]
     ratings = store.ratings()
     assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
     # The new global model is on IPFS and decodes to the model's shapes.
@@ -202,17 +214,78 @@ def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
     assert stored is not None and window["status"] == "published" and window["model_cid"] == stored["model_cid"]
 
 
-def test_losing_a_finalize_race_is_not_an_error(played: Played, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two validators finalize the same epoch in one block: the loser's tx passed estimation and reverted on
-    chain (TransactionFailed). That is fine when the chain shows the epoch finalized, an error otherwise."""
+def test_the_runs_payload_cap_is_enforced_where_the_validator_fetches(played: Played) -> None:
+    """Honest payloads one byte over the run's `max_payload_bytes` are refused by the fetch (no bytes handed on)
+    and rejected as malformed; at exactly their size they are accepted. Only the cap can refuse these: they are
+    honest, so no later decoding check would catch them instead."""
+    net = played.net
+    cheats = {net.trainers[i].address_of_account.lower() for i in (GARBAGE, SILENT, ABSENT)}
+    honest = {t: cid for t, cid in played.cids.items() if t not in cheats}
+    sizes = [len(net.blobs.cat(cid, 1 << 20)) for cid in honest.values()]
+    for cap, accepted in ((min(sizes) - 1, set()), (max(sizes), set(honest))):
+        fetched = fetch_payloads(net.blobs, sorted(honest.items()), cap, net.config.payload_fetch_seconds)
+        refused = {f.trainer for f in fetched if f.failure == Failure.TOO_LARGE and f.data is None}
+        assert refused == set(honest) - accepted, (cap, sizes, fetched)
+        ctx = replace(net.ctx(net.validators[0]), config=net.config.model_copy(update={"max_payload_bytes": cap}))
+        gathered = gather_window(ctx, 0, played.base_cid, initial_params(net), {played.base_cid: 0})
+        assert {c.trainer for c in gathered.inputs.contributions} == accepted, cap
+        over = {r.trainer: (r.reason, r.detail) for r in gathered.inputs.prior_rejections if r.trainer in honest}
+        assert over == {t: (RejectReason.MALFORMED, f"payload over the run's {cap}-byte cap")
+                        for t in set(honest) - accepted}, cap
+
+
+def _pending(web3: Web3, address: str, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until `address` has `count` transactions including the mempool (sent by another thread)."""
+    deadline = time.monotonic() + timeout_s
+    while web3.eth.get_transaction_count(address, "pending") < count:  # type: ignore[arg-type]
+        assert time.monotonic() < deadline, "the settler's transaction never reached the mempool"
+        time.sleep(0.02)
+
+
+def test_losing_a_finalize_race_is_not_an_error(played: Played) -> None:
+    """Two validators finalize the same epoch in one block, with automining off: both transactions passed
+    estimation, the rival's (higher gas price) is mined first and finalizes the epoch, ours reverts on chain
+    (TransactionFailed). That is fine because the chain shows the epoch finalized. A finalize that failed and
+    left the epoch open (here: another transaction of the same key took its nonce) is an error."""
     net, settler = played.net, played.loop.settler
+    web3 = Web3(Web3.HTTPProvider(net.node.rpc_url))  # this thread's own connection
+    me, rival = settler.client.account, net.validators[1]
+    epoch = net.sponsor.get_run(net.run_id).next_epoch  # the first one still open, whatever ran before
+    net.mine_to(net.sponsor.settlement_of(net.run_id, epoch).closes_at)
+    net.node.set_automine(False)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="settler")  # our validator's loop, in effect
+    try:
+        vectors = [r.weights for r in rival.revealed_weights(net.run_id, epoch)]
+        call = rival.contract.functions.finalizeEpoch(net.run_id, epoch, vectors)
+        rival_raw = sign_transaction(web3, rival.account, {
+            "to": rival.contract.address, "data": call._encode_transaction_data(),
+            "gasPrice": Wei(2 * web3.eth.gas_price)}, "finalizeEpoch", rival.decoder)  # estimated: the epoch is open
+        sent = web3.eth.get_transaction_count(me.address, "pending")
+        ours = pool.submit(settler.finalize, epoch)
+        _pending(web3, me.address, sent + 1)  # ours passed estimation too and waits in the mempool
+        web3.eth.send_raw_transaction(rival_raw)
+        net.node.mine(1)
+        assert ours.result(timeout=120) is True
+        block = web3.eth.get_block("latest", full_transactions=True)
+        by_sender = {tx["from"]: web3.eth.get_transaction_receipt(tx["hash"])["status"]
+                     for tx in block["transactions"]}
+        assert by_sender == {rival.account.address: 1, me.address: 0}  # one block: the rival won, ours reverted
+        assert net.sponsor.epoch_info(net.run_id, epoch).finalized
+        assert len(net.sponsor._logs("EpochFinalized", {"runId": net.run_id, "epoch": epoch})) == 1
 
-    def lost_race(run_id: int, epoch: int) -> None:
-        raise TransactionFailed("finalizeEpoch", "0xabc", "reverted after estimation")
-
-    monkeypatch.setattr(settler.client, "finalize_epoch", lost_race)
-    assert net.sponsor.epoch_info(net.run_id, 0).finalized
-    assert settler.finalize(0)  # epoch 0 is finalized on chain: the lost race is ignored
-    net.mine_to(net.sponsor.settlement_of(net.run_id, 1).closes_at)  # finalisable by anyone from here
-    with pytest.raises(TransactionFailed):
-        settler.finalize(1)  # nobody finalized epoch 1: the failure is real
+        net.mine_to(net.sponsor.settlement_of(net.run_id, epoch + 1).closes_at)
+        sent = web3.eth.get_transaction_count(me.address, "pending")
+        ours = pool.submit(settler.finalize, epoch + 1)
+        _pending(web3, me.address, sent + 1)
+        displacing = me.sign_transaction({"to": me.address, "value": 0, "gas": 21_000, "nonce": sent,
+                                          "gasPrice": 2 * web3.eth.gas_price, "chainId": web3.eth.chain_id})
+        web3.eth.send_raw_transaction(displacing.raw_transaction)
+        net.node.mine(1)
+        with pytest.raises(TransactionFailed, match=f"nonce {sent} was used by another transaction"):
+            ours.result(timeout=120)
+        assert not net.sponsor.epoch_info(net.run_id, epoch + 1).finalized
+    finally:
+        net.node.set_automine(True)
+        net.node.mine(1)  # a transaction still waiting (a failed run of this test) is mined: the pool can end
+        pool.shutdown(wait=True)
+        NONCES.reset()

@@ -172,3 +172,14 @@ def test_to_u16_weights_never_exceeds_the_contract_budget(scores: list[float]) -
     packed = to_u16_weights(power_normalise(scores))
     assert sum(packed) <= U16_MAX
     assert all(0 <= x <= U16_MAX for x in packed)
+
+
+def test_the_aggregation_bar_keeps_out_what_helps_far_less_than_the_typical_update() -> None:
+    from validator.scoring import aggregation_bar
+
+    honest = [0.074, 0.078, 0.083, 0.083, 0.086, 0.080]
+    bar = aggregation_bar([*honest, 0.011, 0.0, -0.05], floor=0.0, relative=0.25)
+    assert 0.011 < bar < min(honest)  # the clipped poisoner and the noise stay out, every honest update is in
+    assert aggregation_bar([-0.1, 0.0], floor=0.0, relative=0.25) == 0.0  # nothing helps: the floor
+    assert aggregation_bar(honest, floor=0.05, relative=0.0) == 0.05  # the relative bar switched off
+    assert aggregation_bar([0.02, 0.04, 0.06], floor=0.0, relative=0.5) == 0.02  # half the median 0.04

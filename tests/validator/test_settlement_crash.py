@@ -115,3 +115,39 @@ def test_a_restart_finishes_the_ballot_without_a_second_transaction(played: Play
     assert restarted.store.epoch_submitted(0)
     assert not [tx for tx in restarted.store.unconfirmed_txs() if tx.kind in (TX_COMMIT_WEIGHTS, TX_SUBMIT_WEIGHTS)]
     restarted.store.close()
+
+
+def test_a_ballot_that_reaches_the_chain_after_its_phase_costs_the_vote_not_the_loop(played: Played) -> None:
+    """Found by the `validator_lag` fault scenario (a validator SIGSTOPped past its epoch's settlement): the
+    validator read the settlement state (reveals open), was paused, and sent its reveal after the others had
+    settled the epoch without it. The reveal reverted (EpochOutOfOrder) and the loop stopped for good; now the
+    vote is lost and the loop goes on."""
+    net = played.net
+    net.node.revert(played.snapshot)
+    played.snapshot = net.node.snapshot()
+    NONCES.reset()
+    validator = net.validators[0]
+    me = validator.address_of_account
+    loop = net.loop(validator, played.tmp / "paused-past-its-reveal")
+    assert loop.step()  # window 0: scored and published
+    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
+    real = loop.settler.client.settlement_of
+    reads: list[Any] = []
+
+    def paused_after_commit(run_id: int, epoch: int) -> Any:
+        state = real(run_id, epoch)
+        reads.append(state)
+        if len(reads) == 2:  # read after its commit; it sleeps, and the epoch is settled without its reveal
+            net.mine_to(state.closes_at)
+            net.sponsor.finalize_epoch(net.run_id, 0)
+        return state
+
+    loop.settler.client.settlement_of = paused_after_commit  # type: ignore[method-assign]
+    for _ in range(3):
+        loop.step()  # never raises
+    assert len(reads) >= 2, "the reveal was never attempted"
+    assert net.sponsor.epoch_info(net.run_id, 0).finalized
+    assert net.sponsor.ballot_of(net.run_id, me).status == CommitStatus.COMMITTED  # committed, never revealed
+    assert not events(net, "WeightsRevealed", me)
+    assert not loop.store.epoch_submitted(0)
+    loop.store.close()

@@ -18,6 +18,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--chain", default="anvil", choices=["anvil", "ganache"],
                         help="local chain to run on (default anvil; ganache is slower)")
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/demo-<time>)")
+    parser.add_argument("--audit", action="store_true",
+                        help="after the run, replay every published window of every validator with `validator "
+                             "audit` and record the verdicts in report.json (a few minutes more)")
     parser.set_defaults(func=cmd_demo)
 
 
@@ -26,7 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = DemoSettings(honest=args.trainers, sybils=args.sybils, epochs=args.epochs,
                             windows_per_epoch=args.windows_per_epoch, window_blocks=args.window_blocks,
-                            model=args.model, device=args.device, chain=args.chain)
+                            model=args.model, device=args.device, chain=args.chain, audit=args.audit)
     if args.out is not None:
         settings.out_dir = args.out
     report = run_demo(settings)

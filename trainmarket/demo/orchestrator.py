@@ -5,7 +5,10 @@ paid and why. Every process is stopped on the way out, on success, Ctrl-C or a c
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,6 +58,7 @@ class DemoSettings:
                                                                 inner_lr=4e-3))
     quiet: bool = False
     settle: bool = True  # claims and the report after the last epoch (bench.load measures the run, then stops)
+    audit: bool = False  # after the run, `validator audit` replays every window of every validator
 
     @property
     def windows(self) -> int:
@@ -94,6 +98,7 @@ class Demo:
         self.out = settings.out_dir.resolve()
         self.logs = self.out / "logs"
         self.processes: list[ManagedProcess] = []
+        self.pids: list[int] = []  # every process spawned, kept after it stops (report.json's `started`)
         self.ipfs: IpfsDaemon | None = None
         self.chain: LocalChain | None = None
 
@@ -134,7 +139,10 @@ class Demo:
         proc = ManagedProcess(name, [sys.executable, *argv], self.logs / f"{name}.log", ready or (lambda: True),
                               env={"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env}, start_timeout=120)
         self.processes.append(proc)
-        return proc.start()
+        proc.start()
+        if proc.proc is not None:
+            self.pids.append(proc.proc.pid)
+        return proc
 
     def wait_ready(self, checks: dict[str, Any], timeout: float = 300.0) -> None:
         deadline = time.monotonic() + timeout
@@ -162,7 +170,7 @@ class Demo:
         assert self.chain is not None
         params = run_params(config, s.window_blocks, s.reveal_blocks, s.windows_per_epoch)
         run_id = sponsor.create_run(params, POOL)
-        people = participants(s.honest, s.sybils, s.adversaries)
+        people = self.make_participants()
         validators = [sponsor.with_account(self._dev_account(i)) for i in range(1, s.validators + 1)]
         for p in people:
             self.chain.set_balance(p.address, 100 * ETH)
@@ -189,15 +197,8 @@ class Demo:
                         "TRAINMARKET_HOME": str(self.out / "home")},
                        ready=lambda port=port: port_open(port))
             _say(s, f"validator-{i} {v.address_of_account}: dashboard at http://127.0.0.1:{port}/")
-        ready_files: dict[str, Any] = {}
-        for p in people:
-            home = self.out / "trainers" / p.name
-            home.mkdir(parents=True, exist_ok=True)
-            argv = trainer_argv(deployment, api, home, self.out / "cache", p, first, last)
-            self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
-                                      "TRAINMARKET_HOME": str(self.out / "home")})
-            ready_files[p.name] = lambda home=home: (home / "ready").exists()
-        _say(s, f"waiting for {len(people)} trainer processes to load the model and data …")
+        ready_files = self.spawn_trainers(people, deployment, api, first, last)
+        _say(s, f"waiting for {len(ready_files)} trainer processes to load the model and data …")
         self.wait_ready(ready_files)
         self.chain.start_clock(s.block_seconds)
         _say(s, "chain clock started: one block every "
@@ -210,9 +211,58 @@ class Demo:
                 proc.stop(grace=3.0)
         outcome = collect_outcome(sponsor, run_id, people, validators, ports, first, last, s.windows_per_epoch, POOL,
                                   stop_validators=self.stop_processes, stake=TRAINER_STAKE)
+        if s.audit:
+            outcome.extra["audit"] = self.audit_validators(deployment, api, validators, last)
+        outcome.extra["started"] = self.started(ports)
         report = write_report(outcome, self.out)
         _say(s, (self.out / "report.md").read_text())
         return report
+
+    def make_participants(self) -> list[Participant]:
+        return participants(self.s.honest, self.s.sybils, self.s.adversaries)
+
+    def spawn_trainers(self, people: list[Participant], deployment: Path, api: str, first: int,
+                       last: int) -> dict[str, Any]:
+        """One process per trainer; returns name → readiness check."""
+        ready_files: dict[str, Any] = {}
+        for p in people:
+            home = self.out / "trainers" / p.name
+            home.mkdir(parents=True, exist_ok=True)
+            argv = trainer_argv(deployment, api, home, self.out / "cache", p, first, last)
+            self.spawn(p.name, argv, {"TRAINMARKET_PRIVATE_KEY": p.account.key.hex(),
+                                      "TRAINMARKET_HOME": str(self.out / "home")})
+            ready_files[p.name] = lambda home=home: (home / "ready").exists()
+        return ready_files
+
+    def started(self, validator_ports: list[int]) -> dict[str, list[int]]:
+        """The ports and process ids this demo opened, so a caller can check that nothing outlives it."""
+        assert self.chain is not None
+        ports = [int(self.chain.rpc_url.rsplit(":", 1)[1]), *validator_ports]
+        if self.ipfs is not None:
+            ports.append(int(self.ipfs.api_url.rsplit(":", 1)[1]))
+        return {"ports": ports, "pids": list(self.pids)}
+
+    def audit_validators(self, deployment: Path, api: str, validators: list[TrainingRunClient],
+                         window: int) -> dict[str, dict[str, Any]]:
+        """Run the real `validator audit` on each validator's last window: it replays the validator's windows
+        from its first one, so every published model and report of the run is recomputed and compared."""
+        results: dict[str, dict[str, Any]] = {}
+        for i, v in enumerate(validators):
+            name = f"validator-{i}"
+            _say(self.s, f"auditing {name}: replaying its windows up to {window} …")
+            argv = [sys.executable, "-m", "trainmarket.cli", "validator", "audit", "--deployment", str(deployment),
+                    "--ipfs-api", api, "--window", str(window), "--validator", v.address_of_account, "--json"]
+            env = {**os.environ, "TRAINMARKET_HOME": str(self.out / "home")}
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800, check=False)
+            (self.logs / f"audit-{name}.log").write_text(done.stdout + done.stderr)
+            lines = done.stdout.strip().splitlines()
+            try:
+                verdict: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+            except ValueError:
+                verdict = {}
+            results[name] = {"ok": done.returncode == 0 and verdict.get("ok") is True, "window": window,
+                             "mismatches": len(verdict.get("mismatches", [])), "exit_code": done.returncode}
+        return results
 
     def _dev_account(self, index: int) -> Any:
         from eth_account import Account

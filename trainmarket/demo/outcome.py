@@ -54,6 +54,8 @@ def collect_outcome(
         {"trainer": r["trainer"].lower(), "window": int(r["window"]), "reason": r["reason"], "detail": r["detail"]}
         for r in _get(ports[0], "/rejections?limit=10000")
     ]
+    names = {p.address.lower(): p.name for p in people}
+    verdicts = [window_verdicts(port, first, last, names) for port in ports]
     # Nobody else may send from these accounts while the orchestrator claims for them.
     stop_validators()
     paid = claim_all(views, run_id, people)
@@ -64,7 +66,6 @@ def collect_outcome(
             validators_paid += v.claim(run_id)
     epochs = range(first // windows_per_epoch, last // windows_per_epoch + 1)
     per_epoch = rewards_by_epoch(views, run_id, epochs)
-    names = {p.address.lower(): p.name for p in people}
     for r in rejections:
         r["name"] = names.get(r["trainer"], r["trainer"])
     publications = [views.publications(run_id, w) for w in range(first, last + 1)]
@@ -96,9 +97,27 @@ def collect_outcome(
             "windows_published_by_every_validator": sum(len(p) == len(validators) for p in publications),
             "slashed_wei": sum(t.stake_at_start_wei - t.stake_left_wei for t in trainers),
             "unclaimed_after_claims_wei": unclaimed,
+            "verdicts_by_validator": verdicts,
             **sync_phase(views.get_run(run_id), publications, first),
         },
     )
+
+
+def window_verdicts(port: int, first: int, last: int, names: dict[str, str]) -> dict[str, dict[str, str]]:
+    """What one validator decided about each trainer in each window, from its `/windows/{w}`: the rejection
+    reason, `aggregated` (in the model it published) or `scored` (paid by its value, left out of the model)."""
+    out: dict[str, dict[str, str]] = {}
+    for window in range(first, last + 1):
+        report = _get(port, f"/windows/{window}")["report"] or {}
+        accepted = {a.lower() for a in report.get("accepted", [])}
+        for score in report.get("scores", []):
+            trainer = score["trainer"].lower()
+            verdict = "aggregated" if trainer in accepted else "scored"
+            out.setdefault(names.get(trainer, trainer), {})[str(window)] = verdict
+        for rejection in report.get("rejections", []):
+            trainer = rejection["trainer"].lower()
+            out.setdefault(names.get(trainer, trainer), {})[str(window)] = rejection["reason"]
+    return out
 
 
 def sync_phase(run: RunInfo, publications: list[dict[str, Publication]], first: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from node.data import fetch_dataset
+from node.population import SyncLog
 from node.runner import NodeSetup, TrainerNode
 from trainmarket.demo.adversaries import adversary
 from trainmarket.errors import TrainmarketError
@@ -56,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     elif args.role == "malformed":
         kwargs = {"max_payload_bytes": config.max_payload_bytes}
     setup = NodeSetup(client, deployment.run_id, config, blobs, dataset, args.home)  # type: ignore[arg-type]
-    node = TrainerNode(setup, policy=adversary(args.role, **kwargs))
+    log = SyncLog(args.home / "sync.jsonl", client.block_number)  # when each window trained (bench.load reads it)
+    node = TrainerNode(setup, policy=adversary(args.role, **kwargs), observer=log)
+    log.node = node
     (args.home / "ready").write_text("ready\n")
     print(f"{args.role} {client.address_of_account} ready; waiting for window {args.first_window}", flush=True)
     stop = threading.Event()

@@ -94,6 +94,8 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- global model held-out loss: {summary['loss_first']} → {summary['loss_last']}",
         f"- validators agree: {summary['validators_agree']}",
         f"- sync phase (waiting for the previous window's model): {summary.get('sync_fraction', 0.0):.0%} of a window",
+        *(["- audit: " + ", ".join(f"{name} {'PASS' if a['ok'] else 'FAIL'}" for name, a in summary["audit"].items())]
+          if "audit" in summary else []),
         "",
         "| trainer | role | rating (ordinal) | last weight | claimed (ETH) | vs honest mean | stake left (ETH) "
         "| slashed |",
