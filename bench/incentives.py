@@ -17,6 +17,11 @@ bench/results/incentives.json, the issue's schema:
   markets; compute_fraction: rows it trained on / an honest trainer's; honest max_over_min and cv: over every
   honest trainer (a market's honest slot, which plays every seed, as a strategy does), each one's pay over the
   seeds / its markets' honest mean over the seeds. The detail file also gives them per single run (one seed).
+The headline settles the whole run as one epoch. The chain settles every `windows_per_epoch` windows and pays
+each epoch's reward in full, pro rata to that epoch's finals (contracts/README.md, "Settlement"), so an epoch
+of the run's first windows, whose finals are all immature, pays as much as a later one: the detail file's
+`per_epoch_settlement` replays the same runs' finals epoch by epoch (3 windows, the devnet's and the demo's
+epochs, and 10), the way the contract would pay them.
 bench/results/incentives-detail.json: the bound of every strategy (max(0.05, min(1, compute_fraction))), the
 own-vs-common indicator's signal, noise and false-positive/negative rates, per-strategy means of the report's
 factors (value, effort, norm factor), the loss curves and the wall time."""
@@ -140,8 +145,8 @@ def window_rows(report: WindowReport, roles: dict[str, str]) -> list[dict[str, A
             for s in report.scores]
 
 
-def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], windows: int, seeds: list[int]
-              ) -> tuple[dict[str, Any], dict[str, Any]]:
+def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], windows: int, seeds: list[int],
+              with_detail: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     honest_norm: list[float] = []  # per run (one market, one seed)
     slots: dict[tuple[int, str], list[float]] = {}  # (market, honest address) → [pay, market honest mean] over seeds
     totals: dict[str, dict[str, float]] = {s.name: {"pay": 0.0, "honest": 0.0, "rows": 0.0, "honest_rows": 0.0}
@@ -169,7 +174,41 @@ def summarise(runs: list[dict[str, Any]], strategies: Sequence[Strategy], window
                          "identities": s.identities}
     per_trainer = [pay / mean for pay, mean in slots.values() if mean > 0]
     result = {"strategies": table, "honest": spread(per_trainer), "windows": windows, "seeds": seeds}
-    return result, {**detail(runs, table, honest_norm), "honest_per_run": spread(honest_norm)}
+    if not with_detail:
+        return result, {}
+    return result, {**detail(runs, table, honest_norm), "honest_per_run": spread(honest_norm),
+                    "per_epoch_settlement": {str(n): per_epoch_settlement(runs, strategies, n)
+                                             for n in EPOCH_LENGTHS}}
+
+
+EPOCH_LENGTHS = (3, 10)  # windows per epoch replayed in `per_epoch_settlement` (3: the devnet's and demo's)
+
+
+def settle(run: dict[str, Any], windows_per_epoch: int) -> dict[str, float]:
+    """Each identity's pay in epoch rewards, settled as the contract does: per epoch, its share of the epoch's
+    summed finals (validator/scoring.epoch_weights); an epoch in which nobody scored pays nobody."""
+    pay = {t: 0.0 for t in run["roles"]}
+    finals: dict[int, dict[str, float]] = {}
+    for row in run["scores"]:
+        epoch = finals.setdefault(row["window"] // windows_per_epoch, {})
+        epoch[row["trainer"]] = epoch.get(row["trainer"], 0.0) + row["final"]
+    for epoch in finals.values():
+        total = math.fsum(epoch.values())
+        for t, f in epoch.items():
+            pay[t] += f / total if total > 0.0 else 0.0
+    return pay
+
+
+def per_epoch_settlement(runs: list[dict[str, Any]], strategies: Sequence[Strategy], windows_per_epoch: int
+                         ) -> dict[str, Any]:
+    """The headline table with every run's pay settled epoch by epoch (`settle`) instead of as one epoch."""
+    settled = [{**run, "pay": settle(run, windows_per_epoch)} for run in runs]
+    table, _ = summarise(settled, strategies, len(runs[0]["loss"]) if runs else 0, [], with_detail=False)
+    rows = {name: {"pay_vs_honest": row["pay_vs_honest"], "bound": bound(row),
+                   "within_bound": row["pay_vs_honest"] <= bound(row)} for name, row in table["strategies"].items()}
+    return {"all_within_bound": all(r["within_bound"] for r in rows.values()),
+            "above_bound": sorted(n for n, r in rows.items() if not r["within_bound"]),
+            "honest": table["honest"], "strategies": rows}
 
 
 def spread(pays: list[float]) -> dict[str, float]:
@@ -244,6 +283,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=2, help="markets played in parallel (one CPU thread each)")
     parser.add_argument("--out", type=Path, default=RESULTS / "incentives.json")
     parser.add_argument("--dump", type=Path, default=None, help="also write every run's raw numbers here")
+    parser.add_argument("--from-dump", type=Path, default=None,
+                        help="summarise the runs a --dump wrote instead of playing the markets again")
     args = parser.parse_args(argv)
     windows = args.windows or (5 if args.quick else 30)
     seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
@@ -255,19 +296,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     specs = [MarketSpec(i, group, seed, windows, honest) for seed in seeds for i, group in enumerate(markets(chosen))]
     began = time.perf_counter()
     print(f"{len(specs)} markets ({len(chosen)} strategies × {len(seeds)} seeds), {windows} windows each", flush=True)
-    runs: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = json.loads(args.from_dump.read_text()) if args.from_dump else []
+    if args.from_dump:
+        played = {(run["market"], run["seed"]) for run in runs}
+        if played != {(spec.index, spec.seed) for spec in specs} or {len(run["loss"]) for run in runs} != {windows}:
+            parser.error(f"{args.from_dump} holds other markets, seeds or windows than these arguments ask for")
+        specs = []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
         for run in pool.map(play, specs):
             runs.append(run)
             names = ", ".join(sorted(set(run["roles"].values()) - {"honest"}))
             print(f"  market {run['market']} seed {run['seed']}: {names}; loss {run['loss'][-1]:.3f}", flush=True)
     result, extra = summarise(runs, chosen, windows, seeds)
-    extra = {**extra, "wall_s": time.perf_counter() - began, "honest_per_market": honest,
+    wall = time.perf_counter() - began
+    detail_path = args.out.with_name(args.out.stem + "-detail.json")
+    if args.from_dump:  # the wall time of the run that played these markets, from the detail file it wrote
+        wall = json.loads(detail_path.read_text()).get("wall_s", math.nan) if detail_path.exists() else math.nan
+    extra = {**extra, "wall_s": wall, "honest_per_market": honest,
              "setup": replace(SMALL, windows=windows).__dict__ | {"overrides": dict(SMALL.overrides)}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_name(args.out.stem + "-detail.json").write_text(json.dumps(extra, indent=2, default=str) + "\n")
-    if args.dump:
+    detail_path.write_text(json.dumps(extra, indent=2, default=str) + "\n")
+    if args.dump and not args.from_dump:
         args.dump.write_text(json.dumps(runs))
     width = max(len(n) for n in result["strategies"])
     print(f"{'strategy':<{width}}  pay_vs_honest  compute_fraction  identities  bound")
@@ -278,6 +328,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"honest max_over_min {result['honest']['max_over_min']:.3f}, cv {result['honest']['cv']:.3f}; "
           f"indicator FN {extra['indicator']['honest_false_negative_rate']:.3f}, "
           f"FP {extra['indicator']['generic_false_positive_rate']:.3f}; {extra['wall_s']:.0f} s")
+    for n, settled in extra["per_epoch_settlement"].items():
+        print(f"settled every {n} windows (as the contract pays): honest max_over_min "
+              f"{settled['honest']['max_over_min']:.3f}; above bound: "
+              + (", ".join(f"{name} {settled['strategies'][name]['pay_vs_honest']:.3f} "
+                           f"(bound {settled['strategies'][name]['bound']:.3f})" for name in settled["above_bound"])
+                 or "none"))
     return result
 
 

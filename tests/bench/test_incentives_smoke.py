@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.incentives import markets
+from bench.incentives import markets, settle
 from bench.strategies import LIBRARY
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,6 +24,19 @@ def test_markets_keep_honest_trainers_the_majority_of_every_market() -> None:
     for group in groups:
         for passive in (True, False):
             assert sum(by_name[n].identities for n in group if by_name[n].passive == passive) <= 3
+
+
+def test_settle_pays_every_epoch_in_full_like_the_contract() -> None:
+    """An epoch of tiny (immature) finals pays as much as one of large finals: a trainer that leads the first
+    epoch by a hair's worth of final score takes most of that epoch's reward."""
+    run = {"roles": {"a": "honest", "b": "x"}, "scores": [
+        {"window": 0, "trainer": "a", "final": 0.001}, {"window": 0, "trainer": "b", "final": 0.003},
+        {"window": 1, "trainer": "a", "final": 0.9}, {"window": 1, "trainer": "b", "final": 0.1},
+        {"window": 2, "trainer": "a", "final": 0.0}]}
+    assert settle(run, 1) == pytest.approx({"a": 0.25 + 0.9, "b": 0.75 + 0.1})  # window 2: nobody scored above 0
+    assert settle(run, 2) == pytest.approx({"a": 0.901 / 1.004, "b": 0.103 / 1.004})
+    # The whole run as one epoch (the headline): pay in proportion to the summed finals.
+    assert settle(run, 3)["b"] == pytest.approx(0.103 / 1.004)
 
 
 @pytest.mark.slow
