@@ -244,19 +244,20 @@ class ValidatorLoop:
     def report_missed(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it.
         All of the window's reports go out together (chain_io.send_pipelined)."""
+        def report(trainers: list[str]) -> list[bool]:
+            calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
+                                                                       Web3.to_checksum_address(t)) for t in trainers]
+            return send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
+
         trainers = list(gathered.missed_reveals)
-        calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
-                                                                   Web3.to_checksum_address(t)) for t in trainers]
-        landed = send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
+        landed = report(trainers)
         # Not ours: refused at estimation (another validator's report is pending, or landed), or another's report
         # landed first in the same block (ours reverted). The chain must say missed once that report is mined:
         # give it a few blocks, then report again ourselves.
         unsettled = [t for t, ok in zip(trainers, landed, strict=True) if not ok]
         unsettled = self._still_committed(window, unsettled, wait_blocks=3)
         if unsettled:
-            send_pipelined(self.client, [self.client.contract.functions.reportMissedReveal(
-                self.ctx.run_id, window, Web3.to_checksum_address(t)) for t in unsettled], "reportMissedReveal",
-                skip=("AlreadyRevealed", "NoCommitment"))
+            report(unsettled)
         for trainer in self._still_committed(window, unsettled, wait_blocks=3):
             raise TransactionFailed("reportMissedReveal", "", f"window {window}: {trainer} is still unreported")
 
