@@ -17,11 +17,11 @@ bench/results/incentives.json, the issue's schema:
   markets; compute_fraction: rows it trained on / an honest trainer's; honest max_over_min and cv: over every
   honest trainer (a market's honest slot, which plays every seed, as a strategy does), each one's pay over the
   seeds / its markets' honest mean over the seeds. The detail file also gives them per single run (one seed).
-The headline settles the whole run as one epoch. The chain settles every `windows_per_epoch` windows and pays
-each epoch's reward in full, pro rata to that epoch's finals (contracts/README.md, "Settlement"), so an epoch
-of the run's first windows, whose finals are all immature, pays as much as a later one: the detail file's
-`per_epoch_settlement` replays the same runs' finals epoch by epoch (3 windows, the devnet's and the demo's
-epochs, and 10), the way the contract would pay them.
+The headline settles the whole run as one epoch. The chain settles every `windows_per_epoch` windows: each
+epoch pays the payout its validators vote (validator/scoring.epoch_payout: Σ final / Σ potential, so an epoch of
+immature records pays little and the rest stays in the pool) pro rata to that epoch's finals (contracts/
+README.md, "Settlement"). The detail file's `per_epoch_settlement` replays the same runs' finals epoch by epoch
+(3 windows, the devnet's and the demo's epochs, and 10), the way the contract would pay them.
 bench/results/incentives-detail.json: the bound of every strategy (max(0.05, min(1, compute_fraction))), the
 own-vs-common indicator's signal, noise and false-positive/negative rates, per-strategy means of the report's
 factors (value, effort, norm factor), the loss curves and the wall time."""
@@ -139,7 +139,7 @@ def window_rows(report: WindowReport, roles: dict[str, str]) -> list[dict[str, A
     return [{"window": report.window, "role": roles[s.trainer], "trainer": s.trainer, "value": s.value,
              "value_full": s.value_full, "effort": s.effort, "effort_ratio": s.effort_ratio,
              "value_ratio": s.value_ratio, "value_factor": s.value_factor, "maturity": s.maturity,
-             "share": s.share, "norm_factor": s.norm_factor, "specificity": s.specificity,
+             "share": s.share, "norm_factor": s.norm_factor, "specificity": s.specificity, "potential": s.potential,
              "specificity_se": s.specificity_se, "reference": ref, "b": s.b_i, "final": s.final,
              "weight": s.weight, "aggregated": s.trainer in report.accepted, "novelty": s.novelty, "sync": s.sync}
             for s in report.scores]
@@ -185,17 +185,22 @@ EPOCH_LENGTHS = (3, 10)  # windows per epoch replayed in `per_epoch_settlement` 
 
 
 def settle(run: dict[str, Any], windows_per_epoch: int) -> dict[str, float]:
-    """Each identity's pay in epoch rewards, settled as the contract does: per epoch, its share of the epoch's
-    summed finals (validator/scoring.epoch_weights); an epoch in which nobody scored pays nobody."""
+    """Each identity's pay in epoch rewards, settled as the contract does: per epoch, the epoch's payout
+    (validator/scoring.epoch_payout) × its share of the epoch's summed finals (validator/scoring.epoch_weights),
+    i.e. its summed finals over everyone's summed potentials; an epoch in which nobody scored pays nobody."""
     pay = {t: 0.0 for t in run["roles"]}
     finals: dict[int, dict[str, float]] = {}
+    potentials: dict[int, float] = {}
     for row in run["scores"]:
-        epoch = finals.setdefault(row["window"] // windows_per_epoch, {})
+        e = row["window"] // windows_per_epoch
+        epoch = finals.setdefault(e, {})
         epoch[row["trainer"]] = epoch.get(row["trainer"], 0.0) + row["final"]
-    for epoch in finals.values():
+        potentials[e] = potentials.get(e, 0.0) + row["potential"]
+    for e, epoch in finals.items():
         total = math.fsum(epoch.values())
+        payout = min(1.0, total / potentials[e]) if potentials[e] > 0.0 else 1.0
         for t, f in epoch.items():
-            pay[t] += f / total if total > 0.0 else 0.0
+            pay[t] += payout * f / total if total > 0.0 else 0.0
     return pay
 
 

@@ -302,6 +302,10 @@ abstract contract TrainingRunBase {
     /// @notice Cap on maxTrainers × maxValidators: the consensus work of one finalizeEpoch (bench.gas measures
     /// the worst case at this size).
     uint256 public constant MAX_WEIGHT_ENTRIES = 8192;
+    /// @notice A revealed weight vector starts with its payout: a big-endian uint16, the fraction (of 65535) of the
+    /// epoch's trainer reward that the vector assigns; the rest stays in the pool.
+    uint256 public constant PAYOUT_BYTES = 2;
+    uint256 internal constant PAYOUT_SCALE = 0xffff;
     /// @notice Shortest settlement phase: an epoch can never be finalised in the block its settlement opens.
     uint256 public constant MIN_GRACE_BLOCKS = 2;
     /// @notice Epochs one claim (or a trainer's withdrawal) pays at most.
@@ -341,6 +345,8 @@ abstract contract TrainingRunBase {
     mapping(uint256 => mapping(address => uint256)) internal _nextPublishWindow;
     mapping(uint256 => mapping(uint256 => Epoch)) internal _epochs;
     mapping(uint256 => mapping(uint256 => mapping(uint256 => uint256))) internal _consensusWords;
+    // run → word → bit i % 256 set while trainer slot i is held: consensus given to a vacant slot is never credited
+    mapping(uint256 => mapping(uint256 => uint256)) internal _occupiedSlots;
     uint256 internal _lock = 1;
 
     // ------------------------------------------------------------------ errors
@@ -413,7 +419,7 @@ abstract contract TrainingRunBase {
     error RevealPhaseOver(uint256 runId, uint256 epoch, uint256 closedAt);
     /// @notice keccak256(weights, salt, runId, epoch, validator) does not match the validator's commitment.
     error WeightsMismatch(uint256 runId, uint256 epoch, address validator);
-    /// @notice A weight vector of odd length or with more entries than trainer slots.
+    /// @notice A weight vector without its payout header, of odd length, or with more entries than trainer slots.
     error InvalidWeights(uint256 runId, uint256 length, uint256 trainerCount);
     /// @notice finalizeEpoch was given a different number of vectors than were revealed.
     error WrongRevealCount(uint256 runId, uint256 epoch, uint256 given, uint256 expected);
@@ -739,7 +745,7 @@ abstract contract TrainingRunBase {
         uint256[] memory meta = new uint256[](8 * n);
         uint256 entries;
         for (uint256 v; v < n; ++v) {
-            bytes calldata w = weights[v];
+            bytes calldata w = weights[v][PAYOUT_BYTES:];
             uint256 offset;
             assembly ("memory-safe") {
                 offset := w.offset
@@ -846,6 +852,35 @@ abstract contract TrainingRunBase {
         e.rewardPerWeight = uint128(unit);
         e.weightSum = uint64(weightSum);
         paid = unit * weightSum;
+    }
+
+    /// @dev Zeroes the consensus of vacant slots (their trainer withdrew): what validators gave one stays in the pool
+    /// instead of being credited to nobody.
+    function _dropVacant(uint256 runId, uint256[] memory consensus) internal view {
+        uint256 occupied;
+        for (uint256 i; i < consensus.length; ++i) {
+            if (i % 256 == 0) occupied = _occupiedSlots[runId][i / 256];
+            if ((occupied >> (i % 256)) & 1 == 0) consensus[i] = 0;
+        }
+    }
+
+    /// @dev The payout the epoch's voters agree on, by the rule of the trainers' consensus: the largest value that
+    /// validators holding more than half of `total` give at least (a validator that revealed nothing gives 0).
+    function _payoutConsensus(bytes[] calldata weights, uint256[] memory stakes, uint256 total)
+        internal
+        pure
+        returns (uint256 payout)
+    {
+        uint256 n = weights.length;
+        for (uint256 v; v < n; ++v) {
+            uint256 candidate = uint16(bytes2(weights[v][:PAYOUT_BYTES]));
+            if (candidate <= payout) continue;
+            uint256 giving;
+            for (uint256 u; u < n; ++u) {
+                if (uint16(bytes2(weights[u][:PAYOUT_BYTES])) >= candidate) giving += stakes[u];
+            }
+            if (2 * giving > total) payout = candidate;
+        }
     }
 
     /// @dev Validators share `validatorReward` by stake × agreement.
@@ -1306,6 +1341,7 @@ contract TrainingRun is TrainingRunBase {
             run.trainerCount = index + 1;
         }
         _trainerAt[runId][index] = msg.sender;
+        _occupiedSlots[runId][index / 256] |= 1 << (index % 256);
         uint256[RING] storage ring = _commitRing[runId][msg.sender];
         for (uint256 k; k < RING; ++k) ring[k] = RING_ALLOCATED;
         // A late joiner is not paid for epochs that were settled before it existed.
@@ -1400,6 +1436,7 @@ contract TrainingRun is TrainingRunBase {
             _freeIndex[runId][free] = t.index;
             run.freeSlots = free + 1;
             delete _trainerAt[runId][t.index];
+            _occupiedSlots[runId][t.index / 256] &= ~(1 << (t.index % 256));
             delete _trainers[runId][msg.sender];
         } else {
             Validator storage v = _validators[runId][msg.sender];
@@ -1554,8 +1591,9 @@ contract TrainingRun is TrainingRunBase {
         emit WeightsCommitted(runId, epoch, msg.sender, commitment);
     }
 
-    /// @notice Reveal the weights committed for `epoch`: big-endian uint16 per trainer index (trailing trainers may
-    /// be omitted: weight 0). Reveals open when the commit phase is over, or as soon as every validator that votes
+    /// @notice Reveal the weights committed for `epoch`: the payout (big-endian uint16, of 65535: the fraction of
+    /// the epoch's trainer reward to assign), then big-endian uint16 per trainer index (trailing trainers may be
+    /// omitted: weight 0). Reveals open when the commit phase is over, or as soon as every validator that votes
     /// on the epoch has committed; they close `gracePeriodBlocks` after the commit phase.
     function revealWeights(uint256 runId, uint256 epoch, bytes calldata weights, bytes32 salt) external {
         Run storage run = _existingRun(runId);
@@ -1574,7 +1612,7 @@ contract TrainingRun is TrainingRunBase {
             if (block.number >= opensAt + 2 * grace) revert RevealPhaseOver(runId, epoch, opensAt + 2 * grace);
         }
         uint256 length = weights.length;
-        if (length % 2 != 0 || length / 2 > run.trainerCount) {
+        if (length < PAYOUT_BYTES || length % 2 != 0 || (length - PAYOUT_BYTES) / 2 > run.trainerCount) {
             revert InvalidWeights(runId, length, run.trainerCount);
         }
         if (uint256(keccak256(abi.encodePacked(weights, salt, runId, epoch, msg.sender))) >> 64 != ballot >> 64) {
@@ -1595,8 +1633,9 @@ contract TrainingRun is TrainingRunBase {
     /// events; each is checked against its hash). Allowed once every committed vector is revealed and no more
     /// commits can come, or when the reveal phase is over. Consensus per trainer is the largest normalised weight
     /// that validators holding more than half of the epoch's snapshotted stake give at least (a validator that
-    /// revealed nothing counts as giving 0); trainers are credited pro rata to consensus, revealing validators by
-    /// stake × weight clipped to consensus. Rounding dust and unassigned reward stay in the pool.
+    /// revealed nothing counts as giving 0); the payout (each vector's header) is agreed by the same rule. Trainers
+    /// are credited payout × the trainers' reward, pro rata to consensus (a vacant slot gets nothing), revealing
+    /// validators by stake × weight clipped to consensus. Rounding dust and unassigned reward stay in the pool.
     function finalizeEpoch(uint256 runId, uint256 epoch, bytes[] calldata weights) external {
         Run storage run = _existingRun(runId);
         _checkSettling(run, runId, epoch);
@@ -1653,8 +1692,10 @@ contract TrainingRun is TrainingRunBase {
         if (who.length == 0 || reward == 0) return (0, 0);
         uint256 validatorReward = reward * run.validatorShareBps / BPS;
         Tally memory tally = _tally(weights, stakes, total);
-        if (tally.maxConsensus > 0) {
-            trainerPaid = _creditTrainers(runId, epoch, tally.consensus, tally.maxConsensus, reward - validatorReward);
+        uint256 trainerReward = (reward - validatorReward) * _payoutConsensus(weights, stakes, total) / PAYOUT_SCALE;
+        _dropVacant(runId, tally.consensus);
+        if (tally.maxConsensus > 0 && trainerReward > 0) {
+            trainerPaid = _creditTrainers(runId, epoch, tally.consensus, tally.maxConsensus, trainerReward);
         }
         validatorPaid = _creditValidators(runId, epoch, who, stakes, tally.agreement, validatorReward);
         run.pool -= trainerPaid + validatorPaid;

@@ -44,12 +44,23 @@ def weights_commitment(packed: bytes, salt: bytes, run_id: int, epoch: int, vali
     return keccak(packed + salt + run_id.to_bytes(32, "big") + epoch.to_bytes(32, "big") + address)
 
 
-def pack_weights(weights: Sequence[int]) -> bytes:
-    """A validator's weight vector as the contract reads it: big-endian uint16 per trainer index."""
+def pack_weights(weights: Sequence[int], payout: int = MAX_WEIGHT) -> bytes:
+    """A validator's weight vector as the contract reads it: the payout (the fraction, of 65535, of the epoch's
+    trainer reward the vector assigns; the rest stays in the pool), then big-endian uint16 per trainer index."""
+    if not 0 <= payout <= MAX_WEIGHT:
+        raise ValueError(f"payout {payout} is outside 0..{MAX_WEIGHT}")
     for index, weight in enumerate(weights):
         if not 0 <= weight <= MAX_WEIGHT:
             raise ValueError(f"weight {weight} of trainer {index} is outside 0..{MAX_WEIGHT}")
-    return b"".join(int(w).to_bytes(2, "big") for w in weights)
+    return b"".join(int(w).to_bytes(2, "big") for w in (payout, *weights))
+
+
+def unpack_weights(packed: bytes) -> tuple[int, list[int]]:
+    """`pack_weights` reversed: (payout, uint16 per trainer index)."""
+    if len(packed) < 2 or len(packed) % 2:
+        raise ValueError(f"a packed weight vector has a 2-byte payout and 2 bytes per trainer, got {len(packed)} bytes")
+    values = [int.from_bytes(packed[i:i + 2], "big") for i in range(0, len(packed), 2)]
+    return values[0], values[1:]
 
 
 class TrainingRunClient(TrainingRunViews):
@@ -154,13 +165,16 @@ class TrainingRunClient(TrainingRunViews):
         call = self.contract.functions.publishWindow(run_id, window, model_cid, report_cid)
         return self._tx(call, "publishWindow")
 
-    def commit_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes) -> TxReceipt:
-        """Commit to uint16 weights indexed by trainer slot (any scale: the contract normalises)."""
-        commitment = weights_commitment(pack_weights(weights), salt, run_id, epoch, self.address_of_account)
+    def commit_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes,
+                       payout: int = MAX_WEIGHT) -> TxReceipt:
+        """Commit to uint16 weights indexed by trainer slot (any scale: the contract normalises) and a payout."""
+        packed = pack_weights(weights, payout)
+        commitment = weights_commitment(packed, salt, run_id, epoch, self.address_of_account)
         return self._tx(self.contract.functions.commitWeights(run_id, epoch, commitment), "commitWeights")
 
-    def reveal_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes) -> TxReceipt:
-        call = self.contract.functions.revealWeights(run_id, epoch, pack_weights(weights), salt)
+    def reveal_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes,
+                       payout: int = MAX_WEIGHT) -> TxReceipt:
+        call = self.contract.functions.revealWeights(run_id, epoch, pack_weights(weights, payout), salt)
         return self._tx(call, "revealWeights")
 
     def finalize_epoch(self, run_id: int, epoch: int) -> TxReceipt:

@@ -97,13 +97,15 @@ def _verdict(base: WindowVerdict, validator: str, report: WindowReport, me: str)
 def explain_weight(s: ContributionScore, scored: int) -> str:
     """Why a scored contribution got its window weight, in the terms of the report's own numbers. With the
     current pay (validator/pay.py, scoring.py): final = aggregated × value factor × effort × maturity × norm
-    factor × cluster share × penalty, and an epoch's weight is a trainer's Σ final over everyone's. Names the
-    factor that made a zero."""
+    factor × cluster share × penalty, and an epoch's weight is a trainer's Σ final over everyone's, paid out of
+    the epoch's payout (Σ final / Σ potential, the potential being the final at full maturity: what maturity
+    holds back stays in the pool). Names the factor that made a zero."""
     factors = (("value factor", s.value_factor), ("effort", s.effort), ("maturity", s.maturity),
                ("norm factor", s.norm_factor), ("share", s.share), ("penalty", s.penalty))
     if s.weight > 0:
         product = " × ".join(f"{name} {value:.3g}" for name, value in factors)
-        return f"weight {s.weight:.3g} = final/Σfinal over {scored} scored; final {s.final:.3g} = {product}"
+        held = f"; {s.potential:.3g} at full maturity" if s.potential > s.final else ""
+        return f"weight {s.weight:.3g} = final/Σfinal over {scored} scored; final {s.final:.3g} = {product}{held}"
     why = {
         "value factor": "what its update added to the applied step, against the typical record",
         "effort": "its proof of training on its own rows (own-row specificity), against the typical record",

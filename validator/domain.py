@@ -152,6 +152,7 @@ class ContributionScore:
     norm_factor: float = 1.0  # min(1, median norm / own norm)
     share: float = 1.0  # its share of its Sybil cluster's contribution (1 outside clusters)
     clip_scale: float = 1.0  # the factor its update was clipped by (to the median norm)
+    potential: float = 0.0  # `final` at full maturity: the epoch's payout is Σ final / Σ potential
 
 
 @dataclass(frozen=True)

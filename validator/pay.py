@@ -93,10 +93,11 @@ def pay_window(scored: Sequence[Contribution], aggregated: Sequence[Contribution
         mature = maturity(record.effort_weight, config.evidence_prior)
         nu = norm_factor(norms[t], median_norm)
         final = pay_score(float(counted), v_factor, e_factor, mature, nu, shares[t], penalty=penalties[t])
+        potential = pay_score(float(counted), v_factor, e_factor, 1.0, nu, shares[t], penalty=penalties[t])
         q, p = ratios[t]
         rows[t] = dict(value_ratio=q or 0.0, effort_ratio=p or 0.0, value_standing=record.value,
                        effort_standing=record.effort, value_factor=v_factor, effort=e_factor, maturity=mature,
-                       norm_factor=nu, share=shares[t], final=final)
+                       norm_factor=nu, share=shares[t], final=final, potential=potential)
     info = ValuationInfo(
         measured_gain=valued.info.measured_gain, attributed_gain=valued.info.attributed_gain, value_ref=value_ref,
         specificity_ref=spec_ref, evidence=evidence, typical_value=typical_value, typical_effort=typical_effort,

@@ -1,7 +1,9 @@
 """Pure scoring formulas (DESIGN.md, "Scoring"). No tensors, no I/O: floats in, floats out.
 
 Pay (issue 13). Each scored contribution gets a `final` score in units of one typical honest contribution; an
-epoch pays each trainer its share of the epoch's summed finals (`epoch_weights`). validator/pay.py applies:
+epoch pays each trainer its share of the epoch's summed finals (`epoch_weights`), out of the fraction of the
+epoch's reward that the finals' evidence supports (`epoch_payout`; the rest stays in the pool). validator/pay.py
+applies:
 
     final = counted × value_factor × effort × maturity × norm_factor × share × penalty          (`pay_score`)
 
@@ -25,7 +27,9 @@ epoch pays each trainer its share of the epoch's summed finals (`epoch_weights`)
   assignment trained on; marginal value grows faster than compute (H/2 steps are worth ~0.55 of an honest update,
   a single step ~0.5), so squaring the effort is what keeps partial work and split identities below their share.
 * maturity: evidence in the effort record / (evidence + prior): a newcomer, or anyone during the first windows,
-  whose specificity test says nothing yet, is paid little. It makes a fresh identity per window worthless.
+  whose specificity test says nothing yet, is paid little. It makes a fresh identity per window worthless. The
+  epoch's payout (`epoch_payout`) keeps what maturity withholds in the pool, so that an epoch in which everyone
+  is immature does not hand its whole reward to whoever its noisy first windows favour.
 * norm_factor = min(1, median norm / ‖Δ‖): updates are scored and applied clipped to the median norm, and a
   larger one is paid less in proportion, so scaling an update up buys nothing.
 * share: a Sybil cluster's members together earn 1/|cluster| of one contribution, split by specificity
@@ -253,6 +257,32 @@ def epoch_weights(reports: Sequence[WindowReport]) -> dict[str, float]:
             totals[s.trainer] = totals.get(s.trainer, 0.0) + s.final
     total = math.fsum(totals.values())
     return {t: v / total for t, v in sorted(totals.items())} if total > 0.0 else {}
+
+
+def epoch_payout(reports: Sequence[WindowReport]) -> float:
+    """The fraction of an epoch's trainer reward its weights assign: Σ final / Σ potential over the epoch's
+    scored contributions, where a `potential` is the same final at full maturity.
+
+    A trainer's pay for the epoch is then reward × its Σ final / everyone's Σ potential. An epoch whose records
+    are all thin (the run's first windows, when the specificity tests are noise) pays little and the rest stays
+    in the pool for later epochs, which pay by the evidence they hold; per-epoch settlement then pays about what
+    settling the whole run as one epoch would (bench.incentives, `per_epoch_settlement`). A newcomer's immature
+    part is kept in the pool rather than handed to the incumbents, so one trainer's pay does not depend on the
+    others' maturity. 0 when nobody scored; 1 for reports that predate `potential` (the old rule)."""
+    finals = math.fsum(s.final for r in reports for s in r.scores)
+    potentials = math.fsum(s.potential for r in reports for s in r.scores)
+    _require_finite(finals=finals, potentials=potentials)
+    if finals <= 0.0:
+        return 0.0
+    return min(1.0, finals / potentials) if potentials > 0.0 else 1.0
+
+
+def to_u16(fraction: float) -> int:
+    """A fraction in [0, 1] as the contract's uint16 (of 65535), rounded to nearest."""
+    _require_finite(fraction=fraction)
+    if not 0.0 <= fraction <= 1.0:
+        raise ScoringError(f"fraction must be in [0, 1], got {fraction}")
+    return round(fraction * U16_MAX)
 
 
 def to_u16_weights(weights: Sequence[float]) -> list[int]:

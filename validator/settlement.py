@@ -3,7 +3,9 @@ allows (anyone may), and record the rewards the contract credited.
 
 Epoch weight vector: `scoring.epoch_weights` of the epoch's window reports this validator processed (each
 trainer's share of the epoch's final scores), in the contract's trainer-slot order, rounded to uint16 by
-`scoring.to_u16_weights` (largest remainder; the contract renormalises).
+`scoring.to_u16_weights` (largest remainder; the contract renormalises), behind the epoch's payout
+(`scoring.epoch_payout`: the fraction of the trainers' reward the evidence supports; the contract pays the
+stake-weighted median payout and keeps the rest in the pool).
 
 Commit, then reveal (nobody can copy a vector before committing its own): the contract takes commits in the
 epoch's commit phase, from validators that vote on the epoch and published every one of its windows, and
@@ -25,7 +27,7 @@ from contracts.errors import ContractReverted, TransactionFailed
 from contracts.types import CommitStatus
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
-from validator.scoring import epoch_weights, to_u16_weights
+from validator.scoring import epoch_payout, epoch_weights, to_u16, to_u16_weights
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
 
 log = logging.getLogger(__name__)
@@ -47,17 +49,23 @@ class EpochBallot:
     """What this validator commits to for an epoch, stored before the commit is sent."""
 
     weights: dict[str, float]  # per trainer address, for the store's records
-    vector: list[int]  # uint16 per trainer slot: what is committed and revealed
+    vector: list[int]  # uint16 per trainer slot: what is committed and revealed, behind the payout
     salt: bytes
+    payout: int  # uint16 of 65535: the fraction of the epoch's trainer reward the vector assigns
+
+    @property
+    def packed(self) -> bytes:
+        return pack_weights(self.vector, self.payout)
 
     def to_json(self) -> str:
-        return json.dumps({"weights": self.weights, "vector": self.vector, "salt": self.salt.hex()}, sort_keys=True)
+        return json.dumps({"weights": self.weights, "vector": self.vector, "salt": self.salt.hex(),
+                           "payout": self.payout}, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> EpochBallot:
         data = json.loads(text)
         return cls({str(k): float(v) for k, v in data["weights"].items()}, [int(w) for w in data["vector"]],
-                   bytes.fromhex(data["salt"]))
+                   bytes.fromhex(data["salt"]), int(data["payout"]))
 
 
 class EpochSettler:
@@ -108,11 +116,11 @@ class EpochSettler:
                 self.store.record_epoch_submission(epoch, self.ballot(epoch).weights, tx.tx_hash)
                 self.record_rewards(epoch)
 
-    def epoch_weights(self, epoch: int) -> dict[str, float]:
+    def epoch_reports(self, epoch: int) -> list[WindowReport]:
+        """The reports of the epoch's windows this validator scored."""
         per_epoch = self.client.get_run(self.run_id).windows_per_epoch
         windows = range(max(epoch * per_epoch, self.start_window), (epoch + 1) * per_epoch)
-        recorded = [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
-        return epoch_weights(recorded)
+        return [self.report_of(w) for w in windows if self.store.window_status(w) in ("scored", "published")]
 
     def ballot(self, epoch: int) -> EpochBallot:
         """This validator's ballot for `epoch`: the stored one, else a new one (with a fresh salt) stored now."""
@@ -120,9 +128,10 @@ class EpochSettler:
         stored = self.store.get_value(key)
         if stored is not None:
             return EpochBallot.from_json(stored)
-        weights = self.epoch_weights(epoch)
+        reports = self.epoch_reports(epoch)
+        weights = epoch_weights(reports)
         ballot = EpochBallot(weights, weight_vector(weights, self.client.trainers(self.run_id)),
-                             secrets.token_bytes(32))
+                             secrets.token_bytes(32), to_u16(epoch_payout(reports)))
         self.store.set_value(key, ballot.to_json())
         return ballot
 
@@ -146,7 +155,7 @@ class EpochSettler:
             if not state.commits_open(next_block) or not self.can_vote(epoch):
                 return False
             ballot = self.ballot(epoch)  # stored before the commit is sent
-            commitment = weights_commitment(pack_weights(ballot.vector), ballot.salt, self.run_id, epoch, self.me)
+            commitment = weights_commitment(ballot.packed, ballot.salt, self.run_id, epoch, self.me)
             call = self.client.contract.functions.commitWeights(self.run_id, epoch, commitment)
             try:
                 sent = self.sender.send_once(TX_COMMIT_WEIGHTS, str(epoch), call, "commitWeights",
@@ -168,8 +177,7 @@ class EpochSettler:
         if status != CommitStatus.COMMITTED or not state.reveals_open(next_block):
             return acted
         ballot = self.ballot(epoch)
-        call = self.client.contract.functions.revealWeights(self.run_id, epoch, pack_weights(ballot.vector),
-                                                            ballot.salt)
+        call = self.client.contract.functions.revealWeights(self.run_id, epoch, ballot.packed, ballot.salt)
         try:
             sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "revealWeights",
                                          lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
@@ -178,7 +186,7 @@ class EpochSettler:
                 raise
             return acted
         self.store.record_epoch_submission(epoch, ballot.weights, sent.tx_hash if sent else "(submitted earlier)")
-        log.info("epoch %d weights revealed: %s", epoch, ballot.vector)
+        log.info("epoch %d weights revealed: payout %d/65535, %s", epoch, ballot.payout, ballot.vector)
         return True
 
     def _too_late(self, epoch: int, step: str, err: ContractReverted | TransactionFailed) -> bool:

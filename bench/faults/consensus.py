@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from contracts.client import unpack_weights
 from validator.domain import WindowReport
 
 if TYPE_CHECKING:
@@ -120,7 +121,8 @@ def stalled_epochs(net: KillNet, honest: Iterable[str] | None, last: int) -> tup
 
 def _weight(packed: bytes, slot: int) -> int:
     """Trainer slot `slot`'s uint16 weight in a revealed vector (trailing slots may be left out: 0)."""
-    return int.from_bytes(packed[2 * slot : 2 * slot + 2], "big") if 2 * slot + 2 <= len(packed) else 0
+    _, weights = unpack_weights(packed)
+    return weights[slot] if slot < len(weights) else 0
 
 
 def charge(starts: list[int], window: int) -> int:

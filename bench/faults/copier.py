@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from contracts.client import TrainingRunClient
+from contracts.client import TrainingRunClient, unpack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
@@ -42,7 +42,7 @@ def revealed_median(vectors: list[tuple[bytes, int]], slots: int) -> list[int]:
     """The stake-weighted median, per trainer slot, of revealed vectors (each normalised to sum 1) as uint16."""
     normalised: list[tuple[list[float], int]] = []
     for packed, stake in vectors:
-        values = [int.from_bytes(packed[i : i + 2], "big") for i in range(0, len(packed), 2)]
+        _, values = unpack_weights(packed)
         values += [0] * (slots - len(values))
         total = sum(values)
         normalised.append(([v / total if total else 0.0 for v in values], stake))

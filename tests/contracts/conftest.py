@@ -17,7 +17,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from contracts.anvil import AnvilNode
-from contracts.client import TrainingRunClient, commitment_hash
+from contracts.client import MAX_WEIGHT, TrainingRunClient, commitment_hash
 from contracts.deploy import Deployment, deploy
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
@@ -171,25 +171,28 @@ def weight_salt(client: TrainingRunClient, epoch: int) -> bytes:
 
 
 def vote(chain: Chain, run_id: int, epoch: int, ballots: Mapping[TrainingRunClient, Sequence[int]],
-         reveal: bool = True) -> None:
-    """Commit every ballot, then (once reveals are open) reveal them. The epoch's windows must be published."""
+         reveal: bool = True, payouts: Mapping[TrainingRunClient, int] | None = None) -> None:
+    """Commit every ballot, then (once reveals are open) reveal them. The epoch's windows must be published.
+    Each ballot's payout is `payouts[client]`, else the whole trainer reward."""
+    payout = {client: (payouts or {}).get(client, MAX_WEIGHT) for client in ballots}
     for client, weights in ballots.items():
-        client.commit_weights(run_id, epoch, weights, weight_salt(client, epoch))
+        client.commit_weights(run_id, epoch, weights, weight_salt(client, epoch), payout[client])
     if not reveal:
         return
     state = chain.sponsor.settlement_of(run_id, epoch)
     if not state.reveals_open(chain.node.block_number() + 1):
         chain.mine_to(state.reveals_from)
     for client, weights in ballots.items():
-        client.reveal_weights(run_id, epoch, weights, weight_salt(client, epoch))
+        client.reveal_weights(run_id, epoch, weights, weight_salt(client, epoch), payout[client])
 
 
 def settle(chain: Chain, run_id: int, epoch: int, ballots: Mapping[TrainingRunClient, Sequence[int]],
-           publishers: Sequence[TrainingRunClient] | None = None) -> None:
+           publishers: Sequence[TrainingRunClient] | None = None,
+           payouts: Mapping[TrainingRunClient, int] | None = None) -> None:
     """Publish the epoch's windows (by the voters, or `publishers`), vote, and finalise (anyone may)."""
     publish_epoch(chain, run_id, epoch, list(ballots) if publishers is None else publishers)
     to_epoch_end(chain, run_id, epoch)
-    vote(chain, run_id, epoch, ballots)
+    vote(chain, run_id, epoch, ballots, payouts=payouts)
     finalize(chain, run_id, epoch)
 
 

@@ -13,7 +13,7 @@ from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import abi_to_signature, function_abi_to_4byte_selector
 from web3.exceptions import Web3RPCError
 
-from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
+from contracts.client import TrainingRunClient, commitment_hash, pack_weights, unpack_weights, weights_commitment
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES, ErrorDecoder, send_transaction
@@ -59,7 +59,13 @@ def test_weights_commitment_matches_what_the_contract_accepts(chain: Chain, run_
 
 
 def test_pack_weights_is_big_endian_uint16() -> None:
-    assert pack_weights([1, 0x0203, 65535]) == b"\x00\x01\x02\x03\xff\xff"
+    assert pack_weights([1, 0x0203, 65535]) == b"\xff\xff\x00\x01\x02\x03\xff\xff"  # payout header: all of it
+    assert pack_weights([7], payout=0x0102) == b"\x01\x02\x00\x07"
+    assert unpack_weights(pack_weights([1, 2], payout=3)) == (3, [1, 2])
+    with pytest.raises(ValueError, match="payout"):
+        pack_weights([1], payout=65536)
+    with pytest.raises(ValueError, match="2-byte payout"):
+        unpack_weights(b"\x00")
     with pytest.raises(ValueError):
         pack_weights([-1])
 

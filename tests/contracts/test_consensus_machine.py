@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from contracts.client import TrainingRunClient
+from contracts.client import TrainingRunClient, unpack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.tx import NONCES
 
@@ -209,8 +209,7 @@ class Consensus(RuleBasedStateMachine):
         assert sponsor.total_stake(rid, epoch) == total
         revealed = sponsor.revealed_weights(rid, epoch)
         assert {r.validator for r in revealed} <= set(electorate), "a vote from outside the epoch's electorate"
-        vectors = [[int.from_bytes(r.weights[i:i + 2], "big") for i in range(0, len(r.weights), 2)]
-                   for r in revealed]
+        vectors = [unpack_weights(r.weights)[1] for r in revealed]
         stakes = [electorate[r.validator].stake for r in revealed]
         run = self.run
         pool_before = sponsor.get_run(rid).pool  # only the shape of the consensus is compared, not the amounts

@@ -172,13 +172,16 @@ def test_commit_and_reveal_weights_reverts(chain: Chain) -> None:
     validator.commit_weights(rid, 0, [1, 1, 1, 1], salt)
     with reverts("WeightsAlreadyCommitted"):
         validator.commit_weights(rid, 0, [1, 1, 1], salt)
-    with reverts("InvalidWeights", length=8, trainerCount=3):  # the committed vector is longer than trainers
+    with reverts("InvalidWeights", length=10, trainerCount=3):  # payout + a vector longer than the trainers
         validator.reveal_weights(rid, 0, [1, 1, 1, 1], salt)
     with reverts("WeightsMismatch"):
         validator.reveal_weights(rid, 0, [1, 1, 2], salt)
     odd = validator.contract.functions.revealWeights(rid, 0, b"\x00\x01\x00", salt)
     with reverts("InvalidWeights", length=3):
         validator._tx(odd, "revealWeights")
+    headless = validator.contract.functions.revealWeights(rid, 0, b"", salt)
+    with reverts("InvalidWeights", length=0):  # not even the payout header
+        validator._tx(headless, "revealWeights")
     with pytest.raises(ValueError):
         validator.commit_weights(rid, 0, [70_000], salt)
     to_epoch_end(chain, rid, 1)

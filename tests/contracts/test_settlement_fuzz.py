@@ -29,19 +29,21 @@ class Settlement:
 
 def reference_settlement(
     vectors: list[list[int]], stakes: list[int], reward_per_epoch: int, pool: int, validator_share_bps: int,
-    epoch_stake: int | None = None,
+    epoch_stake: int | None = None, payouts: list[int] | None = None,
 ) -> Settlement:
     """What finalizeEpoch must compute, written from its specification (not from its assembly). `epoch_stake` is
-    the stake of every validator that votes on the epoch (default: exactly the ones that revealed)."""
+    the stake of every validator that votes on the epoch (default: exactly the ones that revealed); `payouts`
+    the vectors' payout headers (default: the whole trainer reward)."""
     n = len(vectors)
     reward = min(reward_per_epoch, pool)
     entries = max((len(v) for v in vectors), default=0)
     if n == 0 or reward == 0:
         return Settlement(0, 0, [0] * entries, [0] * n, pool)
     validator_reward = reward * validator_share_bps // BPS
-    trainer_reward = reward - validator_reward
-    sums = [sum(v) for v in vectors]
     total_stake = sum(stakes) if epoch_stake is None else epoch_stake
+    payout = stake_median(payouts or [0xFFFF] * n, stakes, total_stake)
+    trainer_reward = (reward - validator_reward) * payout // 0xFFFF
+    sums = [sum(v) for v in vectors]
     consensus: list[int] = []
     agreement = [0] * n
     for i in range(entries):
@@ -58,7 +60,7 @@ def reference_settlement(
             for k in range(n):
                 agreement[k] += min(values[k], c)
     top = max(consensus, default=0)
-    quantised = [c * 0xFFFF // top for c in consensus] if top else [0] * entries
+    quantised = [c * 0xFFFF // top for c in consensus] if top and trainer_reward else [0] * entries
     weight_sum = sum(quantised)
     unit = trainer_reward // weight_sum if weight_sum else 0
     trainer_paid = unit * weight_sum
@@ -74,6 +76,12 @@ def reference_settlement(
     return Settlement(unit, weight_sum, quantised, credit, pool - trainer_paid - sum(credit))
 
 
+def stake_median(values: list[int], stakes: list[int], total_stake: int) -> int:
+    """The largest value that validators holding more than half of `total_stake` give at least (0 if none)."""
+    return max((v for v in values if 2 * sum(s for u, s in zip(values, stakes, strict=True) if u >= v) > total_stake),
+               default=0)
+
+
 def test_reference_on_a_hand_computed_case() -> None:
     # two validators, equal stake: a strict majority needs both, so consensus is the element-wise minimum
     got = reference_settlement([[3, 1], [1, 1]], [1, 1], 1000, 10_000, 2000)
@@ -86,6 +94,10 @@ def test_reference_on_a_hand_computed_case() -> None:
     assert reference_settlement([[3, 1], [1, 1]], [1, 1], 1000, 10_000, 2000, epoch_stake=3).quantised == \
         got.quantised
     assert reference_settlement([[3, 1]], [1], 1000, 10_000, 2000, epoch_stake=3).quantised == [0, 0]
+    # payouts 1/4 and 3/4 of equal stake: a strict majority gives at least 1/4, so 200 of the 800 wei are assigned
+    quarter = reference_settlement([[1, 1], [1, 1]], [1, 1], 1000, 10_000, 2000, payouts=[0xFFFF // 4, 0xFFFF * 3 // 4])
+    assert (quarter.reward_per_weight, quarter.weight_sum) == (199 // (2 * 0xFFFF), 2 * 0xFFFF)
+    assert stake_median([10, 30, 20], [1, 1, 1], 3) == 20 and stake_median([10, 30], [1, 1], 5) == 0
 
 
 uint16 = st.integers(0, 0xFFFF)
@@ -97,6 +109,7 @@ SETTLE_CASE = st.integers(1, 3).flatmap(
         st.integers(1, 2**127),  # rewardPerEpoch
         st.integers(0, 2**100),  # pool
         st.integers(0, BPS),  # validator share
+        st.lists(uint16, min_size=n, max_size=n),  # payouts
     )
 )
 
@@ -108,12 +121,16 @@ SETTLE_CASE = st.integers(1, 3).flatmap(
 @given(case=SETTLE_CASE)
 # the extremes: largest stakes and rewards, all reward to validators; dust-only trainer reward
 @example(case=(6, [[0xFFFF] * 6, [1, 0, 0xFFFF, 2, 3, 0], [0] * 6], [2**95, 2**95, 2 * ETH], 2**127,
-               2**100, BPS))
-@example(case=(6, [[0xFFFF, 1, 1, 1, 1, 1], [0xFFFF, 0xFFFF, 0, 0, 0, 7]], [3 * ETH, 2 * ETH], 10**5, 10**6, 1))
+               2**100, BPS, [0xFFFF] * 3))
+@example(case=(6, [[0xFFFF, 1, 1, 1, 1, 1], [0xFFFF, 0xFFFF, 0, 0, 0, 7]], [3 * ETH, 2 * ETH], 10**5, 10**6, 1,
+               [0xFFFF, 0xFFFF]))
+# payouts split by stake: the larger stake's smaller payout is the majority's; a zero payout pays trainers nothing
+@example(case=(3, [[5, 3, 1], [1, 1, 1]], [3 * ETH, 2 * ETH], 10**18, 10**19, 1000, [0x4000, 0xC000]))
+@example(case=(2, [[1, 1]], [2 * ETH], 10**18, 10**19, 1000, [0]))
 def test_settlement_matches_the_reference(
-    chain: Chain, case: tuple[int, list[list[int]], list[int], int, int, int]
+    chain: Chain, case: tuple[int, list[list[int]], list[int], int, int, int, list[int]]
 ) -> None:
-    trainers, raw, stakes, reward_per_epoch, pool, share = case
+    trainers, raw, stakes, reward_per_epoch, pool, share, payouts = case
     vectors = [v[:trainers] for v in raw]
     snapshot = chain.node.snapshot()
     try:
@@ -127,9 +144,10 @@ def test_settlement_matches_the_reference(
         validators = chain.validators[: len(vectors)]
         for client, stake in zip(validators, stakes, strict=True):
             client.register_validator(rid, stake)
-        settle(chain, rid, 0, dict(zip(validators, vectors, strict=True)))
+        settle(chain, rid, 0, dict(zip(validators, vectors, strict=True)),
+               payouts=dict(zip(validators, payouts, strict=True)))
 
-        want = reference_settlement(vectors, stakes, reward_per_epoch, pool, share)
+        want = reference_settlement(vectors, stakes, reward_per_epoch, pool, share, payouts=payouts)
         epoch = chain.sponsor.epoch_info(rid, 0)
         assert epoch.finalized
         assert (epoch.reward_per_weight, epoch.weight_sum) == (want.reward_per_weight, want.weight_sum)

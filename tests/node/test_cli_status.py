@@ -40,7 +40,7 @@ def _score(trainer: str, cid: str, s_i: float, weight: float) -> ContributionSco
         trainer=trainer, cid=cid, loss_before_own=5.0, loss_after_own=4.0, loss_before_random=5.0,
         loss_after_random=5.0 * (1 - s_i), s_i=s_i, own_gain=0.2, random_gain=s_i, b_i=1, binary_avg=0.05,
         mu=26.0, sigma=7.5, ordinal=3.5, sync=1.0, penalty=1.0, final=0.2, weight=weight,
-        value_factor=0.8, effort=0.5, maturity=0.5, norm_factor=1.0, share=1.0,
+        value_factor=0.8, effort=0.5, maturity=0.5, norm_factor=1.0, share=1.0, potential=0.4,
     )
 
 
@@ -106,5 +106,5 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
     assert "claimable now 0 ETH" in out and "stake 1 ETH (active)" in out
     # Why the weight is 0.25: the report's own factors, and how far the trainer is from a slash.
     assert ("weight 0.25 = final/Σfinal over 2 scored; final 0.2 = value factor 0.8 × effort 0.5 × maturity 0.5 × "
-            "norm factor 1 × share 1 × penalty 1") in row
+            "norm factor 1 × share 1 × penalty 1; 0.4 at full maturity") in row
     assert "missed reveals 0 of 2: 2 more and 10% of the stake (0.1 ETH) is slashed" in out

@@ -14,7 +14,7 @@ from node.data import build_dataset
 from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
-from validator.scoring import epoch_weights
+from validator.scoring import ScoringError, epoch_payout, epoch_weights, to_u16
 from validator.settlement import weight_vector
 from validator.window_inputs import MONITOR_SEQS, base_models, current_base_model, monitor_batch
 
@@ -133,3 +133,23 @@ def test_weight_vector_follows_the_contracts_trainer_order() -> None:
     order = ["0xB", "0xC", "0xA"]  # index order on chain; checksum spelling differs from the report's
     assert weight_vector({"0xa": 0.75, "0xb": 0.25}, order) == [16384, 0, 49151]
     assert sum(weight_vector({"0xa": 0.5, "0xb": 0.5}, order)) == 65535
+
+
+def test_epoch_payout_is_the_epochs_finals_over_its_potentials() -> None:
+    first = _report()  # 0xa and 0xb with final 0.05 each
+    thin = replace(first, scores=tuple(replace(s, potential=0.2) for s in first.scores))  # maturity 1/4
+    assert epoch_payout([thin]) == pytest.approx(0.25)
+    mature = replace(first, scores=tuple(replace(s, potential=s.final) for s in first.scores))
+    assert epoch_payout([thin, mature]) == pytest.approx(0.2 / 0.5)
+    # a newcomer's immature part is kept in the pool; it does not raise the incumbents' share of the reward
+    newcomer = replace(mature, scores=(*mature.scores, replace(mature.scores[0], trainer="0xc", final=0.01,
+                                                                 potential=0.05)))
+    payout, weights = epoch_payout([newcomer]), epoch_weights([newcomer])
+    assert payout * weights["0xa"] == pytest.approx(0.05 / 0.15)  # its final over everyone's potential
+    assert payout * weights["0xc"] == pytest.approx(0.01 / 0.15)
+    nobody = replace(first, scores=tuple(replace(s, final=0.0, potential=0.0) for s in first.scores))
+    assert epoch_payout([nobody]) == 0.0 and epoch_payout([]) == 0.0
+    assert epoch_payout([first]) == 1.0  # reports from before `potential` was recorded: the whole reward
+    assert to_u16(0.25) == 16384 and to_u16(1.0) == 65535
+    with pytest.raises(ScoringError):
+        to_u16(1.5)

@@ -113,3 +113,19 @@ def test_cluster_shares_follow_positive_specificity() -> None:
     scored = [_contribution("0xa", members), _contribution("0xb", members), _contribution("0xc")]
     assert cluster_shares(scored, {"0xa": 3.0, "0xb": 1.0, "0xc": 5.0}) == {"0xa": 0.375, "0xb": 0.125, "0xc": 1.0}
     assert cluster_shares(scored, {"0xa": -1.0, "0xb": 0.0, "0xc": 5.0})["0xa"] == 0.25
+
+
+def test_potential_is_the_final_at_full_maturity() -> None:
+    """The epoch's payout is Σ final / Σ potential (validator/scoring.epoch_payout): the potential must be the
+    same product with maturity 1, so that an immature epoch pays its maturity's share and no more."""
+    scored = [_contribution(t) for t in HONEST]
+    specs = {t: Specificity(delta=1.0 + 0.1 * i, se=0.3, slope=0.0) for i, t in enumerate(HONEST)}
+    valued = Valuation(value={t: 1.0 for t in HONEST}, value_full={t: 1.0 for t in HONEST},
+                       novelty={t: 1.0 for t in HONEST}, specificity=specs, info=ValuationInfo(specificity_ref=1.2),
+                       step=UpdateFingerprint("aggregate", 0, "", torch.empty(0, dtype=torch.long),
+                                              torch.empty(0, dtype=torch.float64)))
+    paid = pay_window(scored, scored, valued, {t: 1.0 for t in HONEST}, 1.0, {t: 1.0 for t in HONEST}, {},
+                      PayConfig())
+    for row in paid.rows.values():
+        assert 0.0 < row["maturity"] < 1.0 and row["final"] > 0.0
+        assert row["potential"] == pytest.approx(row["final"] / row["maturity"])

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from contracts.client import pack_weights
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
@@ -109,7 +108,7 @@ def test_a_restart_finishes_the_ballot_without_a_second_transaction(played: Play
     assert len(events(net, "WeightsCommitted", me)) == 1
     revealed = events(net, "WeightsRevealed", me)
     assert len(revealed) == 1
-    assert bytes(revealed[0]["args"]["weights"]) == pack_weights(restarted.settler.ballot(0).vector)
+    assert bytes(revealed[0]["args"]["weights"]) == restarted.settler.ballot(0).packed
     assert net.sponsor.ballot_of(net.run_id, me).status == CommitStatus.REVEALED
     assert net.sponsor.epoch_info(net.run_id, 0).finalized
     assert restarted.store.epoch_submitted(0)
