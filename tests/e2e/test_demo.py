@@ -150,6 +150,19 @@ def test_no_reward_paid_twice_and_the_pool_balances(report: dict[str, Any]) -> N
     assert report["pool_left_wei"] + spent == deposited
 
 
+def test_each_epoch_pays_trainers_the_payout_its_validators_voted(report: dict[str, Any]) -> None:
+    """Issue 13: an epoch pays the trainers the payout its validators agree on (Σ final / Σ potential, the share
+    of the reward the records' evidence supports), and the rest stays in the pool. Two validators of equal stake:
+    the agreed payout is the smaller vote."""
+    payouts = report["payout_by_epoch"]
+    assert len(payouts) == report["epochs"]
+    for epoch, p in payouts.items():
+        assert len(p["voted"]) == 2, epoch
+        assert p["credited_fraction"] == pytest.approx(min(p["voted"]), rel=1e-6), epoch
+    # Six windows of the tiny model are far from a mature record (evidence prior 10): no epoch pays in full.
+    assert all(0.0 < p["credited_fraction"] < 0.5 for p in payouts.values()), payouts
+
+
 def test_both_validators_published_every_window_and_agree(report: dict[str, Any]) -> None:
     assert report["windows_published_by_every_validator"] == report["windows"]
     assert report["validators_agree"] is True

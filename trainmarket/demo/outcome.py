@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from contracts.client import TrainingRunClient
+from contracts.client import MAX_WEIGHT, TrainingRunClient, unpack_weights
 from contracts.tx import NONCES
 from contracts.types import Publication, RunInfo
 from trainmarket.demo.network import Participant
@@ -40,6 +40,20 @@ def rewards_by_epoch(views: TrainingRunClient, run_id: int, epochs: range) -> di
         info = views.epoch_info(run_id, epoch)
         for index, trainer in enumerate(trainers):
             out[trainer.lower()].append(views.consensus_weight(run_id, epoch, index) * info.reward_per_weight)
+    return out
+
+
+def payout_by_epoch(views: TrainingRunClient, run_id: int, epochs: range, paid: dict[str, list[int]]
+                    ) -> dict[str, dict[str, Any]]:
+    """Per epoch, the payouts its validators voted (the fraction of the trainers' reward their evidence supports;
+    validator/scoring.epoch_payout) and the share of the trainers' reward actually credited."""
+    run = views.get_run(run_id)
+    trainer_reward = run.reward_per_epoch * (10_000 - run.validator_share_bps) // 10_000
+    out: dict[str, dict[str, Any]] = {}
+    for i, epoch in enumerate(epochs):
+        voted = [unpack_weights(r.weights)[0] / MAX_WEIGHT for r in views.revealed_weights(run_id, epoch)]
+        credited = sum(per_epoch[i] for per_epoch in paid.values())
+        out[str(epoch)] = {"voted": voted, "credited_fraction": credited / trainer_reward if trainer_reward else 0.0}
     return out
 
 
@@ -98,6 +112,7 @@ def collect_outcome(
             "slashed_wei": sum(t.stake_at_start_wei - t.stake_left_wei for t in trainers),
             "unclaimed_after_claims_wei": unclaimed,
             "verdicts_by_validator": verdicts,
+            "payout_by_epoch": payout_by_epoch(views, run_id, epochs, per_epoch),
             **sync_phase(views.get_run(run_id), publications, first),
         },
     )

@@ -92,6 +92,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"- lowest honest pay over the honest mean: {summary['honest_pay_min_over_mean']:.2f}",
         f"- largest single adversary share: {summary['max_adversary_share']:.1%}",
         f"- global model held-out loss: {summary['loss_first']} → {summary['loss_last']}",
+        *([("- trainers' reward credited per epoch (the rest stays in the pool while the records' evidence is thin): "
+            + ", ".join(f"epoch {e} {p['credited_fraction']:.0%}" for e, p in summary["payout_by_epoch"].items()))]
+          if summary.get("payout_by_epoch") else []),
         f"- validators agree: {summary['validators_agree']}",
         f"- sync phase (waiting for the previous window's model): {summary.get('sync_fraction', 0.0):.0%} of a window",
         *(["- audit: " + ", ".join(f"{name} {'PASS' if a['ok'] else 'FAIL'}" for name, a in summary["audit"].items())]
