@@ -159,8 +159,10 @@ def test_each_epoch_pays_trainers_the_payout_its_validators_voted(report: dict[s
     for epoch, p in payouts.items():
         assert len(p["voted"]) == 2, epoch
         assert p["credited_fraction"] == pytest.approx(min(p["voted"]), rel=1e-6), epoch
-    # Six windows of the tiny model are far from a mature record (evidence prior 10): no epoch pays in full.
-    assert all(0.0 < p["credited_fraction"] < 0.5 for p in payouts.values()), payouts
+    # Six windows of the tiny model are far from a mature record (evidence prior 10): no epoch pays in full, but
+    # the last one pays something.
+    assert all(p["credited_fraction"] < 0.5 for p in payouts.values()), payouts
+    assert payouts[max(payouts, key=int)]["credited_fraction"] > 0.0, payouts
 
 
 def test_both_validators_published_every_window_and_agree(report: dict[str, Any]) -> None:
