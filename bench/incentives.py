@@ -195,7 +195,7 @@ def settle(run: dict[str, Any], windows_per_epoch: int) -> dict[str, float]:
         e = row["window"] // windows_per_epoch
         epoch = finals.setdefault(e, {})
         epoch[row["trainer"]] = epoch.get(row["trainer"], 0.0) + row["final"]
-        potentials[e] = potentials.get(e, 0.0) + row["potential"]
+        potentials[e] = potentials.get(e, 0.0) + row.get("potential", row["final"])  # older dumps: paid in full
     for e, epoch in finals.items():
         total = math.fsum(epoch.values())
         payout = min(1.0, total / potentials[e]) if potentials[e] > 0.0 else 1.0

@@ -26,17 +26,22 @@ def test_markets_keep_honest_trainers_the_majority_of_every_market() -> None:
             assert sum(by_name[n].identities for n in group if by_name[n].passive == passive) <= 3
 
 
-def test_settle_pays_every_epoch_in_full_like_the_contract() -> None:
-    """An epoch of tiny (immature) finals pays as much as one of large finals: a trainer that leads the first
-    epoch by a hair's worth of final score takes most of that epoch's reward."""
+def test_settle_pays_each_epoch_its_payout_like_the_contract() -> None:
+    """Each epoch pays Σ final / Σ potential of its reward (validator/scoring.epoch_payout), pro rata to finals:
+    an epoch of immature finals (potential 100× the final) pays a hundredth of what a mature one pays, so a
+    trainer that leads it by a hair no longer takes most of a whole epoch's reward."""
     run = {"roles": {"a": "honest", "b": "x"}, "scores": [
-        {"window": 0, "trainer": "a", "final": 0.001}, {"window": 0, "trainer": "b", "final": 0.003},
-        {"window": 1, "trainer": "a", "final": 0.9}, {"window": 1, "trainer": "b", "final": 0.1},
-        {"window": 2, "trainer": "a", "final": 0.0}]}
-    assert settle(run, 1) == pytest.approx({"a": 0.25 + 0.9, "b": 0.75 + 0.1})  # window 2: nobody scored above 0
-    assert settle(run, 2) == pytest.approx({"a": 0.901 / 1.004, "b": 0.103 / 1.004})
+        {"window": 0, "trainer": "a", "final": 0.001, "potential": 0.1},
+        {"window": 0, "trainer": "b", "final": 0.003, "potential": 0.3},
+        {"window": 1, "trainer": "a", "final": 0.9, "potential": 0.9},
+        {"window": 1, "trainer": "b", "final": 0.1, "potential": 0.1},
+        {"window": 2, "trainer": "a", "final": 0.0, "potential": 0.0}]}
+    # window 0 pays 0.004 / 0.4 = 1% of its reward; window 2: nobody scored above 0
+    assert settle(run, 1) == pytest.approx({"a": 0.0025 + 0.9, "b": 0.0075 + 0.1})
+    payout = 1.004 / 1.4  # two windows as one epoch: Σ final / Σ potential
+    assert settle(run, 2) == pytest.approx({"a": payout * 0.901 / 1.004, "b": payout * 0.103 / 1.004})
     # The whole run as one epoch (the headline): pay in proportion to the summed finals.
-    assert settle(run, 3)["b"] == pytest.approx(0.103 / 1.004)
+    assert settle(run, 3)["b"] / settle(run, 3)["a"] == pytest.approx(0.103 / 0.901)
 
 
 @pytest.mark.slow
