@@ -63,7 +63,7 @@ class ReportRevealer:
         return range(epoch * per_epoch, (epoch + 1) * per_epoch)
 
     def done(self, epoch: int) -> bool:
-        """Nothing (more) to reveal for `epoch`: revealed, given up, or not every window published by us."""
+        """Nothing more to reveal for `epoch`: revealed, or given up."""
         return self.store.get_value(self._key(epoch)) is not None
 
     def reveal(self, epoch: int) -> bool:
@@ -74,8 +74,7 @@ class ReportRevealer:
             return self.store.get_value(self._key(epoch)) == "revealed"
         windows = self._windows(epoch)
         if any(self.store.window_status(w) != "published" for w in windows):
-            self.store.set_value(self._key(epoch), "incomplete")  # the contract holds no full seal to open
-            return False
+            return False  # not (yet) published in full: the contract holds no complete seal to open
         me = self.client.address_of_account
         cids = []
         for window in windows:
