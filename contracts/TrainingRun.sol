@@ -1117,10 +1117,9 @@ contract TrainingRunExtension is TrainingRunBase {
         if (epoch >= run.nextEpoch) {
             Ballots memory b = _ballotsOf(runId, epoch);
             uint256 opensAt = _settleOpensAt(run, b, epoch);
-            if (epoch == run.nextEpoch && epoch < run.endEpoch && b.committedStake >= _totalStake(runId, epoch)) {
-                opensAt -= run.gracePeriodBlocks; // every vote is in: nothing left to copy
-            }
-            opensAt += run.gracePeriodBlocks;
+            // Once every vote is in there is nothing left to copy; else the commit phase must be over.
+            bool allIn = epoch == run.nextEpoch && b.committedStake >= _totalStake(runId, epoch);
+            if (!allIn) opensAt += run.gracePeriodBlocks;
             if (epoch > run.nextEpoch || epoch >= run.endEpoch || block.number < opensAt) {
                 revert ReportsSealed(runId, epoch, opensAt);
             }

@@ -141,3 +141,17 @@ def test_only_validators_that_revealed_their_reports_are_paid(chain: Chain) -> N
     reveal_reports(chain, rid, 0, late)  # after settlement: allowed (audits read them), paid nothing
     assert chain.sponsor.claimable(rid, late.address_of_account) == 0
     assert chain.sponsor.reports_revealed(rid, late.address_of_account, 0)
+
+
+def test_every_vote_in_opens_the_reveal_whatever_the_grace_period(chain: Chain) -> None:
+    """A grace period longer than the run so far: with every vote committed the reveal opens at once (the opening
+    block is computed without subtracting the grace period from an earlier block)."""
+    rid = make_run(chain, grace_period_blocks=10_000, unbonding_blocks=2 * 10 + 5 + 2 * 10_000)
+    chain.trainers[0].register_trainer(rid, ETH)
+    a = chain.validators[0]
+    a.register_validator(rid, 2 * ETH)
+    publish_epoch(chain, rid, 0, [a])
+    to_epoch_end(chain, rid, 0)
+    a.commit_weights(rid, 0, [1], weight_salt(a, 0))
+    reveal_reports(chain, rid, 0, a)
+    assert a.reports_revealed(rid, a.address_of_account, 0)
