@@ -1,5 +1,7 @@
 """Gas of the TrainingRun contract on a real Anvil: commit, reveal, claim; an epoch's settlement (three
-validators' commitWeights + revealWeights + finalizeEpoch) with 64 and 256 trainers; and `finalize_worst_case`,
+validators' commitWeights + revealReports + revealWeights + finalizeEpoch) with 64 and 256 trainers; a
+validator's sealed reports per epoch (publishWindow per window, one revealReports) at 1, 3 and 10 windows per
+epoch; and `finalize_worst_case`,
 the largest finalizeEpoch over the configurations the contract accepts (every run at the cap
 maxTrainers × maxValidators = MAX_WEIGHT_ENTRIES, every validator revealing a full vector ordered so that the
 consensus sort moves the most). Run `python -m bench.gas`; writes bench/results/gas.json. Transactions are
@@ -22,7 +24,13 @@ from eth_utils import keccak
 from web3 import Web3
 
 from contracts.anvil import AnvilNode
-from contracts.client import TrainingRunClient, commitment_hash, pack_weights, weights_commitment
+from contracts.client import (
+    TrainingRunClient,
+    commitment_hash,
+    pack_weights,
+    report_commitment,
+    weights_commitment,
+)
 from contracts.deploy import deploy
 from contracts.types import MAX_VALIDATORS, MAX_WEIGHT_ENTRIES, RunParams
 from ipfs.cid import RAW, cid_bytes, cid_string
@@ -30,6 +38,7 @@ from ipfs.cid import RAW, cid_bytes, cid_string
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 ETH = 10**18
 TRAINER_COUNTS = (64, 256)
+REPORT_WINDOWS = (1, 3, 10)  # windows per epoch for the sealed-report figures (demo/devnet epochs: 3)
 VALIDATORS = 3
 TARGETS = {"commit": 50_000, "reveal": 70_000, "claim": 50_000, "settlement_per_trainer": 10_000,
            "finalize_worst_case": 15_000_000}
@@ -103,27 +112,36 @@ def setup_run(node: AnvilNode, sponsor: TrainingRunClient, validators: list[Loca
 
 def settle_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[LocalAccount], run_id: int,
                  epoch: int, vectors: list[list[int]]) -> dict[str, Any]:
-    """Every validator publishes the epoch's windows, commits and reveals its vector; then finalizeEpoch. Returns
-    the gas of each step (publication is per window, not part of settlement)."""
+    """Every validator publishes the epoch's windows (sealing its reports), commits its vector, reveals its reports
+    and its vector; then finalizeEpoch. Returns the gas of each step (publication is per window, not part of
+    settlement)."""
     web3, fn = sponsor.web3, sponsor.contract.functions
     run = sponsor.get_run(run_id)
     clients = [sponsor.with_account(v) for v in validators]
-    for window in range(epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch):
+    windows = range(epoch * run.windows_per_epoch, (epoch + 1) * run.windows_per_epoch)
+    publications: list[int] = []
+    for window in windows:
         _mine_to(node, sponsor.window_bounds(run_id, window).reveal_end)
-        _batch(node, web3, [c.signed(fn.publishWindow(run_id, window, content_cid(f"model-{window}"),
-                                                      content_cid(f"report-{window}-{i}")), "publishWindow",
-                                     gas=400_000) for i, c in enumerate(clients)])
+        publications += [int(r["gasUsed"]) for r in _batch(node, web3, [
+            c.signed(fn.publishWindow(run_id, window, content_cid(f"model-{window}"),
+                                      report_commitment(content_cid(f"report-{window}-{i}"), c.address_of_account)),
+                     "publishWindow", gas=400_000) for i, c in enumerate(clients)])]
     _mine_to(node, sponsor.epoch_end_block(run_id, epoch))
     salts = [keccak(f"weights-{epoch}-{i}".encode()) for i in range(len(clients))]
     packed = [pack_weights(v) for v in vectors]
     commits = _batch(node, web3, [
         c.signed(fn.commitWeights(run_id, epoch, weights_commitment(p, s, run_id, epoch, c.address_of_account)),
                  "commitWeights", gas=200_000) for c, p, s in zip(clients, packed, salts, strict=True)])
+    reports = _batch(node, web3, [
+        c.signed(fn.revealReports(run_id, epoch, [content_cid(f"report-{w}-{i}") for w in windows]),
+                 "revealReports", gas=5_000_000) for i, c in enumerate(clients)])
     reveals = _batch(node, web3, [c.signed(fn.revealWeights(run_id, epoch, p, s), "revealWeights", gas=1_000_000)
                                   for c, p, s in zip(clients, packed, salts, strict=True)])
     finalize = sponsor.finalize_epoch(run_id, epoch)
     return {
+        "publish_window": publications,
         "commit_weights": [int(r["gasUsed"]) for r in commits],
+        "reveal_reports": [int(r["gasUsed"]) for r in reports],
         "reveal_weights": [int(r["gasUsed"]) for r in reveals],
         "finalize": int(finalize["gasUsed"]),
     }
@@ -153,7 +171,8 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
     claim_receipt = web3.eth.wait_for_transaction_receipt(
         web3.eth.send_raw_transaction(clients[1].signed(fn.claim(run_id), "claim"))
     )
-    settlement = sum(settled["commit_weights"]) + sum(settled["reveal_weights"]) + settled["finalize"]
+    settlement = (sum(settled["commit_weights"]) + sum(settled["reveal_reports"]) + sum(settled["reveal_weights"])
+                  + settled["finalize"])
     return {
         "commit": int(statistics.median(r["gasUsed"] for r in commits)),
         "reveal": int(statistics.median(r["gasUsed"] for r in reveals)),
@@ -162,6 +181,22 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
         "settlement_total": settlement,
         "settlement_per_trainer": settlement // trainers,
     }
+
+
+def measure_reports(node: AnvilNode, sponsor: TrainingRunClient, windows_per_epoch: int) -> dict[str, Any]:
+    """One validator's sealed reports over two epochs of `windows_per_epoch` windows (8 trainers): publishWindow
+    per window (the first epoch fills fresh seal slots, the second rewrites them) and revealReports per epoch."""
+    params = replace(PARAMS, windows_per_epoch=windows_per_epoch, max_trainers=8, start_delay_blocks=60,
+                     unbonding_blocks=windows_per_epoch * PARAMS.window_blocks + PARAMS.reveal_blocks
+                     + 2 * PARAMS.grace_period_blocks)
+    accounts = funded(node, f"reports-{windows_per_epoch}", 1)
+    run_id, _ = setup_run(node, sponsor, accounts, 8, params, [ETH])
+    epochs = []
+    for epoch in (0, 1):
+        settled = settle_epoch(node, sponsor, accounts, run_id, epoch, [[1] * 8])
+        epochs.append({"publish_window": settled["publish_window"], "reveal_reports": settled["reveal_reports"][0],
+                       "per_epoch": sum(settled["publish_window"]) + settled["reveal_reports"][0]})
+    return {"first": epochs[0], "steady": epochs[1]}
 
 
 def worst_case_vectors(validators: int, trainers: int) -> list[list[int]]:
@@ -198,6 +233,7 @@ def main() -> int:
             # epoch 0 allocates fresh storage; epoch 1 shows the steady state (slots reused)
             runs[trainers] = [measure_epoch(node, sponsor, validators, run_id, clients, e) for e in (0, 1)]
         worst = {f"{v}x{t}": measure_worst_case(node, sponsor, v, t) for v, t in WORST_CASES}
+        reports = {str(w): measure_reports(node, sponsor, w) for w in REPORT_WINDOWS}
     largest = runs[TRAINER_COUNTS[-1]]
     results: dict[str, Any] = {
         # headline figures: the worse of the first and the steady epoch
@@ -208,6 +244,8 @@ def main() -> int:
         "settlement_per_trainer_steady": {str(n): r[1]["settlement_per_trainer"] for n, r in runs.items()},
         "finalize_worst_case": max(worst.values()),
         "finalize_worst_case_by_config": worst,  # "validators x trainers"
+        # one validator, per epoch: publishWindow of each window (sealing its report) + one revealReports
+        "sealed_reports_by_windows_per_epoch": reports,
         "epochs": {str(n): {"first": r[0], "steady": r[1]} for n, r in runs.items()},
         "validators": VALIDATORS,
         "targets": TARGETS,
@@ -227,6 +265,9 @@ def main() -> int:
                 f"revealWeights {e['reveal_weights']}, finalize {e['finalize']}, per trainer "
                 f"{e['settlement_per_trainer']}  target <= {TARGETS['settlement_per_trainer']}"
             )
+    for w, sealed in reports.items():
+        print(f"sealed reports, {w:>2} windows per epoch, per validator: first epoch {sealed['first']}, "
+              f"steady {sealed['steady']}")
     print(f"finalize_worst_case {results['finalize_worst_case']} gas {worst}  "
           f"target <= {TARGETS['finalize_worst_case']}")
     print(f"wrote {RESULTS} in {results['seconds']}s")

@@ -312,6 +312,10 @@ abstract contract TrainingRunBase {
     uint256 public constant MAX_CLAIM_EPOCHS = 64;
     /// @notice Cap on a revealed or published CID's length in bytes.
     uint256 public constant MAX_CID_BYTES = 128;
+    /// @notice Cap on windowsPerEpoch: `revealReports` takes every report CID of an epoch in one transaction.
+    uint256 public constant MAX_WINDOWS_PER_EPOCH = 256;
+    /// @notice Epochs whose report seals a validator keeps (a ring, like its full-publication record).
+    uint256 public constant SEAL_EPOCHS = 32;
     /// @notice Fixed-point scale of normalised weights.
     uint256 public constant SCALE = 1e12;
     uint256 internal constant BPS = 10_000;
@@ -347,6 +351,9 @@ abstract contract TrainingRunBase {
     mapping(uint256 => mapping(uint256 => mapping(uint256 => uint256))) internal _consensusWords;
     // run → word → bit i % 256 set while trainer slot i is held: consensus given to a vacant slot is never credited
     mapping(uint256 => mapping(uint256 => uint256)) internal _occupiedSlots;
+    // A validator's sealed reports per epoch (ring of SEAL_EPOCHS): chain hash prefix over the epoch's report
+    // commitments in window order << 64 | epoch + 1 << 8 | 1 once revealed.
+    mapping(uint256 => mapping(address => uint256[SEAL_EPOCHS])) internal _reportSeals;
     uint256 internal _lock = 1;
 
     // ------------------------------------------------------------------ errors
@@ -447,6 +454,17 @@ abstract contract TrainingRunBase {
     error AmountTooLarge(uint256 amount, uint256 max);
     /// @notice Sending ETH failed.
     error TransferFailed(address to, uint256 amount);
+    /// @notice Reports of `epoch` cannot be revealed before its weight commits are closed (`opensAt`, a lower
+    /// bound while an earlier epoch is unsettled).
+    error ReportsSealed(uint256 runId, uint256 epoch, uint256 opensAt);
+    /// @notice `validator` has no report commitments recorded for `epoch` (none published, or older than the ring).
+    error NoReportCommitments(uint256 runId, uint256 epoch, address validator);
+    /// @notice The revealed report CIDs do not hash to the commitments `validator` published for `epoch`.
+    error ReportsMismatch(uint256 runId, uint256 epoch, address validator);
+    /// @notice Report CIDs are revealed once per epoch.
+    error ReportsAlreadyRevealed(uint256 runId, uint256 epoch, address validator);
+    /// @notice A report reveal names every window of the epoch (`expected`), in window order.
+    error WrongReportCount(uint256 runId, uint256 epoch, uint256 given, uint256 expected);
     /// @notice A guarded function was re-entered.
     error ReentrantCall();
 
@@ -483,10 +501,17 @@ abstract contract TrainingRunBase {
     );
     /// @notice Validators holding more than half the epoch's stake could not fetch the payload: a miss.
     event PayloadUnavailable(uint256 indexed runId, uint256 indexed window, address indexed trainer, uint256 stake);
-    /// @notice A validator published its aggregated model and evaluation report for a window.
+    /// @notice A validator published its aggregated model for a window, and sealed its evaluation report:
+    /// `reportCommitment` = keccak256(abi.encode(reportCid, validator)), revealed by `revealReports`.
     event WindowPublished(
-        uint256 indexed runId, uint256 indexed window, address indexed validator, string modelCid, string reportCid
+        uint256 indexed runId,
+        uint256 indexed window,
+        address indexed validator,
+        string modelCid,
+        bytes32 reportCommitment
     );
+    /// @notice A validator revealed the evaluation report it sealed for a window.
+    event ReportRevealed(uint256 indexed runId, uint256 indexed window, address indexed validator, string reportCid);
     /// @notice `modelCid` (as published by `validator`) now leads the window's on-time publications with `stake`.
     event CanonicalModelChanged(
         uint256 indexed runId, uint256 indexed window, address indexed validator, string modelCid, uint256 stake
@@ -632,6 +657,18 @@ abstract contract TrainingRunBase {
         uint256 pubEpoch = v.pubEpoch;
         if (epoch > pubEpoch || pubEpoch - epoch >= 32) return false;
         return (v.fullMask >> (pubEpoch - epoch)) & 1 == 1;
+    }
+
+    /// @dev The seal of a validator's reports for `epoch` after one more commitment (window order).
+    function _sealNext(uint256 seal, uint256 epoch, bytes32 reportCommitment) internal pure returns (uint256) {
+        bytes32 previous = (seal >> 8) & type(uint32).max == epoch + 1 ? bytes32(seal >> 64) : bytes32(0);
+        return uint256(keccak256(abi.encode(previous, reportCommitment))) >> 64 << 64 | (epoch + 1) << 8;
+    }
+
+    /// @dev Whether `validator` revealed its report CIDs of `epoch`.
+    function _reportsRevealed(uint256 runId, address validator, uint256 epoch) internal view returns (bool) {
+        uint256 seal = _reportSeals[runId][validator][epoch % SEAL_EPOCHS];
+        return seal & 1 == 1 && (seal >> 8) & type(uint32).max == epoch + 1;
     }
 
     /// @dev What `msg.sender` must have committed to reveal `cid` with `salt` for `window` of `runId`.
@@ -883,7 +920,8 @@ abstract contract TrainingRunBase {
         }
     }
 
-    /// @dev Validators share `validatorReward` by stake × agreement.
+    /// @dev Validators share `validatorReward` by stake × agreement; the share of one that has not revealed its
+    /// epoch's reports (`revealReports`) stays in the pool (it is credited 0; nobody else gets more).
     function _creditValidators(
         uint256 runId,
         uint256 epoch,
@@ -895,7 +933,8 @@ abstract contract TrainingRunBase {
         (uint256[] memory shares, uint256 total) = _shares(stakes, agreement);
         if (total == 0 || validatorReward == 0) return 0;
         for (uint256 v; v < who.length; ++v) {
-            paid += _credit(runId, epoch, who[v], validatorReward * shares[v] / total, agreement[v]);
+            uint256 amount = _reportsRevealed(runId, who[v], epoch) ? validatorReward * shares[v] / total : 0;
+            paid += _credit(runId, epoch, who[v], amount, agreement[v]);
         }
     }
 
@@ -1006,7 +1045,7 @@ contract TrainingRunExtension is TrainingRunBase {
     function _checkParams(RunParams calldata p) private pure {
         _bound("windowBlocks", p.windowBlocks, 1, OPEN);
         _bound("revealBlocks", p.revealBlocks, 1, uint256(p.windowBlocks) * (RING - 2));
-        _bound("windowsPerEpoch", p.windowsPerEpoch, 1, type(uint16).max); // counted in Validator.pubCount
+        _bound("windowsPerEpoch", p.windowsPerEpoch, 1, MAX_WINDOWS_PER_EPOCH); // one revealReports per epoch
         _bound("gracePeriodBlocks", p.gracePeriodBlocks, MIN_GRACE_BLOCKS, OPEN);
         // A leaver's stake stays slashable until its last commitment's reveal period and an epoch's settlement
         // (when misses and unavailability are reported) are over.
@@ -1104,6 +1143,41 @@ contract TrainingRunExtension is TrainingRunBase {
         _unavailableStake[key] = reported;
     }
 
+    /// @notice Reveal the caller's evaluation report CIDs of every window of `epoch`, in window order; each must
+    /// hash to the commitment it published (`publishWindow`). Opens when the epoch's weight commits are closed
+    /// (the commit phase is over, or every vote is committed) and stays open; the epoch's validator share pays
+    /// only the voters that revealed before its finalisation.
+    function revealReports(uint256 runId, uint256 epoch, string[] calldata reportCids) external {
+        Run storage run = _existingRun(runId);
+        if (epoch >= run.nextEpoch) {
+            Ballots memory b = _ballotsOf(runId, epoch);
+            uint256 opensAt = _settleOpensAt(run, b, epoch);
+            // Once every vote is in there is nothing left to copy; else the commit phase must be over.
+            bool allIn = epoch == run.nextEpoch && b.committedStake >= _totalStake(runId, epoch);
+            if (!allIn) opensAt += run.gracePeriodBlocks;
+            if (epoch > run.nextEpoch || epoch >= run.endEpoch || block.number < opensAt) {
+                revert ReportsSealed(runId, epoch, opensAt);
+            }
+        }
+        uint256 windows = run.windowsPerEpoch;
+        if (reportCids.length != windows) revert WrongReportCount(runId, epoch, reportCids.length, windows);
+        uint256[SEAL_EPOCHS] storage seals = _reportSeals[runId][msg.sender];
+        uint256 stored = seals[epoch % SEAL_EPOCHS];
+        if ((stored >> 8) & type(uint32).max != epoch + 1) revert NoReportCommitments(runId, epoch, msg.sender);
+        if (stored & 1 == 1) revert ReportsAlreadyRevealed(runId, epoch, msg.sender);
+        uint256 seal;
+        for (uint256 i; i < windows; ++i) {
+            uint256 length = bytes(reportCids[i]).length;
+            if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
+            seal = _sealNext(seal, epoch, keccak256(abi.encode(reportCids[i], msg.sender)));
+        }
+        if (seal != stored) revert ReportsMismatch(runId, epoch, msg.sender);
+        seals[epoch % SEAL_EPOCHS] = stored | 1;
+        for (uint256 i; i < windows; ++i) {
+            emit ReportRevealed(runId, epoch * windows + i, msg.sender, reportCids[i]);
+        }
+    }
+
     /// @notice Settle `epoch` without rewards (anyone), a grace period after it became finalisable by anyone: the
     /// escape for an epoch whose revealed vectors nobody can supply. Its reward stays in the pool.
     function skipEpoch(uint256 runId, uint256 epoch) external {
@@ -1150,6 +1224,11 @@ contract TrainingRunExtension is TrainingRunBase {
     /// @notice Whether `validator` published every window of `epoch` (tracked for its last 32 epochs).
     function reportsComplete(uint256 runId, address validator, uint256 epoch) external view returns (bool) {
         return _reportsComplete(_validators[runId][validator], epoch);
+    }
+
+    /// @notice Whether `validator` revealed its report CIDs of `epoch` (tracked for its last SEAL_EPOCHS epochs).
+    function reportsRevealed(uint256 runId, address validator, uint256 epoch) external view returns (bool) {
+        return _reportsRevealed(runId, validator, epoch);
     }
 
     /// @notice The window containing block `blockNumber`.
@@ -1525,11 +1604,14 @@ contract TrainingRun is TrainingRunBase {
         _countMiss(run, runId, window, trainer, t, msg.sender);
     }
 
-    /// @notice Publish the validator's aggregated model CID and evaluation report CID for a window whose reveal
-    /// period is over; once per window, in increasing window order. Publishing every window of an epoch is what
-    /// lets a validator vote on (and be paid for) it. Publications within `publishBlocks` after the reveal period,
-    /// by validators that vote on the window's epoch, count toward its canonical model (`canonicalModel`).
-    function publishWindow(uint256 runId, uint256 window, string calldata modelCid, string calldata reportCid)
+    /// @notice Publish the validator's aggregated model CID for a window whose reveal period is over, and seal its
+    /// evaluation report: `reportCommitment` = keccak256(abi.encode(reportCid, validator)), revealed with the
+    /// epoch's other reports by `revealReports` once the epoch's weight commits are closed (so no validator can
+    /// rebuild its ballot from another's reports). Once per window, in increasing window order. Publishing every
+    /// window of an epoch is what lets a validator vote on it; revealing their reports is what pays it.
+    /// Publications within `publishBlocks` after the reveal period, by validators that vote on the window's epoch,
+    /// count toward its canonical model (`canonicalModel`).
+    function publishWindow(uint256 runId, uint256 window, string calldata modelCid, bytes32 reportCommitment)
         external
     {
         Run storage run = _existingRun(runId);
@@ -1539,14 +1621,12 @@ contract TrainingRun is TrainingRunBase {
         if (block.number < endsAt) revert RevealPeriodNotOver(runId, window, endsAt);
         if (window < _nextPublishWindow[runId][msg.sender]) revert AlreadyPublished(runId, window, msg.sender);
         bytes32 model = modelCid.multihashKey(MAX_CID_BYTES);
-        {
-            uint256 length = bytes(reportCid).length;
-            if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
-        }
         _nextPublishWindow[runId][msg.sender] = window + 1;
         uint256 epoch = window / run.windowsPerEpoch;
         _countPublication(v, epoch, run.windowsPerEpoch);
-        emit WindowPublished(runId, window, msg.sender, modelCid, reportCid);
+        uint256[SEAL_EPOCHS] storage seals = _reportSeals[runId][msg.sender];
+        seals[epoch % SEAL_EPOCHS] = _sealNext(seals[epoch % SEAL_EPOCHS], epoch, reportCommitment);
+        emit WindowPublished(runId, window, msg.sender, modelCid, reportCommitment);
         if (block.number < endsAt + run.publishBlocks) _tallyModel(runId, window, model, _votingStake(v, epoch), modelCid);
     }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
+from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3 import Web3
@@ -42,6 +43,12 @@ def weights_commitment(packed: bytes, salt: bytes, run_id: int, epoch: int, vali
     if len(address) != 20:
         raise ValueError(f"validator must be a 20-byte address, got {validator!r}")
     return keccak(packed + salt + run_id.to_bytes(32, "big") + epoch.to_bytes(32, "big") + address)
+
+
+def report_commitment(report_cid: str, validator: str) -> bytes:
+    """keccak256(abi.encode(reportCid, validator)): how `validator` seals a window's report CID at publication
+    (`revealReports` checks it). Binding the validator makes a copied commitment useless to anyone else."""
+    return keccak(abi_encode(["string", "address"], [report_cid, Web3.to_checksum_address(validator)]))
 
 
 def pack_weights(weights: Sequence[int], payout: int = MAX_WEIGHT) -> bytes:
@@ -162,8 +169,15 @@ class TrainingRunClient(TrainingRunViews):
     # ------------------------------------------------------------------ validators and settlement
 
     def publish_window(self, run_id: int, window: int, model_cid: str, report_cid: str) -> TxReceipt:
-        call = self.contract.functions.publishWindow(run_id, window, model_cid, report_cid)
+        """Publish `model_cid` and seal `report_cid` (only its commitment goes on chain; see `reveal_reports`)."""
+        commitment = report_commitment(report_cid, self.address_of_account)
+        call = self.contract.functions.publishWindow(run_id, window, model_cid, commitment)
         return self._tx(call, "publishWindow")
+
+    def reveal_reports(self, run_id: int, epoch: int, report_cids: Sequence[str]) -> TxReceipt:
+        """Reveal the report CIDs sealed for every window of `epoch`, in window order."""
+        call = self.contract.functions.revealReports(run_id, epoch, list(report_cids))
+        return self._tx(call, "revealReports")
 
     def commit_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes,
                        payout: int = MAX_WEIGHT) -> TxReceipt:

@@ -241,8 +241,12 @@ class Commit:
 
 @dataclass(frozen=True)
 class Publication:
+    """A validator's publication of a window: its model CID, its sealed report commitment, and the report CID
+    once revealed (`revealReports`, after the epoch's weight commits close; None before, or when not asked)."""
+
     validator: str
     window: int
     model_cid: str
-    report_cid: str
+    report_cid: str | None
     block: int
+    report_commitment: bytes = b""

@@ -151,19 +151,31 @@ class TrainingRunViews:
 
     # ------------------------------------------------------------------ validators and settlement
 
-    def publications(self, run_id: int, window: int) -> dict[str, Publication]:
-        """validator → what it published for `window`."""
+    def publications(self, run_id: int, window: int, reports: bool = True) -> dict[str, Publication]:
+        """validator → what it published for `window`; with `reports`, the report CIDs revealed so far (one more
+        log query; a report stays sealed until its epoch's weight commits are closed)."""
         logs = self._logs("WindowPublished", {"runId": run_id, "window": window})
+        revealed = self.revealed_reports(run_id, window) if reports and logs else {}
         return {
             str(g["args"]["validator"]): Publication(
                 str(g["args"]["validator"]),
                 window,
                 str(g["args"]["modelCid"]),
-                str(g["args"]["reportCid"]),
+                revealed.get(str(g["args"]["validator"])),
                 g["blockNumber"],
+                bytes(g["args"]["reportCommitment"]),
             )
             for g in logs
         }
+
+    def revealed_reports(self, run_id: int, window: int) -> dict[str, str]:
+        """validator → the report CID it revealed for `window` (checked by the contract against its seal)."""
+        logs = self._logs("ReportRevealed", {"runId": run_id, "window": window})
+        return {str(g["args"]["validator"]): str(g["args"]["reportCid"]) for g in logs}
+
+    def reports_revealed(self, run_id: int, validator: str, epoch: int) -> bool:
+        """Whether `validator` revealed its report CIDs of `epoch` (what its validator share requires)."""
+        return bool(self._call("reportsRevealed", run_id, Web3.to_checksum_address(validator), epoch))
 
     def canonical_model(self, run_id: int, window: int) -> CanonicalModel:
         """The window's canonical model by the contract's rule (see CanonicalModel); `cid` is read from the
@@ -171,7 +183,7 @@ class TrainingRunViews:
         validator, stake, epoch_stake, deadline = self._call("canonicalModel", run_id, window)
         cid = None
         if int(stake) > 0:
-            pub = self.publications(run_id, window).get(str(validator))
+            pub = self.publications(run_id, window, reports=False).get(str(validator))
             cid = pub.model_cid if pub is not None else None
         return CanonicalModel(window, cid, str(validator), int(stake), int(epoch_stake), int(deadline),
                               final=self.block_number() + 1 >= int(deadline))  # no tx can land before it

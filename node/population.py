@@ -109,9 +109,9 @@ class SharedReads:
     def run(self, run_id: int) -> RunInfo:
         return self.memoised(("run", run_id), lambda: self.views.get_run(run_id))
 
-    def publications(self, run_id: int, window: int) -> dict[str, Publication]:
-        return self.memoised(("publications", run_id, window),
-                             lambda: self.views.publications(run_id, window))
+    def publications(self, run_id: int, window: int, reports: bool = True) -> dict[str, Publication]:
+        return self.memoised(("publications", run_id, window, reports),
+                             lambda: self.views.publications(run_id, window, reports))
 
     def commits(self, run_id: int, window: int) -> list[Commit]:
         return self.memoised(("commits", run_id, window),
@@ -191,8 +191,8 @@ class PopulationClient(TrainingRunClient):
     def get_run(self, run_id: int) -> RunInfo:
         return self.shared.run(run_id)
 
-    def publications(self, run_id: int, window: int) -> dict[str, Publication]:
-        return self.shared.publications(run_id, window)
+    def publications(self, run_id: int, window: int, reports: bool = True) -> dict[str, Publication]:
+        return self.shared.publications(run_id, window, reports)
 
     def commits(self, run_id: int, window: int) -> list[Commit]:
         return self.shared.commits(run_id, window)

@@ -66,6 +66,11 @@ def window_verdicts(
             rows.append(replace(base, why=why))
             continue
         for validator, pub in sorted(publications.items()):
+            if pub.report_cid is None:
+                rows.append(_with(base, validator=validator, note="report sealed",
+                                  why="the validator's report is revealed once its epoch's weight commits close "
+                                      "(one epoch later)"))
+                continue
             try:
                 report = WindowReport.from_json(blobs.cat(pub.report_cid, REPORT_MAX_BYTES))
             except TrainmarketError as err:

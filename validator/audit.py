@@ -112,7 +112,8 @@ def first_published_window(ctx: RunContext, validator: str, up_to: int) -> int:
     raise AuditError(f"validator {validator} published nothing in windows 0..{up_to}")
 
 
-def _publication(ctx: RunContext, window: int, validator: str) -> tuple[str, str] | None:
+def _publication(ctx: RunContext, window: int, validator: str) -> tuple[str, str | None] | None:
+    """(model CID, report CID) `validator` published for `window`; the report CID is None until revealed."""
     for who, pub in ctx.views.publications(ctx.run_id, window).items():
         if who.lower() == validator.lower():
             return pub.model_cid, pub.report_cid
@@ -139,6 +140,9 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
     published = _publication(ctx, window, validator)
     if published is None:
         raise AuditError(f"validator {validator} published nothing for window {window}")
+    if published[1] is None:
+        raise AuditError(f"validator {validator}'s report of window {window} is still sealed: it is revealed once "
+                         "the window's epoch's weight commits are closed")
     report = fetch_report(ctx, published[1])
     start = first_published_window(ctx, validator, window) if from_window is None else from_window
     strategy = build_strategy(ctx.config, device)

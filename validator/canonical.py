@@ -52,7 +52,8 @@ def on_time_candidates(ctx: RunContext, window: int) -> set[str]:
     if window < 0:
         return set()
     deadline = ctx.views.canonical_model(ctx.run_id, window).deadline
-    return {p.model_cid for p in ctx.views.publications(ctx.run_id, window).values() if p.block < deadline}
+    return {p.model_cid for p in ctx.views.publications(ctx.run_id, window, reports=False).values()
+            if p.block < deadline}
 
 
 def ready(ctx: RunContext, window: int) -> bool:

@@ -257,7 +257,8 @@ def cmd_status(args: argparse.Namespace) -> int:
           f"({state}), claimable now {eth(status['claimable_wei'])} ETH")
     for w in status["windows"]:
         print(f"window {w['window']}: {'published' if w['published'] else 'not published by this validator'}"
-              + (f" (model {w['model_cid']}, report {w['report_cid']})" if w["published"] else ""))
+              + (f" (model {w['model_cid']}, report {w['report_cid'] or 'sealed until its epoch settles'})"
+                 if w["published"] else ""))
     print(f"votes on epochs from {status['votes_from_epoch']}; "
           + (f"last weights revealed for epoch {status['last_voted_epoch']}" if status["last_voted_epoch"] is not None
              else "no epoch weights revealed yet"))

@@ -2,10 +2,12 @@
 
 The chain is the clock: the loop polls the block number and processes window w once its reveal period is
 over, strictly in window order. Per window:
-  gather inputs (window_inputs.py) → score (pure) → model + report to IPFS → model/state files →
-  record the window in SQLite (one transaction) → publish both CIDs on chain (at most once, chain_io.py).
-Per epoch, once its windows are published and its last reveal period is over: settlement.py submits the
-epoch's weight vector once, finalizes the epoch when the contract allows, and records the rewards.
+  gather inputs (window_inputs.py) → score (pure) → model to IPFS → model/state files → record the window
+  and its report in SQLite (one transaction) → publish the model CID and the sealed report on chain (at most
+  once, chain_io.py; the report stays off IPFS until it is revealed: sealed_reports.py).
+Per epoch, once its windows are published and its last reveal period is over: settlement.py commits the
+epoch's weight vector, reveals the epoch's reports then the vector, finalizes the epoch when the contract
+allows, and records the rewards.
 
 Crash safety: a window already recorded is never rescored; a recorded but unpublished window is published
 from what was stored; the outer optimiser state and the current model live in safetensors files beside the
@@ -27,7 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from web3 import Web3
 
-from contracts.client import TrainingRunClient
+from contracts.client import TrainingRunClient, report_commitment
 from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
@@ -37,6 +39,7 @@ from validator import canonical
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender, send_pipelined
 from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
+from validator.sealed_reports import ReportRevealer, sealed_report_cid
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
 from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
@@ -120,7 +123,9 @@ class ValidatorLoop:
             init, _ = initial_model(ctx)
             store.set_value("initial_model_cid", init)
         self.initial_cid = init
-        self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report)
+        reports = ReportRevealer(client, ctx.run_id, store, self.sender, ctx.blobs, self.report_bytes)
+        self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report,
+                                    reports)
         self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
         # Adopting the canonical model fetches it from IPFS: timed as the window's fetch stage.
         self.fetch_model = timed(canonical.ModelFetcher(ctx), self.stages, "fetch")
@@ -170,6 +175,10 @@ class ValidatorLoop:
         if stored is None or stored["report"] is None:
             raise LoopError(f"window {window} has no stored report")
         return WindowReport.from_json(json.dumps(stored["report"]))
+
+    def report_bytes(self, window: int) -> bytes:
+        """The window's report as its CID is sealed and, later, revealed."""
+        return self.stored_report(window).to_json().encode()
 
     def process_window(self, window: int) -> WindowReport:
         """Score `window` and record it (then publish). A window already recorded is only published."""
@@ -292,7 +301,8 @@ class ValidatorLoop:
                 log.info("window %d: unavailability report on %s refused or raced", window, trainer)
 
     def publish(self, window: int) -> None:
-        """Put the window's model and report on IPFS (idempotent: same bytes, same CIDs) and their CIDs on chain."""
+        """Put the window's model on IPFS (idempotent: same bytes, same CID) and its CID on chain with the sealed
+        report's commitment; the report's bytes are in the store already, its CID computed but not added."""
         report = self.stored_report(window)
         if report.model_cid is None:
             raise LoopError(f"window {window} was recorded without its model CID")
@@ -301,12 +311,13 @@ class ValidatorLoop:
         model_cid = self.ctx.blobs.add(data)
         if model_cid != report.model_cid:
             raise LoopError(f"window {window}: stored model encodes to {model_cid}, report says {report.model_cid}")
-        report_cid = self.ctx.blobs.add(report.to_json().encode())
+        report_cid = sealed_report_cid(self.ctx.blobs, report.to_json().encode())
         me = self.client.address_of_account.lower()
-        call = self.client.contract.functions.publishWindow(self.ctx.run_id, window, model_cid, report_cid)
+        call = self.client.contract.functions.publishWindow(self.ctx.run_id, window, model_cid,
+                                                            report_commitment(report_cid, me))
 
         def done() -> bool:
-            return any(v.lower() == me for v in self.client.publications(self.ctx.run_id, window))
+            return any(v.lower() == me for v in self.client.publications(self.ctx.run_id, window, reports=False))
 
         sent = self.sender.send_once(TX_PUBLISH, str(window), call, "publishWindow", done)
         tx_hash = sent.tx_hash if sent else ""

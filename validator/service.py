@@ -1,6 +1,12 @@
 """The validator's read-only HTTP face: JSON endpoints over the persisted state, Prometheus metrics and a
 dashboard page (static HTML + vanilla JS, no CDN). Loopback only; nothing here mutates state.
 
+A window's scores (its report, contributions, rejections, the ratings they moved) are served only once this
+validator has revealed its reports of the window's epoch on chain, or the epoch is settled
+(`ValidatorStore.public_before`): before that they would let another validator rebuild its weight ballot
+without evaluating (contracts/README.md, the weight-copier row). The loss curve is served at once: anyone
+holding the published model can compute it.
+
 Endpoints are plain `def` so FastAPI runs the blocking SQLite reads in its threadpool, off the event loop.
 Swagger/ReDoc pages are disabled because they load their assets from a CDN; /openapi.json stays."""
 
@@ -281,18 +287,23 @@ def create_app(
             loop_error=loop_state.error,
         )
 
-    @app.get("/windows/{window}", responses={404: {"description": "Window not recorded"}})
+    @app.get("/windows/{window}", responses={404: {"description": "Window not recorded"},
+                                             403: {"description": "Window's report still sealed"}})
     def window_report(window: Annotated[int, PathParam(ge=0)]) -> WindowView:
         stored = store.window_report(window)
         if stored is None:
             raise HTTPException(status_code=404, detail=f"window {window} has not been recorded")
+        if window >= store.public_before():
+            raise HTTPException(status_code=403, detail=f"window {window}'s report is sealed until its epoch's "
+                                                        "reports are revealed on chain")
         return WindowView.model_validate(stored)
 
     @app.get("/trainers/{address}", responses={404: {"description": "Trainer never seen"}})
     def trainer(address: Annotated[str, PathParam(pattern=ADDRESS_PATTERN)]) -> TrainerView:
         key = address.lower()
-        history = store.trainer_history(key)
-        rating = store.ratings().get(key)
+        before = store.public_before()
+        history = store.trainer_history(key, before)
+        rating = next((entry for entry in store.leaderboard(before) if entry["trainer"] == key), None)
         if rating is None and not history:
             raise HTTPException(status_code=404, detail=f"trainer {address} has no contributions")
         rewards = store.trainer_rewards(key)
@@ -309,7 +320,7 @@ def create_app(
     def leaderboard() -> list[LeaderboardEntry]:
         return [
             LeaderboardEntry.model_validate({**entry, "rewards_wei": str(entry["rewards_wei"])})
-            for entry in store.leaderboard()
+            for entry in store.leaderboard(store.public_before())
         ]
 
     @app.get("/loss")
@@ -319,7 +330,7 @@ def create_app(
     @app.get("/rejections")
     def rejections(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[RejectionView]:
         limit = min(limit, settings.rejections_limit)
-        return [RejectionView.model_validate(row) for row in store.rejections(limit)]
+        return [RejectionView.model_validate(row) for row in store.rejections(limit, store.public_before())]
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

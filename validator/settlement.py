@@ -9,7 +9,9 @@ stake-weighted median payout and keeps the rest in the pool).
 
 Commit, then reveal (nobody can copy a vector before committing its own): the contract takes commits in the
 epoch's commit phase, from validators that vote on the epoch and published every one of its windows, and
-reveals once every vote is committed or the commit phase is over. Crash safety: the vector and a fresh random
+reveals once every vote is committed or the commit phase is over. The epoch's reports, sealed at publication,
+are revealed just before the vector (validator/sealed_reports.py): the validator share pays only validators
+whose reports are revealed when the epoch is finalised. Crash safety: the vector and a fresh random
 salt are stored *before* the commit is sent, so a restarted validator reveals exactly what it committed; each
 transaction goes through `TxSender.send_once` keyed by the epoch, so none is sent twice. The contract settles
 epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
@@ -28,6 +30,7 @@ from contracts.types import CommitStatus
 from validator.chain_io import TxSender
 from validator.domain import WindowReport
 from validator.scoring import epoch_payout, epoch_weights, to_u16, to_u16_weights
+from validator.sealed_reports import ReportRevealer
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
 
 log = logging.getLogger(__name__)
@@ -70,13 +73,15 @@ class EpochBallot:
 
 class EpochSettler:
     def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, sender: TxSender,
-                 start_window: int, report_of: Callable[[int], WindowReport]) -> None:
+                 start_window: int, report_of: Callable[[int], WindowReport],
+                 reports: ReportRevealer | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.store = store
         self.sender = sender
         self.start_window = start_window
         self.report_of = report_of  # a recorded window's report
+        self.reports = reports  # None: a settler that reveals no reports (tests of the ballot alone)
         self._explained: set[int] = set()  # epochs whose missing vote was logged
 
     @property
@@ -91,6 +96,12 @@ class EpochSettler:
         if epoch >= run.end_epoch:
             return False  # the sponsor ended the run and everything before its end is settled
         self.record_settled_earlier(epoch)
+        # Settled epochs' weights are all public: their windows' scores can no longer be copied into a ballot.
+        self.store.make_public_before(epoch * run.windows_per_epoch)
+        if self.reports is not None and epoch > 0 and not self.reports.done(epoch - 1):
+            # Not revealed before the epoch was settled (this validator did not vote, or was down): reveal now,
+            # unpaid, so that trainers and auditors can read its reports.
+            self.reports.reveal(epoch - 1)
         last = (epoch + 1) * run.windows_per_epoch - 1
         if last < self.start_window:
             return self.finalize(epoch)  # an epoch before this validator joined: settle it, vote on nothing
@@ -176,6 +187,8 @@ class EpochSettler:
             return True
         if status != CommitStatus.COMMITTED or not state.reveals_open(next_block):
             return acted
+        if self.reports is not None:
+            self.reports.reveal(epoch)  # first: an epoch finalised early pays only validators with reports revealed
         ballot = self.ballot(epoch)
         call = self.client.contract.functions.revealWeights(self.run_id, epoch, ballot.packed, ballot.salt)
         try:

@@ -28,6 +28,10 @@ TX_SUBMIT_WEIGHTS = "submit_weights"
 
 # Score numbers stored as columns. "b" (this window's indicator) and "B" (its moving average) differ only in
 # case, which SQLite column names ignore, hence the column names b_indicator / b_average.
+# `before` of the readers below when nothing is withheld (SQLite integers are 64-bit).
+SEALED_NONE = 2**63 - 1
+# Key of the first window whose scores the service still withholds (validator/sealed_reports.py).
+PUBLIC_BEFORE_KEY = "reports_public_before"
 SCORE_FIELDS: dict[str, str] = {
     "s": "s",
     "b": "b_indicator",
@@ -246,7 +250,7 @@ class ValidatorStore:
                 raise
             self._conn.execute("COMMIT")
 
-    def _query(self, sql: str, params: Sequence[object] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[object] | Mapping[str, object] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._conn.execute(sql, params).fetchall())
 
@@ -278,6 +282,15 @@ class ValidatorStore:
         return str(rows[0]["value"]) if rows else None
 
     # -- windows ---------------------------------------------------------------------------------------------
+
+    def public_before(self) -> int:
+        """The first window whose scores are still sealed: the service serves only the windows before it."""
+        return int(self.get_value(PUBLIC_BEFORE_KEY) or 0)
+
+    def make_public_before(self, window: int) -> None:
+        """Windows before `window` may be served from now on (never moves back)."""
+        if window > self.public_before():
+            self.set_value(PUBLIC_BEFORE_KEY, str(window))
 
     def begin_window(self, window: int) -> None:
         """Mark a window as being worked on (status pending); a no-op if it is already known."""
@@ -493,8 +506,10 @@ class ValidatorStore:
             "contributions": [_contribution(c) for c in contributions],
         }
 
-    def trainer_history(self, address: str) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM contributions WHERE trainer=? ORDER BY window", (address.lower(),))
+    def trainer_history(self, address: str, before: int = SEALED_NONE) -> list[dict[str, Any]]:
+        """The trainer's contributions in windows before `before`."""
+        rows = self._query("SELECT * FROM contributions WHERE trainer=? AND window<? ORDER BY window",
+                           (address.lower(), before))
         return [_contribution(row) for row in rows]
 
     def trainer_rewards(self, address: str) -> list[dict[str, Any]]:
@@ -503,22 +518,39 @@ class ValidatorStore:
         )
         return [{"epoch": row["epoch"], "amount_wei": int(row["amount_wei"])} for row in rows]
 
-    def leaderboard(self) -> list[dict[str, Any]]:
-        """Every rated trainer, best latest ordinal first, with totals over the windows it was scored in."""
+    def leaderboard(self, before: int = SEALED_NONE) -> list[dict[str, Any]]:
+        """Every rated trainer, best latest ordinal first, with totals over the windows it was scored in; with
+        `before`, as of the windows before it (ratings from the trainer's last scored window among them)."""
+        latest = ("(SELECT c.{0} FROM contributions c WHERE c.trainer = r.trainer AND c.status = 'scored' "
+                  "AND c.window < :before ORDER BY c.window DESC LIMIT 1)")
+        # A trainer never scored anywhere: its rating holds no score (only misses), so it can be shown as is.
+        unscored = ("(CASE WHEN NOT EXISTS (SELECT 1 FROM contributions c WHERE c.trainer = r.trainer "
+                    "AND c.status = 'scored') THEN r.{0} END)")
+
+        def rated(column: str, rating: str) -> str:
+            return f"r.{rating}" if before == SEALED_NONE else \
+                f"COALESCE({latest.format(column)}, {unscored.format(rating)})"
+
         rows = self._query(
-            """
-            SELECT r.trainer, r.mu, r.sigma, r.b_average, r.misses, r.last_window,
-                   (SELECT c.ordinal FROM contributions c WHERE c.trainer = r.trainer AND c.status = 'scored'
-                    ORDER BY c.window DESC LIMIT 1) AS ordinal,
+            f"""
+            SELECT r.trainer, r.misses,
+                   {rated("mu", "mu")} AS mu,
+                   {rated("sigma", "sigma")} AS sigma,
+                   {rated("b_average", "b_average")} AS b_average,
+                   {rated("window", "last_window")} AS last_window,
+                   {latest.format("ordinal")} AS ordinal,
                    (SELECT COUNT(*) FROM contributions c
-                    WHERE c.trainer = r.trainer AND c.status = 'scored') AS windows_scored,
+                    WHERE c.trainer = r.trainer AND c.status = 'scored' AND c.window < :before) AS windows_scored,
                    (SELECT COUNT(*) FROM contributions c
-                    WHERE c.trainer = r.trainer AND c.status = 'rejected') AS windows_rejected,
-                   (SELECT COALESCE(SUM(c.weight), 0) FROM contributions c WHERE c.trainer = r.trainer)
-                       AS total_weight
+                    WHERE c.trainer = r.trainer AND c.status = 'rejected' AND c.window < :before)
+                       AS windows_rejected,
+                   (SELECT COALESCE(SUM(c.weight), 0) FROM contributions c
+                    WHERE c.trainer = r.trainer AND c.window < :before) AS total_weight
             FROM ratings r
-            """
+            """,
+            {"before": before},
         )
+        rows = [row for row in rows if row["mu"] is not None]  # rated only in windows still sealed
         # Summed in Python: wei amounts overflow SQLite's 64-bit integers.
         rewards: dict[str, int] = {}
         for reward in self._query("SELECT trainer, amount_wei FROM rewards"):
@@ -542,11 +574,11 @@ class ValidatorStore:
         rows = self._query("SELECT window, global_loss FROM windows WHERE global_loss IS NOT NULL ORDER BY window")
         return [(int(row["window"]), float(row["global_loss"])) for row in rows]
 
-    def rejections(self, limit: int = 100) -> list[dict[str, Any]]:
+    def rejections(self, limit: int = 100, before: int = SEALED_NONE) -> list[dict[str, Any]]:
         rows = self._query(
-            "SELECT window, trainer, cid, reason, detail FROM contributions WHERE status='rejected' "
+            "SELECT window, trainer, cid, reason, detail FROM contributions WHERE status='rejected' AND window<? "
             "ORDER BY window DESC, trainer LIMIT ?",
-            (max(0, limit),),
+            (before, max(0, limit)),
         )
         return [dict(row) for row in rows]
 

@@ -61,7 +61,10 @@ class PayloadFormat(Protocol):
 
 
 class RunStore(BlobStore, PayloadSource, Protocol):
-    """The IPFS operations a validator needs (ipfs.client.IpfsClient has them)."""
+    """The IPFS operations a validator needs (ipfs.client.IpfsClient has them). `only_hash`: the CID the data
+    would have, with nothing stored (a report stays sealed until it is revealed: validator/sealed_reports.py)."""
+
+    def add(self, data: bytes, pin: bool = True, only_hash: bool = False) -> str: ...
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from contracts.client import unpack_weights
+from contracts.types import Publication
 from validator.domain import WindowReport
 
 if TYPE_CHECKING:
@@ -52,14 +53,24 @@ def expected_base(net: KillNet, window: int) -> str:
     return net.config.initial_model_cid
 
 
+def revealed_report(net: KillNet, pub: Publication) -> WindowReport | None:
+    """The report `pub`'s validator revealed for its window; None while sealed (revealed once the epoch's weight
+    commits close; a validator that did not publish the whole epoch never reveals it)."""
+    if pub.report_cid is None:
+        return None
+    return WindowReport.from_json(net.blobs.cat(pub.report_cid, REPORT_MAX_BYTES))
+
+
 def published_bases(net: KillNet, window: int) -> dict[str, str]:
     """Validator name → the base its published report for `window` says it scored against."""
     names = {net.address(f"validator-{i}").lower(): f"validator-{i}" for i in range(len(net.validator_clients))}
     out: dict[str, str] = {}
     for validator, pub in net.views.publications(net.run_id, window).items():
         name = names.get(validator.lower())
-        if name is not None:  # a copier republishes someone else's report: it scored nothing
-            report = WindowReport.from_json(net.blobs.cat(pub.report_cid, REPORT_MAX_BYTES))
+        if name is None:  # a copier scores nothing
+            continue
+        report = revealed_report(net, pub)
+        if report is not None:
             out[name] = report.inputs.base_model_cid
     return out
 

@@ -1,14 +1,17 @@
 """A weight copier as its own process: `python -m bench.faults.copier --deployment … --modes wait guess`.
 
 A registered validator that evaluates nothing. Window by window it republishes what an honest validator
-published (the window's canonical model and that validator's report CID), which is all the contract asks before
-it takes a ballot; each epoch it then tries to have the honest validators' revealed median counted as its own
-vote, with one strategy per epoch, in turn:
-  wait   — commit once the others' vectors are revealed, i.e. once the median is known;
-  guess  — commit a placeholder as soon as the commit phase opens, and once the others' vectors are revealed,
-           reveal their median instead;
-  report — (not a copy of the revealed median) rebuild an honest validator's epoch vector from the evaluation
-           reports it published for the epoch's windows, and commit and reveal that.
+published (the window's canonical model) and seals a "report" of its own (the model's CID: it never evaluates),
+which is all the contract asks before it takes a ballot; each epoch it then tries to have the honest validators'
+work counted as its own vote, with one strategy per epoch, in turn:
+  wait    — commit once the others' vectors are revealed, i.e. once the median is known;
+  guess   — commit a placeholder as soon as the commit phase opens, and once the others' vectors are revealed,
+            reveal their median instead;
+  report  — rebuild an honest validator's epoch vector from its evaluation reports of the epoch's windows and
+            commit that: the reports are sealed until the weight commits close, so it tries on every poll until
+            one is readable, and commits then (the contract refuses a commit after its phase);
+  lagged  — (measured, not expected to fail) commit the previous epoch's consensus, public since its
+            finalisation (uniform in the first epoch), reveal its sealed reports, then that vector.
 Every attempt and how the chain answered goes to `--log` as a JSON line; bench.faults.weight_copier judges
 what the account earned from the chain itself."""
 
@@ -34,7 +37,7 @@ from validator.scoring import epoch_weights, to_u16_weights
 from validator.settlement import weight_vector
 
 COPIER_KEY_ENV = "TRAINMARKET_VALIDATOR_KEY"
-MODES = ("wait", "guess", "report")
+MODES = ("wait", "guess", "report", "lagged")
 REPORT_MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -90,8 +93,16 @@ class Copier:
             return
         canonical = self.client.canonical_model(self.run_id, self.next_window).cid
         source = next((p for p in others.values() if p.model_cid == canonical), next(iter(others.values())))
-        self.client.publish_window(self.run_id, self.next_window, source.model_cid, source.report_cid)
+        self.client.publish_window(self.run_id, self.next_window, source.model_cid, source.model_cid)
         self.next_window += 1
+
+    def reveal_own_reports(self, epoch: int, mode: str) -> None:
+        """Reveal the "reports" this copier sealed for `epoch` (the model CIDs it republished)."""
+        per_epoch = self.client.get_run(self.run_id).windows_per_epoch
+        mine = [self.client.publications(self.run_id, w, reports=False)[self.me].model_cid
+                for w in range(epoch * per_epoch, (epoch + 1) * per_epoch)]
+        self.attempt(epoch, mode, "reveal its reports", [], lambda: self.client.reveal_reports(
+            self.run_id, epoch, mine))
 
     def vote(self, epoch: int, mode: str) -> None:
         block = self.client.block_number() + 1
@@ -106,10 +117,16 @@ class Copier:
         committed = ballot.epoch == epoch and ballot.status != CommitStatus.NONE
         if mode == "guess" and not committed and state.commits_open(block):
             self.commit(epoch, mode, [1] * slots)
-        elif mode == "report" and not committed and state.commits_open(block):
-            self.commit(epoch, mode, self.vector_from_reports(epoch))
-        elif mode == "report" and committed and state.reveals_open(block):
+        elif mode == "report" and not committed and block < state.closes_at:
+            vector = self.vector_from_reports(epoch)
+            if vector is not None:  # readable only once the commit phase is over: the commit is refused
+                self.commit(epoch, mode, vector)
+                self.done.add(epoch)
+        elif mode == "lagged" and not committed and state.commits_open(block):
+            self.commit(epoch, mode, self.previous_consensus(epoch, slots))
+        elif mode == "lagged" and committed and state.reveals_open(block):
             vector, salt = self.ballots[epoch]
+            self.reveal_own_reports(epoch, mode)
             self.attempt(epoch, mode, "reveal", vector, lambda: self.client.reveal_weights(
                 self.run_id, epoch, vector, salt))
             self.done.add(epoch)
@@ -144,9 +161,9 @@ class Copier:
             result = f"failed {err}"[:200]
         self.log(epoch=epoch, mode=mode, action=action, result=result, vector=vector)
 
-    def vector_from_reports(self, epoch: int) -> list[int]:
+    def vector_from_reports(self, epoch: int) -> list[int] | None:
         """An honest validator's ballot for `epoch`, rebuilt from the reports it published (validator/
-        settlement.py's own arithmetic)."""
+        settlement.py's own arithmetic); None while they are sealed."""
         per_epoch = self.client.get_run(self.run_id).windows_per_epoch
         windows = range(epoch * per_epoch, (epoch + 1) * per_epoch)
         reports = []
@@ -154,8 +171,18 @@ class Copier:
             pubs = [p for v, p in self.client.publications(self.run_id, window).items()
                     if v.lower() != self.me.lower()]
             pub = min(pubs, key=lambda p: p.validator.lower())
+            if pub.report_cid is None:
+                return None
             reports.append(WindowReport.from_json(self.blobs.cat(pub.report_cid, REPORT_MAX_BYTES)))
         return weight_vector(epoch_weights(reports), self.client.trainers(self.run_id))
+
+    def previous_consensus(self, epoch: int, slots: int) -> list[int]:
+        """The consensus of the last finalised epoch before `epoch` (public on chain), else uniform."""
+        if epoch > 0 and self.client.epoch_info(self.run_id, epoch - 1).finalized:
+            vector = [self.client.consensus_weight(self.run_id, epoch - 1, i) for i in range(slots)]
+            if any(vector):
+                return vector
+        return [1] * slots
 
 
 def main(argv: list[str] | None = None) -> int:

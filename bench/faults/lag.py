@@ -15,7 +15,7 @@ from functools import partial
 
 from bench.faults import FaultOutcome, consensus
 from bench.faults.killnet import FaultRunError, KillNet
-from validator.domain import RejectReason, WindowReport
+from validator.domain import RejectReason
 
 SCENARIO = "validator_lag"
 REFERENCE, VICTIM = "validator-0", "validator-2"
@@ -102,7 +102,10 @@ def judge(net: KillNet, lags: list[Lag]) -> list[FaultOutcome]:
         if window in starts:
             note(window, f"published window {window} {'late' if mine.block >= deadline else 'on time'} "
                          f"(block {mine.block}, deadline {deadline})")
-        report = WindowReport.from_json(net.blobs.cat(mine.report_cid, consensus.REPORT_MAX_BYTES))
+        report = consensus.revealed_report(net, mine)
+        if report is None:
+            note(window, f"window {window}'s report is not revealed")
+            continue
         unavailable = sorted(r.trainer for r in report.rejections if r.reason == RejectReason.UNAVAILABLE)
         if unavailable:  # the freeze outlasted its fetch deadline: its own loss, not the run's
             note(window, f"judged {unavailable} unavailable in window {window} (frozen while fetching)")

@@ -4,9 +4,10 @@ against an uninterrupted validator of the same run.
 The network has two validators scoring the same reveals: validator-0 is never touched (the uninterrupted
 run), validator-1 is killed and restarted from its SQLite state. Scoring is a deterministic function of the
 on-chain reveals, the IPFS payloads and the closing block hash, so the victim must publish, window by window,
-the very (modelCid, reportCid) the reference publishes, and submit the very same weight bytes each epoch;
-anything else is a window skipped, scored twice, or a weight vector submitted twice (read from chain events,
-not from the victim's own word)."""
+the very model CID the reference publishes with the very same (sealed) report CID, reveal its reports of every
+epoch it votes on, and submit the very same weight bytes each epoch; anything else is a window skipped, scored
+twice, a share lost, or a weight vector submitted twice (read from chain events, not from the victim's own word;
+a sealed report's CID, bound to its publisher on chain, from each validator's store)."""
 
 from __future__ import annotations
 
@@ -92,10 +93,14 @@ def _events(net: KillNet, event: str) -> list[Any]:
 def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
     """One outcome per kill; every window and epoch of the run is charged to the kill it followed."""
     ref, victim = net.address(REFERENCE).lower(), net.address(VICTIM).lower()
-    published: dict[tuple[str, int], list[tuple[str, str]]] = {}
+    sealed = {name: {int(row["window"]): row["report_cid"] for row in net.store_rows(
+        name, "SELECT window, report_cid FROM windows WHERE report_cid IS NOT NULL", ())}
+        for name in (REFERENCE, VICTIM)}
+    published: dict[tuple[str, int], list[tuple[str, str | None]]] = {}
     for g in _events(net, "WindowPublished"):
-        key = (str(g["args"]["validator"]).lower(), int(g["args"]["window"]))
-        published.setdefault(key, []).append((str(g["args"]["modelCid"]), str(g["args"]["reportCid"])))
+        who, window = str(g["args"]["validator"]).lower(), int(g["args"]["window"])
+        report = sealed[REFERENCE if who == ref else VICTIM].get(window)
+        published.setdefault((who, window), []).append((str(g["args"]["modelCid"]), report))
     submitted: dict[tuple[str, int], list[bytes]] = {}
     for g in _events(net, "WeightsRevealed"):
         key = (str(g["args"]["validator"]).lower(), int(g["args"]["epoch"]))
@@ -134,6 +139,8 @@ def judge(net: KillNet, kills: list[ValidatorKill]) -> list[FaultOutcome]:
             charge(last_window, double, f"epoch {epoch} weights revealed {len(mine_w)} times")
         elif theirs_w and mine_w[0] != theirs_w[0]:
             charge(last_window, lost, f"epoch {epoch} weights {mine_w[0].hex()} != reference {theirs_w[0].hex()}")
+        if mine_w and not net.views.reports_revealed(net.run_id, net.address(VICTIM), epoch):
+            charge(last_window, lost, f"epoch {epoch} weights revealed without its reports: its share is lost")
     if _ratings(net, VICTIM) != _ratings(net, REFERENCE):
         charge(net.settle_through, double, "final ratings differ from the reference (a window's update applied twice?)")
     found = consensus.charge_findings(consensus.audit(net), starts, wpe)

@@ -1,10 +1,13 @@
 """A validator that copies instead of evaluating (bench/faults/copier.py, its own process) beside two honest
 validators of the same stake: it republishes their windows so the contract lets it vote, and every epoch tries
 to have their revealed median counted as its own ballot (`wait`: commit once the median is visible; `guess`:
-commit a placeholder early, reveal the median). Weights are committed before any is revealed and a reveal must
-match its commitment, so each try must fail and the copier must earn no validator share, while the honest
-validators and trainers are paid as usual. One fault per epoch; judged from the chain (ValidatorCredited,
-EpochFinalized, the copier's claimable balance) and the copier's own log of what it tried."""
+commit a placeholder early, reveal the median), or their reports (`report`: rebuild their vector from their
+evaluation reports). Weights are committed before any is revealed and a reveal must match its commitment, and
+reports stay sealed until the weight commits close, so each try must fail and the copier must earn no validator
+share, while the honest validators and trainers are paid as usual. `lagged` (commit the previous epoch's
+public consensus without evaluating) is a measurement, not a fault: its agreement and pay go to the detail.
+One fault per epoch; judged from the chain (ValidatorCredited, EpochFinalized, the copier's claimable balance)
+and the copier's own log of what it tried."""
 
 from __future__ import annotations
 
@@ -33,8 +36,11 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
     copier = net.address(COPIER).lower()
     honest = {net.address(f"validator-{i}").lower() for i in range(len(net.validator_clients))}
     credited: Counter[tuple[int, str]] = Counter()
+    agreement: dict[tuple[int, str], float] = {}
     for g in consensus.events(net, "ValidatorCredited"):
-        credited[(int(g["args"]["epoch"]), str(g["args"]["validator"]).lower())] += int(g["args"]["amount"])
+        key = (int(g["args"]["epoch"]), str(g["args"]["validator"]).lower())
+        credited[key] += int(g["args"]["amount"])
+        agreement[key] = int(g["args"]["agreement"]) / 1e12  # Σ min(w, c) over normalised vectors (SCALE)
     finalized = {int(g["args"]["epoch"]): g["args"] for g in consensus.events(net, "EpochFinalized")}
     tried = attempts(net)
     first_epoch = net.first // wpe
@@ -50,10 +56,15 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
         if not eligible:
             notes.append("the copier did not publish every window: the contract would refuse its ballot anyway")
         log = tried.get(epoch, [])
-        copy_tries = [e for e in log if "median" in str(e["action"])]
-        if not copy_tries:
+        copy_tries = [e for e in log if e["action"] != "gave up"]
+        if not copy_tries and mode != "report":  # `report`: the epoch may settle before any report is readable
             notes.append(f"no copy attempt logged ({log or 'nothing'})")
-        if credited[(epoch, copier)]:
+        if mode == "lagged":
+            paid = [credited[(epoch, v)] for v in sorted(honest)]
+            notes.append(f"lagged copier agreement {agreement.get((epoch, copier), 0.0):.3f} (honest "
+                         f"{[round(agreement.get((epoch, v), 0.0), 3) for v in sorted(honest)]}), paid "
+                         f"{credited[(epoch, copier)]} wei vs honest {paid}")
+        elif credited[(epoch, copier)]:
             lost += 1
             notes.append(f"the copier was credited {credited[(epoch, copier)]} wei")
         index = epoch - first_epoch
@@ -67,12 +78,13 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
         summary = (f"epoch {epoch}, {mode}: " + "; ".join(f"{e['action']} → {e['result']}" for e in log)
                    + (f"; trainers paid {args['trainerReward']}, validators {args['validatorReward']} "
                       f"({args['submissions']} ballots)" if args else "; not finalised"))
-        ok = eligible and bool(copy_tries) and not (lost or forks or stalled)
-        outcomes.append(FaultOutcome(SCENARIO, f"copy the revealed median ({mode})", recovered=ok, lost=lost,
+        ok = eligible and (bool(copy_tries) or mode == "report") and not (lost or forks or stalled)
+        copied = "the honest reports" if mode == "report" else "the revealed median"
+        outcomes.append(FaultOutcome(SCENARIO, f"copy {copied} ({mode})", recovered=ok, lost=lost,
                                      forks=forks, stalled_epochs=stalled, unpaid_by_scoring=unpaid,
                                      detail="; ".join([summary, *notes])))
     claimable = net.views.claimable(net.run_id, net.address(COPIER))
-    if claimable and outcomes:
+    if claimable and outcomes and "lagged" not in modes:
         last = outcomes[-1]
         outcomes[-1] = FaultOutcome(last.scenario, last.fault, recovered=False, lost=last.lost + 1,
                                     double_applied=last.double_applied, forks=last.forks,

@@ -83,8 +83,9 @@ def arm(net: KillNet, plan: list[Withheld]) -> None:
 
 def published_reports(net: KillNet, window: int) -> dict[str, WindowReport]:
     names = {net.address(f"validator-{i}").lower(): f"validator-{i}" for i in range(len(net.validator_clients))}
-    return {names[v.lower()]: WindowReport.from_json(net.blobs.cat(p.report_cid, consensus.REPORT_MAX_BYTES))
-            for v, p in net.views.publications(net.run_id, window).items() if v.lower() in names}
+    reports = {names[v.lower()]: consensus.revealed_report(net, p)
+               for v, p in net.views.publications(net.run_id, window).items() if v.lower() in names}
+    return {name: report for name, report in reports.items() if report is not None}
 
 
 def judge(net: KillNet, plan: list[Withheld]) -> list[FaultOutcome]:

@@ -1,9 +1,9 @@
 """One Anvil and one deployment per test session; every test runs inside evm_snapshot/evm_revert, so tests
 see a fresh chain without paying for a restart. Time is blocks: helpers mine, nothing sleeps.
 
-Validators vote on an epoch in three steps (publish every window of it, commit the weights, reveal them);
-`settle` does all of it and finalises. Runs start `start_delay_blocks` after creation, so validators registered
-right after `make_run` vote from epoch 0."""
+Validators vote on an epoch in four steps (publish every window of it with its report sealed, commit the
+weights, reveal the reports, reveal the weights); `settle` does all of it and finalises. Runs start
+`start_delay_blocks` after creation, so validators registered right after `make_run` vote from epoch 0."""
 
 from __future__ import annotations
 
@@ -160,10 +160,22 @@ def publish_epoch(chain: Chain, run_id: int, epoch: int, validators: Sequence[Tr
         chain.mine_to(max(chain.node.block_number() + 1, reveal_end))
         for v in validators:
             try:
-                v.publish_window(run_id, window, cid(f"model-{window}"), cid(f"report-{window}-{v.account.address}"))
+                v.publish_window(run_id, window, cid(f"model-{window}"), report_cid(window, v))
             except ContractReverted as err:
                 if err.error_name != "AlreadyPublished":
                     raise
+
+
+def report_cid(window: int, client: TrainingRunClient) -> str:
+    """The report CID `publish_epoch` seals for `client` in `window`."""
+    return cid(f"report-{window}-{client.account.address}")
+
+
+def reveal_reports(chain: Chain, run_id: int, epoch: int, client: TrainingRunClient) -> None:
+    """`client` reveals the report CIDs `publish_epoch` sealed for `epoch` (reveals must be open)."""
+    per_epoch = chain.sponsor.get_run(run_id).windows_per_epoch
+    windows = range(epoch * per_epoch, (epoch + 1) * per_epoch)
+    client.reveal_reports(run_id, epoch, [report_cid(w, client) for w in windows])
 
 
 def weight_salt(client: TrainingRunClient, epoch: int) -> bytes:
@@ -171,9 +183,10 @@ def weight_salt(client: TrainingRunClient, epoch: int) -> bytes:
 
 
 def vote(chain: Chain, run_id: int, epoch: int, ballots: Mapping[TrainingRunClient, Sequence[int]],
-         reveal: bool = True, payouts: Mapping[TrainingRunClient, int] | None = None) -> None:
-    """Commit every ballot, then (once reveals are open) reveal them. The epoch's windows must be published.
-    Each ballot's payout is `payouts[client]`, else the whole trainer reward."""
+         reveal: bool = True, reports: bool = True, payouts: Mapping[TrainingRunClient, int] | None = None) -> None:
+    """Commit every ballot, then (once reveals are open) reveal the voters' reports (with `reports`) and their
+    ballots. The epoch's windows must be published (by `publish_epoch`, for the reports). Each ballot's payout is
+    `payouts[client]`, else the whole trainer reward."""
     payout = {client: (payouts or {}).get(client, MAX_WEIGHT) for client in ballots}
     for client, weights in ballots.items():
         client.commit_weights(run_id, epoch, weights, weight_salt(client, epoch), payout[client])
@@ -183,6 +196,8 @@ def vote(chain: Chain, run_id: int, epoch: int, ballots: Mapping[TrainingRunClie
     if not state.reveals_open(chain.node.block_number() + 1):
         chain.mine_to(state.reveals_from)
     for client, weights in ballots.items():
+        if reports:
+            reveal_reports(chain, run_id, epoch, client)
         client.reveal_weights(run_id, epoch, weights, weight_salt(client, epoch), payout[client])
 
 

@@ -18,6 +18,7 @@ from .conftest import (
     commit_cid,
     make_run,
     publish_epoch,
+    reveal_reports,
     reverts,
     salt_for,
     settle_unvoted,
@@ -55,6 +56,9 @@ GUARDED: dict[str, dict[str, str]] = {
                           "late_validator": "NotEligible"},
     "commitWeights": {"outsider": "NotEligible", "sponsor": "NotEligible", "trainer": "NotEligible",
                       "late_validator": "NotEligible"},
+    # a report commitment is stored per sender: nobody else has one to reveal
+    "revealReports": {"outsider": "NoReportCommitments", "sponsor": "NoReportCommitments",
+                      "trainer": "NoReportCommitments", "late_validator": "NoReportCommitments"},
     "revealWeights": {"outsider": "NoWeightsCommitment", "sponsor": "NoWeightsCommitment",
                       "trainer": "NoWeightsCommitment", "late_validator": "NoWeightsCommitment"},
     "requestUnstake": {"outsider": "NotMember", "sponsor": "NotMember", "unbonding_trainer": "Unbonding",
@@ -145,6 +149,8 @@ def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
     check(roles, "commitWeights", lambda c: c.commit_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
     leaving = roles.by_name["unbonding_validator"]
     leaving.commit_weights(rid, 0, weights, weight_salt(leaving, 0))
+    check(roles, "revealReports", lambda c: c.reveal_reports(rid, 0, [report]), "validator", tried)
+    reveal_reports(chain, rid, 0, leaving)
     check(roles, "revealWeights", lambda c: c.reveal_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
     leaving.reveal_weights(rid, 0, weights, weight_salt(leaving, 0))
     chain.sponsor.finalize_epoch(rid, 0)

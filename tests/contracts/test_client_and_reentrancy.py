@@ -13,7 +13,14 @@ from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import abi_to_signature, function_abi_to_4byte_selector
 from web3.exceptions import Web3RPCError
 
-from contracts.client import TrainingRunClient, commitment_hash, pack_weights, unpack_weights, weights_commitment
+from contracts.client import (
+    TrainingRunClient,
+    commitment_hash,
+    pack_weights,
+    report_commitment,
+    unpack_weights,
+    weights_commitment,
+)
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES, ErrorDecoder, send_transaction
@@ -26,6 +33,7 @@ from .conftest import (
     commit_cid,
     make_run,
     publish_epoch,
+    reveal_reports,
     reverts,
     salt_for,
     settle_unvoted,
@@ -185,12 +193,14 @@ def arena(chain: Chain, attacker_artifact: dict[str, Any]) -> Arena:
     trainer.forward("registerTrainer", rid, value=ETH)
     validator.forward("registerValidator", rid, value=2 * ETH)
     publish_epoch(chain, rid, 0, [honest])
-    validator.forward("publishWindow", rid, 0, cid("model-0"), cid("report-0"))
+    validator.forward("publishWindow", rid, 0, cid("model-0"), report_commitment(cid("report-0"), validator.address))
     to_epoch_end(chain, rid, 0)
     weights, salt = pack_weights([1, 1]), salt_for("hostile")
     honest.commit_weights(rid, 0, [1, 1], weight_salt(honest, 0))
     validator.forward("commitWeights", rid, 0, weights_commitment(weights, salt, rid, 0, validator.address))
-    honest.reveal_weights(rid, 0, [1, 1], weight_salt(honest, 0))  # every vote committed: reveals are open
+    reveal_reports(chain, rid, 0, honest)  # every vote committed: reveals are open
+    honest.reveal_weights(rid, 0, [1, 1], weight_salt(honest, 0))
+    validator.forward("revealReports", rid, 0, [cid("report-0")])
     validator.forward("revealWeights", rid, 0, weights, salt)
     chain.sponsor.finalize_epoch(rid, 0)
     trainer.forward("requestUnstake", rid)

@@ -32,7 +32,8 @@ INVALID = [
     ("window_blocks", 0, (1, 2**32 - 1)),
     ("reveal_blocks", 0, (1, 20)),
     ("reveal_blocks", 21, (1, 20)),  # > (RING - 2) * window_blocks: no time left to report unavailability
-    ("windows_per_epoch", 0, (1, 2**16 - 1)),
+    ("windows_per_epoch", 0, (1, 256)),
+    ("windows_per_epoch", 257, (1, 256)),  # one revealReports carries every report CID of an epoch
     ("grace_period_blocks", 0, (2, 2**32 - 1)),  # grace 0: finalised in the block its settlement opens
     ("grace_period_blocks", 1, (2, 2**32 - 1)),
     ("unbonding_blocks", 64, (65, 2**32 - 1)),  # shorter than an epoch + its reveals + both settlement phases

@@ -184,12 +184,14 @@ def test_by_hand_flow_from_the_readme(shell: Shell, tmp_path: Path) -> None:
     assert "missed —" not in out
     assert re.search(r"window \d+: waiting for block \d+ to (train|reveal) \(now block \d+\)", out)
 
-    # Terminal 4, after: status and an audit of window 3 once the validator has published it.
+    # Terminal 4, after: status and an audit of window 3 once the validator has revealed its report (sealed until
+    # the weight commits of the window's epoch close, one epoch later).
     for command in later:
         if " audit " in f"{command} ":
             window = int(command.split("--window")[1].split()[0])
-            wait_for(f"window {window} published", lambda w=window: bool(views.publications(info["run_id"], w)),
-                     served, served_log, RUN_TIMEOUT_S)
+            wait_for(f"window {window}'s report revealed",
+                     lambda w=window: bool(views.revealed_reports(info["run_id"], w)), served, served_log,
+                     RUN_TIMEOUT_S)
         text = ok(shell.run(after, command), command)
         if command.split()[1:3] == ["node", "status"]:
             assert "revealed" in text and "missed reveals 0 of" in text

@@ -103,3 +103,43 @@ def test_a_weight_copier_earns_nothing_and_stalls_nothing(tmp_path: Path) -> Non
         assert json.dumps(results)  # the log is plain JSON (the scenario reads it back)
     finally:
         net.close()
+
+
+def test_a_report_copier_earns_nothing_and_a_lagged_copier_is_measured(tmp_path: Path) -> None:
+    """`report`: the copier rebuilds an honest validator's ballot from its evaluation reports (before sealed
+    reports, it was paid exactly an honest validator's share). Reports are sealed until the weight commits close,
+    so it can commit nothing in time, and earns nothing. `lagged`: it commits the previous epoch's public
+    consensus without evaluating and reveals junk reports of its own; what that earns is recorded, not judged
+    (contracts/README.md, the weight-copier row)."""
+    settings = KillNetSettings(trainers=2, validators=2, copiers=1, copier_modes=("report", "lagged"), windows=4,
+                               run_seed=7)
+    net = KillNet(settings, tmp_path).start()
+    try:
+        outcomes = weight_copier.scenario(net)
+        clean(outcomes)
+        copier = net.address(weight_copier.COPIER)
+        tried = weight_copier.attempts(net)
+        wpe, first = settings.windows_per_epoch, net.first // settings.windows_per_epoch
+        report_epoch, lagged_epoch = first, first + 1
+        credited = {(int(g["args"]["epoch"]), str(g["args"]["validator"])): g["args"]
+                    for g in consensus.events(net, "ValidatorCredited")}
+        # report: any commit it tried came after the commit phase; it revealed no weights and was paid nothing
+        report_tries = [(e["action"], e["result"]) for e in tried.get(report_epoch, [])]
+        assert all(r in ("reverted CommitPhaseOver", "reverted EpochOutOfOrder") for a, r in report_tries
+                   if a == "commit"), report_tries
+        assert not [g for g in consensus.events(net, "WeightsRevealed")
+                    if g["args"]["validator"] == copier and int(g["args"]["epoch"]) == report_epoch]
+        assert (report_epoch, copier) not in credited or credited[(report_epoch, copier)]["amount"] == 0
+        for i in range(settings.validators):
+            honest = net.address(f"validator-{i}")
+            assert credited[(report_epoch, honest)]["amount"] > 0
+            assert all(net.views.publications(net.run_id, w)[honest].report_cid
+                       for w in range(report_epoch * wpe, (report_epoch + 1) * wpe))  # revealed, on chain
+        # lagged: its ballot and its (junk) reports were accepted; the detail carries its agreement and pay
+        lagged = [o.detail for o in outcomes if "lagged" in o.fault or "lagged" in o.detail]
+        assert any("lagged copier agreement" in d for d in lagged), [o.detail for o in outcomes]
+        assert net.views.reports_revealed(net.run_id, copier, lagged_epoch)
+        print(json.dumps({"lagged": lagged, "credited": {f"{e}:{v}": int(a["amount"]) for (e, v), a
+                                                         in credited.items()}}))
+    finally:
+        net.close()

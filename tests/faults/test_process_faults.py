@@ -23,7 +23,8 @@ def test_killed_validator_republishes_the_reference_reports_and_weights(tmp_path
     figures = summarise(outcomes)
     details = [o.detail for o in outcomes]
     # Two kills, each followed by a restart from SQLite that published the window it was working on; every
-    # window's (modelCid, reportCid) and every epoch's weight bytes equal the uninterrupted validator's.
+    # window's model CID and sealed report CID and every epoch's weight bytes equal the uninterrupted validator's,
+    # and every epoch it voted on has its reports revealed (else its share is lost).
     assert figures["faults_injected"] == 2, details
     assert figures["lost"] == 0 and figures["double_applied"] == 0, details
     assert figures["recovered"] == 2, details

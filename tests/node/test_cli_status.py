@@ -95,6 +95,19 @@ def test_next_window_follows_the_published_model_and_status_explains_the_score(
         assert not torch.equal(loaded["transformer.wte.weight"].detach(), params["transformer.wte.weight"])  # trained
         node.close()
 
+    # The report stays sealed until the epoch's weight commits close: the validator publishes the epoch's other
+    # windows, the epochs before it are settled, and once its commit phase is over the reports are revealed.
+    validator, run_id, epoch = devrun.client(VALIDATOR), devrun.run_id, window // per_epoch
+    assert devrun.sponsor.publications(run_id, window)[validator.address_of_account].report_cid is None
+    for later in range(window + 1, (epoch + 1) * per_epoch):
+        devrun.mine_to(clock.reveal_end(later))
+        validator.publish_window(run_id, later, model_cid, report_cid)
+    for earlier in range(devrun.sponsor.get_run(run_id).next_epoch, epoch):
+        devrun.mine_to(max(devrun.node.block_number() + 1, devrun.sponsor.settlement_of(run_id, earlier).closes_at))
+        devrun.sponsor.finalize_epoch(run_id, earlier)
+    devrun.mine_to(max(devrun.node.block_number() + 1, devrun.sponsor.settlement_of(run_id, epoch).reveals_from))
+    validator.reveal_reports(run_id, epoch, [report_cid] * per_epoch)
+
     monkeypatch.setattr(node_commands.console, "width", 250)  # one table row per line
     monkeypatch.setenv("TRAINMARKET_PRIVATE_KEY", devrun.keys[TRAINER])
     monkeypatch.setenv("TRAINMARKET_HOME", str(tmp_path / "state"))

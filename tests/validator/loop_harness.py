@@ -172,3 +172,16 @@ def publish_initial_model(net: Net) -> tuple[str, ParamDict]:
     """The seeded initial model as trainers publish it (the config names none): (CID, params)."""
     params = initial_params(net)
     return net.blobs.add(net.trainer_payloads.encode_initial_model(params)), params
+
+
+def reveal_reports(net: Net, loop: ValidatorLoop, epoch: int, steps: int = 8) -> None:
+    """Run `loop` until its reports of `epoch` are revealed on chain: a report is sealed until its epoch's weight
+    commits close, so this mines through the epoch's settlement phases as needed (validator/sealed_reports.py)."""
+    me = loop.client.address_of_account
+    for _ in range(steps):
+        if net.sponsor.reports_revealed(net.run_id, me, epoch):
+            return
+        if net.sponsor.get_run(net.run_id).next_epoch <= epoch:
+            net.mine_to(net.sponsor.settlement_of(net.run_id, epoch).reveals_from)
+        loop.step()
+    assert net.sponsor.reports_revealed(net.run_id, me, epoch), f"reports of epoch {epoch} still sealed"

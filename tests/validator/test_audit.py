@@ -12,7 +12,7 @@ import pytest
 
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from tests.validator.loop_harness import Net, play_window, publish_initial_model, start_net
+from tests.validator.loop_harness import Net, play_window, publish_initial_model, reveal_reports, start_net
 from trainmarket.cli import main
 from validator.audit import audit_window, render
 from validator.domain import WindowReport
@@ -42,7 +42,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -
             loop = net.loop(honest, tmp / "honest")
             assert loop.step()
             pub = net.sponsor.publications(net.run_id, 0)[honest.address_of_account]
-            report = WindowReport.from_json(blobs.cat(pub.report_cid, 1 << 20))
+            report = WindowReport.from_json(loop.report_bytes(0))  # sealed on chain: read from its own store
             victim = report.scores[0]
             edited = replace(report, scores=(replace(victim, s_i=victim.s_i + 0.01), *report.scores[1:]))
             tampered_cid = blobs.add(edited.to_json().encode())
@@ -54,6 +54,9 @@ def audited(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) -
                 assert loop.step()
                 if honest.address_of_account in net.sponsor.publications(net.run_id, 1):
                     break
+            for epoch in (0, 1):  # windows per epoch: 1
+                reveal_reports(net, loop, epoch)
+            tamperer.reveal_reports(net.run_id, 0, [tampered_cid])  # epoch 0 is settled: no longer sealed
             loop.store.close()
             deployment = tmp / "deployment.json"
             deployment.write_text(json.dumps({

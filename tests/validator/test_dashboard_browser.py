@@ -159,6 +159,7 @@ def test_rejections_with_real_cids_fit_a_1280px_window(tmp_path: Path) -> None:
     with ValidatorStore(tmp_path / "wide.sqlite3") as store:
         seed_store(store)
         store.record_window(5, json.dumps({"window": 5, "scores": []}), [], rejections, {}, 2.9)
+        store.make_public_before(6)
         settings = ServiceSettings(port=free_port(), db_path=tmp_path / "wide.sqlite3")
         with running_service(create_app(store, settings), settings) as url:
             dom = DomIndex()

@@ -15,11 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
 from web3 import Web3
 from web3.types import Wei
 
+from contracts.client import report_commitment
 from contracts.errors import TransactionFailed
 from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
@@ -69,10 +71,21 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     net, store = played.net, played.loop.store
     stored = store.window_report(0)
     assert stored is not None and stored["status"] == "published"
-    on_chain = net.sponsor.publications(net.run_id, 0)[net.validators[0].address_of_account]
-    assert (on_chain.model_cid, on_chain.report_cid) == (stored["model_cid"], stored["report_cid"])
+    me = net.validators[0].address_of_account
+    on_chain = net.sponsor.publications(net.run_id, 0)[me]
+    assert on_chain.model_cid == stored["model_cid"]
+    # The report is sealed: on chain only its commitment, bound to this validator, until the epoch's weight
+    # commits close; its CID is the one its stored bytes will have on IPFS.
+    assert on_chain.report_cid is None
+    assert on_chain.report_commitment == report_commitment(stored["report_cid"], me)
+    data = played.loop.report_bytes(0)
+    assert net.blobs.add(data, pin=False, only_hash=True) == stored["report_cid"]
+    if not net.sponsor.reports_revealed(net.run_id, me, 0):  # (tests may run in any order)
+        # Nor is it on the IPFS daemon the validators share: `pin/ls` would list it to anyone.
+        listed = httpx.post(f"{played.api_url}/api/v0/pin/ls", params={"arg": stored["report_cid"]}, timeout=10)
+        assert listed.status_code != 200 and "not pinned" in listed.text, listed.text  # js-ipfs lists in base58
 
-    report = WindowReport.from_json(net.blobs.cat(on_chain.report_cid, 1 << 20))
+    report = WindowReport.from_json(data)
     assert report.model_cid == on_chain.model_cid and report.inputs.base_model_cid == played.base_cid
     trainers = [t.address_of_account.lower() for t in net.trainers]
     honest = {t for i, t in enumerate(trainers) if i not in (GARBAGE, SILENT, ABSENT)}
@@ -118,6 +131,13 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
     assert not loop.step()  # nothing due: window 1's reveal period is not over
     submitted = net.sponsor._logs("WeightsRevealed", {"runId": net.run_id, "epoch": 0})
     assert len(submitted) == 1
+    # Its report was revealed first (the share pays only validators whose reports are revealed) and is on IPFS.
+    me = net.validators[0].address_of_account
+    assert net.sponsor.reports_revealed(net.run_id, me, 0)
+    stored = loop.store.window_report(0)
+    assert stored is not None and net.sponsor.publications(net.run_id, 0)[me].report_cid == stored["report_cid"]
+    assert net.blobs.cat(stored["report_cid"], 1 << 20) == loop.report_bytes(0)
+    assert net.sponsor.claimable(net.run_id, me) > 0  # the validator share
     info = net.sponsor.epoch_info(net.run_id, 0)
     assert info.finalized and info.submissions == 1
     weights = loop.store.epoch_weights(0)

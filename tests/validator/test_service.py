@@ -21,8 +21,9 @@ TRAINERS = ["0x" + digit * 40 for digit in "1234"]
 LOSSES = [4.0, 3.6, 3.3, 3.1, 2.95]
 
 
-def seed_store(store: ValidatorStore) -> None:
-    """Five windows: trainers 1-3 scored every window (1 best), trainer 4 rejected twice then absent."""
+def seed_store(store: ValidatorStore, public_before: int = len(LOSSES)) -> None:
+    """Five windows: trainers 1-3 scored every window (1 best), trainer 4 rejected twice then absent; the scores
+    of windows before `public_before` are served (their epochs' reports are revealed)."""
     for window, loss in enumerate(LOSSES):
         scores: list[dict[str, Any]] = [
             {
@@ -47,6 +48,7 @@ def seed_store(store: ValidatorStore) -> None:
         )
     store.mark_published(0, "bafymodel0", "bafyreport0", "0x" + "ab" * 32)
     store.record_rewards(0, {TRAINERS[0]: 3 * 10**20, TRAINERS[1]: 10**20})
+    store.make_public_before(public_before)
 
 
 @pytest.fixture
@@ -125,6 +127,29 @@ def test_trainer_history_and_rewards(client: httpx.Client) -> None:
 )
 def test_trainer_errors(client: httpx.Client, address: str, status: int) -> None:
     assert client.get(f"/trainers/{address}").status_code == status
+
+
+def test_scores_of_windows_whose_reports_are_sealed_are_not_served(tmp_path: Path) -> None:
+    """Until a window's epoch has its reports revealed on chain, its scores would let another validator build its
+    ballot without evaluating: the window, its rejections and the ratings it moved are withheld; the loss (any
+    holder of the published model can compute it) is not."""
+    with ValidatorStore(tmp_path / "service.sqlite3") as store:
+        seed_store(store, public_before=2)
+        settings = service_settings(tmp_path)
+        with running_service(create_app(store, settings), settings) as url, httpx.Client(base_url=url) as http:
+            assert http.get("/windows/1").status_code == 200
+            sealed = http.get("/windows/2")
+            assert sealed.status_code == 403 and "sealed" in sealed.json()["detail"]
+            history = http.get(f"/trainers/{TRAINERS[0]}").json()
+            assert [row["window"] for row in history["history"]] == [0, 1]
+            assert history["rating"]["mu"] == pytest.approx(26.0) and history["total_weight"] == pytest.approx(1.0)
+            board = {entry["trainer"]: entry for entry in http.get("/leaderboard").json()}
+            assert board[TRAINERS[0]]["mu"] == pytest.approx(26.0) and board[TRAINERS[0]]["last_window"] == 1
+            assert board[TRAINERS[0]]["windows_scored"] == 2
+            assert len(http.get("/loss").json()) == len(LOSSES)
+            store.make_public_before(1)  # never moves back
+            assert http.get("/windows/1").status_code == 200
+            assert [r["window"] for r in http.get("/rejections").json()] == [1, 0]
 
 
 def test_leaderboard_loss_and_rejections(client: httpx.Client) -> None:

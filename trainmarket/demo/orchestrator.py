@@ -297,13 +297,13 @@ class Demo:
 
     @staticmethod
     def _ready_to_show(views: TrainingRunClient, run_id: int, window: int, last: int, validators: int) -> bool:
-        published = len(views.publications(run_id, window))
+        published = len(views.publications(run_id, window, reports=False))
         return published >= validators or (published > 0 and window < last
-                                           and bool(views.publications(run_id, window + 1)))
+                                           and bool(views.publications(run_id, window + 1, reports=False)))
 
     def _window_line(self, views: TrainingRunClient, run_id: int, window: int, ports: list[int]) -> None:
-        pubs = views.publications(run_id, window)
-        agree = len({(p.model_cid, p.report_cid) for p in pubs.values()}) == 1
+        pubs = views.publications(run_id, window, reports=False)  # reports are sealed until the epoch settles
+        agree = len({p.model_cid for p in pubs.values()}) == 1
         verdict = "agree" if agree else "DISAGREE"
         if len(pubs) < len(ports):
             verdict = f"{len(pubs)} of {len(ports)} published so far"
