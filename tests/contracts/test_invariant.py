@@ -36,6 +36,7 @@ from .conftest import (
     Chain,
     make_run,
     publish_epoch,
+    reveal_reports,
     reverts,
     settle,
     settle_unvoted,
@@ -196,7 +197,7 @@ class RunBooks(RuleBasedStateMachine):
         # Weight for every slot, vacant ones included (what validators give a slot whose trainer left must stay in
         # the pool), and any payout (what a vector does not assign must stay in the pool too).
         ballots = {v: [rng.randint(0, 0xFFFF) for _ in sponsor.trainers(self.rid)] for v in validators}
-        payouts = {v: rng.choice([0, rng.randint(0, 0xFFFF), 0xFFFF]) for v in validators}
+        payouts = {v: rng.choice([0, rng.randint(1, 0xFFFF), 0xFFFF, 0xFFFF]) for v in validators}
         committed = []
         for v, weights in ballots.items():
             with contextlib.suppress(ContractReverted):  # NotEligible, ReportsMissing, CommitPhaseOver
@@ -208,6 +209,8 @@ class RunBooks(RuleBasedStateMachine):
         for v in committed:
             if late and rng.random() < 0.5:
                 continue
+            if rng.random() < 0.8:  # a validator that keeps its reports sealed is credited nothing
+                reveal_reports(chain, self.rid, epoch, v)
             v.reveal_weights(self.rid, epoch, ballots[v], weight_salt(v, epoch), payouts[v])
         if late or not sponsor.settlement_of(self.rid, epoch).finalizable(chain.node.block_number() + 1):
             chain.mine_to(max(chain.node.block_number() + 1, sponsor.settlement_of(self.rid, epoch).closes_at))
