@@ -8,8 +8,9 @@ Kill points (one per fault, victims in rotation, kinds in a shuffled cycle):
   commit_to_reveal  — its commit is on chain, the reveal period not open: restarted at once, it must reveal;
   during_publish    — the reveal period just opened (IPFS add, pin, reveal tx): restarted at once, it must
                       reveal (or find its reveal already mined);
-  late_restart      — killed after its commit and kept down until the reveal period is over: restarted, it must
-                      record the miss in its journal (and the chain shows the reveal missed), then train on."""
+  late_restart      — killed after its commit and kept down until the reveal period is over: restarted (loading
+                      slowly: frozen for two windows' worth of blocks), it must record the miss in its journal
+                      (and the chain shows the reveal missed), then train on from the next window."""
 
 from __future__ import annotations
 
@@ -82,9 +83,12 @@ def kill_once(net: KillNet, kill: TrainerKill, p: Participant, rng: random.Rando
         net.down.add(p.name)
     net.sigkill(p.name)
     kill.phase = journal_phase(net, p, w)
+    frozen = 0.0
     if kill.kind == "late_restart":
         net.wait_block(clock.reveal_end(w))
-    kill.restart_s = round(net.restart(p.name), 1)
+        # Its restart loads slowly, for two windows' worth of blocks: the clock must wait for its next commit.
+        frozen = 2 * net.s.window_blocks * net.s.block_seconds
+    kill.restart_s = round(net.restart(p.name, frozen_s=frozen), 1)
 
 
 def drive(net: KillNet, faults: int, rng: random.Random) -> list[TrainerKill]:
@@ -134,7 +138,6 @@ def judge(net: KillNet, kills: list[TrainerKill]) -> list[FaultOutcome]:
         for w in range(net.first, net.last + 1):
             kill = victims.get((me, w), (0, None))[1]
             late = kill is not None and kill.kind == "late_restart"
-            after_late = (victims.get((me, w - 1), (0, None))[1] or TrainerKill("", "", 0)).kind == "late_restart"
             n = commits[(me, w)]
             revealed = [r for r in net.views.reveals(net.run_id, w) if r.trainer.lower() == me]
             entry = entries.get(w)
@@ -154,7 +157,7 @@ def judge(net: KillNet, kills: list[TrainerKill]) -> list[FaultOutcome]:
                 charge(me, w, None if late and recorded else lost,
                        f"{p.name} window {w} committed, not revealed ({what}; "
                        f"chain {_status(net, p, w).name.lower()})")
-            elif not after_late:  # a node restarted late may find the next window's commit period gone too
+            else:  # a late restart too: it is restarted within the next window's commits, which the clock holds for it
                 charge(me, w, lost, f"{p.name} window {w}: never committed")
     found = consensus.charge_findings(consensus.audit(net), [k.window for k in kills], net.s.windows_per_epoch)
     outcomes = []

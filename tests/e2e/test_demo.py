@@ -28,7 +28,11 @@ MIN_HONEST_SHARE = 0.65  # measured 0.734, 0.941 and 0.943
 MAX_STALE_SHARE = 0.35  # measured 0.255, 0.018 and 0.037
 MAX_SYBIL_SHARE = 0.08  # each identity; measured 0.035 at most (the swarm's total: copier + Sybils test)
 MAX_OTHER_ADVERSARY_SHARE = 0.01  # every other adversary identity: measured 0
-MIN_LOSS_DROP = 0.8  # measured drops 1.41 and 1.77: learning cut by half fails
+MIN_LOSS_DROP = 0.8  # measured drops 1.41 and 1.77
+# Measured 3.25 and 3.03 at the last window. The drop alone misses slow learning: with the outer learning rate
+# cut to a fifth (two broken-build runs) the loss still fell every window, by 1.16 and 0.97 (5.26 -> 4.11 and
+# -> 4.29), because the first window's loss is already after one small step; the final loss catches it.
+MAX_FINAL_LOSS = 3.7
 MIN_HONEST_PAY_OVER_MEAN = 0.35  # measured 0.51, 0.59 and 0.95 (first-epoch noise, see above)
 
 
@@ -129,6 +133,7 @@ def test_global_model_loss_goes_down_despite_the_poisoner(report: dict[str, Any]
     assert len(losses) == report["windows"]
     assert all(b < a for a, b in itertools.pairwise(losses)), losses  # every window
     assert losses[-1] < losses[0] - MIN_LOSS_DROP, losses
+    assert losses[-1] <= MAX_FINAL_LOSS, losses
 
 
 def test_malformed_payloads_are_recorded_rejections(report: dict[str, Any]) -> None:

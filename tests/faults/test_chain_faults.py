@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.faults.chain import RPC_FAULTS, _Ledger, anvil_restart_from_state
+from bench.faults.chain import POLICY, RPC_FAULTS, _Ledger, anvil_restart_from_state
 from bench.faults.proxy import Fault, FaultPlan, FaultProxy
+from contracts import tx
 from contracts.tx import nonce_of
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,11 @@ def test_every_rpc_fault_is_survived_and_applied_once(tmp_path: Path) -> None:
         ledger.stop()
 
 
-def test_a_dead_rpc_is_a_clear_error_and_the_audit_sees_double_funds(tmp_path: Path) -> None:
+def test_a_dead_rpc_is_a_clear_error_and_the_audit_sees_double_funds(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # Signing (nonce, estimate) retries under the module's policy, not the one `fund` passes for the broadcast:
+    # the default's eight retries with backoff cost 20 s before the same ChainUnreachable.
+    monkeypatch.setattr(tx, "RESEND_POLICY", POLICY)
     ledger = _Ledger.start(tmp_path)
     try:
         with FaultProxy(ledger.node.port) as proxy:

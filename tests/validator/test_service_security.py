@@ -22,6 +22,8 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.routing import Mount, Route
 
+from contracts import tx
+from contracts.tx import ResendPolicy
 from trainmarket.errors import TrainmarketError
 from trainmarket.paths import REPO_ROOT
 from trainmarket.process import free_port
@@ -167,11 +169,14 @@ def test_no_mutating_route_without_authentication(service: tuple[FastAPI, Servic
 
 
 def test_the_private_key_never_appears_in_responses_error_pages_or_logs(
-    tmp_path: Path, store: ValidatorStore, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path, store: ValidatorStore, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A background loop that holds the key and fails (chain unreachable), then a broken store (HTTP 500):
     nothing the service sends or logs contains the key."""
     caplog.set_level(logging.DEBUG)
+    # One retry of the dead RPC, not the default policy's eight with backoff (20 s of waiting, same failure).
+    monkeypatch.setattr(tx, "RESEND_POLICY", ResendPolicy(retries=1, backoff_s=0.01))
     failed = threading.Event()
 
     def loop_holding_the_key(stop: threading.Event) -> None:
