@@ -17,9 +17,11 @@ from typing import Any
 
 import torch
 
+from contracts.client import unpack_weights
 from validator import canonical
 from validator.domain import ReportFormatError, ValidatorError, WindowReport
 from validator.loop import build_strategy, initial_model
+from validator.settlement import ballot_numbers
 from validator.strategy import ValidatorState
 from validator.window_inputs import (
     RunContext,
@@ -169,7 +171,33 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
     checks.append(Check(f"model_cid[window {window}] on chain", published[0], recomputed.model_cid,
                         published[0] == recomputed.model_cid))
     checks += compare_reports(report, recomputed, rtol, atol)
+    checks += audit_ballot(ctx, window // ctx.views.get_run(ctx.run_id).windows_per_epoch, validator)
     return AuditResult(window, validator, start, tuple(checks))
+
+
+def audit_ballot(ctx: RunContext, epoch: int, validator: str) -> list[Check]:
+    """The ballot `validator` revealed for `epoch` (payout and weight vector) against the one its own revealed
+    reports of the epoch give (validator/settlement.ballot_numbers): a ballot that does not follow from the
+    validator's reports (copied, lagged or guessed) is a mismatch. Nothing to check before the ballot is revealed.
+    Slots are read as they are now: audit before a slot whose trainer left is taken again."""
+    revealed = [r for r in ctx.views.revealed_weights(ctx.run_id, epoch) if r.validator.lower() == validator.lower()]
+    if not revealed:
+        return []
+    per_epoch = ctx.views.get_run(ctx.run_id).windows_per_epoch
+    reports = []
+    for w in range(epoch * per_epoch, (epoch + 1) * per_epoch):
+        published = _publication(ctx, w, validator)
+        if published is None:
+            continue
+        if published[1] is None:
+            return [Check(f"ballot[epoch {epoch}] reports", f"window {w} sealed", "revealed", False)]
+        reports.append(fetch_report(ctx, published[1]))
+    _, vector, payout = ballot_numbers(reports, ctx.views.trainers(ctx.run_id))
+    got_payout, got_vector = unpack_weights(revealed[0].weights)
+    size = max(len(vector), len(got_vector))  # trailing zero weights may be left out
+    want_vector, got_vector = vector + [0] * (size - len(vector)), got_vector + [0] * (size - len(got_vector))
+    return [Check(f"ballot[epoch {epoch}].payout", got_payout, payout, got_payout == payout),
+            Check(f"ballot[epoch {epoch}].weights", got_vector, want_vector, got_vector == want_vector)]
 
 
 def render(result: AuditResult, only_mismatches: bool = False) -> str:

@@ -47,6 +47,14 @@ def weight_vector(weights: Mapping[str, float], trainer_order: Sequence[str]) ->
     return to_u16_weights([lowered.get(t.lower(), 0.0) for t in trainer_order])
 
 
+def ballot_numbers(reports: Sequence[WindowReport], trainer_order: Sequence[str]
+                   ) -> tuple[dict[str, float], list[int], int]:
+    """An epoch's ballot from the validator's own reports of it: (weights per trainer, the uint16 vector in
+    slot order, the uint16 payout). `validator audit` recomputes the revealed ballot with this."""
+    weights = epoch_weights(reports)
+    return weights, weight_vector(weights, trainer_order), to_u16(epoch_payout(reports))
+
+
 @dataclass(frozen=True)
 class EpochBallot:
     """What this validator commits to for an epoch, stored before the commit is sent."""
@@ -139,10 +147,8 @@ class EpochSettler:
         stored = self.store.get_value(key)
         if stored is not None:
             return EpochBallot.from_json(stored)
-        reports = self.epoch_reports(epoch)
-        weights = epoch_weights(reports)
-        ballot = EpochBallot(weights, weight_vector(weights, self.client.trainers(self.run_id)),
-                             secrets.token_bytes(32), to_u16(epoch_payout(reports)))
+        weights, vector, payout = ballot_numbers(self.epoch_reports(epoch), self.client.trainers(self.run_id))
+        ballot = EpochBallot(weights, vector, secrets.token_bytes(32), payout)
         self.store.set_value(key, ballot.to_json())
         return ballot
 

@@ -17,6 +17,8 @@ from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.loop_harness import Net, play_window, publish_initial_model, start_net
+from validator import settlement
+from validator.audit import audit_ballot
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.settlement import TX_COMMIT_WEIGHTS
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
@@ -150,3 +152,34 @@ def test_a_ballot_that_reaches_the_chain_after_its_phase_costs_the_vote_not_the_
     assert not events(net, "WeightsRevealed", me)
     assert not loop.store.epoch_submitted(0)
     loop.store.close()
+
+
+@pytest.mark.parametrize("inflated", [False, True], ids=["honest", "inflated payout"])
+def test_audit_checks_the_revealed_ballot_against_the_validators_own_reports(played: Played, inflated: bool,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`validator audit` recomputes a revealed ballot (payout and weights) from the validator's revealed reports:
+    an honest ballot matches; one whose payout was raised to the whole reward (a validator voting trainers more
+    than their records support) is a mismatch."""
+    net = played.net
+    net.node.revert(played.snapshot)
+    played.snapshot = net.node.snapshot()
+    NONCES.reset()
+    if inflated:
+        honest = settlement.ballot_numbers
+        monkeypatch.setattr(settlement, "ballot_numbers", lambda *a: (*honest(*a)[:2], 0xFFFF))
+    validator = net.validators[0]
+    loop = net.loop(validator, played.tmp / f"audit-ballot-{inflated}")
+    assert loop.step()
+    net.mine_to(net.sponsor.epoch_end_block(net.run_id, 0))
+    for _ in range(4):
+        if net.sponsor.epoch_info(net.run_id, 0).finalized:
+            break
+        loop.step()
+    assert net.sponsor.epoch_info(net.run_id, 0).finalized
+    loop.store.close()
+    checks = {c.path: c for c in audit_ballot(net.ctx(net.sponsor), 0, validator.address_of_account)}
+    assert set(checks) == {"ballot[epoch 0].payout", "ballot[epoch 0].weights"}
+    assert checks["ballot[epoch 0].weights"].ok
+    assert checks["ballot[epoch 0].payout"].ok is not inflated, checks
+    if inflated:
+        assert checks["ballot[epoch 0].payout"].published == 0xFFFF > checks["ballot[epoch 0].payout"].recomputed
