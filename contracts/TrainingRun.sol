@@ -891,14 +891,23 @@ abstract contract TrainingRunBase {
         paid = unit * weightSum;
     }
 
-    /// @dev Zeroes the consensus of vacant slots (their trainer withdrew): what validators gave one stays in the pool
-    /// instead of being credited to nobody.
-    function _dropVacant(uint256 runId, uint256[] memory consensus) internal view {
+    /// @dev Clears the stored consensus of vacant slots (their trainer withdrew) after crediting: the reward per
+    /// weight unit was set over every slot, so what validators gave a vacant one stays in the pool rather than going
+    /// to nobody or to the other trainers. Returns the weight units cleared.
+    function _forfeitVacant(uint256 runId, uint256 epoch, uint256 entries) internal returns (uint256 dropped) {
+        mapping(uint256 => uint256) storage words = _consensusWords[runId][epoch];
         uint256 occupied;
-        for (uint256 i; i < consensus.length; ++i) {
+        for (uint256 i; i < entries; ++i) {
             if (i % 256 == 0) occupied = _occupiedSlots[runId][i / 256];
-            if ((occupied >> (i % 256)) & 1 == 0) consensus[i] = 0;
+            if ((occupied >> (i % 256)) & 1 != 0) continue;
+            uint256 shift = 240 - 16 * (i % 16);
+            uint256 word = words[i / 16];
+            uint256 q = (word >> shift) & 0xffff;
+            if (q == 0) continue;
+            words[i / 16] = word & ~(uint256(0xffff) << shift);
+            dropped += q;
         }
+        if (dropped != 0) _epochs[runId][epoch].weightSum -= uint64(dropped);
     }
 
     /// @dev The payout the epoch's voters agree on, by the rule of the trainers' consensus: the largest value that
@@ -1714,8 +1723,9 @@ contract TrainingRun is TrainingRunBase {
     /// commits can come, or when the reveal phase is over. Consensus per trainer is the largest normalised weight
     /// that validators holding more than half of the epoch's snapshotted stake give at least (a validator that
     /// revealed nothing counts as giving 0); the payout (each vector's header) is agreed by the same rule. Trainers
-    /// are credited payout × the trainers' reward, pro rata to consensus (a vacant slot gets nothing), revealing
-    /// validators by stake × weight clipped to consensus. Rounding dust and unassigned reward stay in the pool.
+    /// are credited payout × the trainers' reward, pro rata to consensus (what a vacant slot was given stays in the
+    /// pool), revealing validators by stake × weight clipped to consensus × (1 − the distance of their payout from
+    /// the agreed one). Rounding dust and unassigned reward stay in the pool.
     function finalizeEpoch(uint256 runId, uint256 epoch, bytes[] calldata weights) external {
         Run storage run = _existingRun(runId);
         _checkSettling(run, runId, epoch);
@@ -1772,10 +1782,17 @@ contract TrainingRun is TrainingRunBase {
         if (who.length == 0 || reward == 0) return (0, 0);
         uint256 validatorReward = reward * run.validatorShareBps / BPS;
         Tally memory tally = _tally(weights, stakes, total);
-        uint256 trainerReward = (reward - validatorReward) * _payoutConsensus(weights, stakes, total) / PAYOUT_SCALE;
-        _dropVacant(runId, tally.consensus);
+        uint256 payout = _payoutConsensus(weights, stakes, total);
+        uint256 trainerReward = (reward - validatorReward) * payout / PAYOUT_SCALE;
         if (tally.maxConsensus > 0 && trainerReward > 0) {
             trainerPaid = _creditTrainers(runId, epoch, tally.consensus, tally.maxConsensus, trainerReward);
+            trainerPaid -= _forfeitVacant(runId, epoch, tally.consensus.length) * _epochs[runId][epoch].rewardPerWeight;
+        }
+        // The payout is part of the ballot: a vote far from the agreed one earns less agreement.
+        for (uint256 v; v < weights.length; ++v) {
+            uint256 voted = uint16(bytes2(weights[v][:PAYOUT_BYTES]));
+            uint256 distance = voted > payout ? voted - payout : payout - voted;
+            tally.agreement[v] = tally.agreement[v] * (PAYOUT_SCALE - distance) / PAYOUT_SCALE;
         }
         validatorPaid = _creditValidators(runId, epoch, who, stakes, tally.agreement, validatorReward);
         run.pool -= trainerPaid + validatorPaid;

@@ -354,7 +354,17 @@ def test_rewards_voted_to_a_vacant_slot_stay_claimable(chain: Chain) -> None:
     assert int(sponsor.trainers(rid)[0], 16) == 0  # the slot is vacant
     epoch = sponsor.current_window(rid) // sponsor.get_run(rid).windows_per_epoch
     settle_unvoted(chain, rid, epoch)
+    pool_before = sponsor.get_run(rid).pool
     settle(chain, rid, epoch, {validator: [1, 1]})  # a consensus that still weights it
+    # the stayer is credited its half, not the leaver's too: the vacant slot's half stays in the pool
+    run = sponsor.get_run(rid)
+    trainer_reward = run.reward_per_epoch - run.reward_per_epoch * run.validator_share_bps // 10_000
+    info = sponsor.epoch_info(rid, epoch)
+    credited = info.reward_per_weight * info.weight_sum
+    assert sponsor.consensus_weight(rid, epoch, 0) == 0 and info.weight_sum == 0xFFFF
+    assert trainer_reward // 2 - 0xFFFF <= credited <= trainer_reward // 2
+    validator_credit = run.reward_per_epoch * run.validator_share_bps // 10_000
+    assert pool_before - sponsor.get_run(rid).pool <= credited + validator_credit
     held = int(chain.web3.eth.get_balance(chain.deployment.address))
     stakes = sponsor.trainer_info(rid, stayer.account.address).stake + sponsor.validator_info(
         rid, validator.account.address).bond

@@ -59,6 +59,9 @@ def reference_settlement(
         if c:
             for k in range(n):
                 agreement[k] += min(values[k], c)
+    # the payout is part of the ballot: agreement shrinks with the distance of a vote from the agreed payout
+    agreement = [a * (0xFFFF - abs(p - payout)) // 0xFFFF for a, p in zip(agreement, payouts or [0xFFFF] * n,
+                                                                             strict=True)]
     top = max(consensus, default=0)
     quantised = [c * 0xFFFF // top for c in consensus] if top and trainer_reward else [0] * entries
     weight_sum = sum(quantised)
