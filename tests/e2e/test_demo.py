@@ -16,24 +16,25 @@ from trainmarket.process import port_open
 
 pytestmark = pytest.mark.slow
 
-# Bounds sit near what the demo measured on 2 loaded cores, with the margin stated beside each. Default demo
-# (5 honest): honest share 0.943, lowest honest 0.59 of the mean, largest adversary 0.037 (the stale trainer),
-# copier + Sybils 0.10 of an honest trainer, loss 4.76 -> 2.99 falling every window. This run (4 honest):
-# honest share 0.734 with the stale trainer at 0.255, lowest honest 0.51, copier + Sybils 0.06, loss 4.66 ->
-# 3.25; a second run of this one: honest 0.941, lowest honest 0.95, the stale trainer 0.018, one Sybil 0.035
-# (the swarm does one trainer's real work, and together earned 0.18 of an honest trainer). The stale trainer's
-# 0.255 is a known defect left open in issue 13: the first epoch's finals are immature (maturity ~0.004), the
-# epoch's weights are normalised anyway, so one noisy window decides it.
-MIN_HONEST_SHARE = 0.65  # measured 0.734, 0.941 and 0.943
-MAX_STALE_SHARE = 0.35  # measured 0.255, 0.018 and 0.037
-MAX_SYBIL_SHARE = 0.08  # each identity; measured 0.035 at most (the swarm's total: copier + Sybils test)
+# Bounds sit near what the demo measured on 2 loaded cores, with the margin stated beside each. Since each epoch
+# pays only the payout its evidence supports (issue 13: Σ final / Σ potential, 6% and 9% of the trainers' reward
+# in the two epochs here), immature first windows no longer hand an epoch to one trainer. Two runs of this one (4
+# honest): honest share 0.921 and 0.950, lowest honest 0.86 and 0.91 of the mean, the stale trainer 0.031 and
+# 0.010, one Sybil 0.029 at most (the swarm does one trainer's real work), the copier 0, loss 4.66 -> 3.18 and
+# -> 3.02 falling every window. Before the payout the same run gave honest 0.734 once, the stale trainer 0.255.
+MIN_HONEST_SHARE = 0.85  # measured 0.921 and 0.950
+MAX_STALE_SHARE = 0.10  # measured 0.031 and 0.010 (it trains for real on a stale base, paid while it is accepted)
+MAX_SYBIL_SHARE = 0.08  # each identity; measured 0.029 at most (the swarm's total: copier + Sybils test)
+# The copier trains honestly in its first window (there is nothing to copy yet) and may be paid for that window
+# (0.044 of the rewards in one run before the payout); from its first copy on it is rejected (the verdict test).
+MAX_COPIER_SHARE = 0.06
 MAX_OTHER_ADVERSARY_SHARE = 0.01  # every other adversary identity: measured 0
 MIN_LOSS_DROP = 0.8  # measured drops 1.41 and 1.77
 # Measured 3.25 and 3.03 at the last window. The drop alone misses slow learning: with the outer learning rate
 # cut to a fifth (two broken-build runs) the loss still fell every window, by 1.16 and 0.97 (5.26 -> 4.11 and
 # -> 4.29), because the first window's loss is already after one small step; the final loss catches it.
 MAX_FINAL_LOSS = 3.7
-MIN_HONEST_PAY_OVER_MEAN = 0.35  # measured 0.51, 0.59 and 0.95 (first-epoch noise, see above)
+MIN_HONEST_PAY_OVER_MEAN = 0.6  # measured 0.86 and 0.91 (0.51 and 0.59 before the payout)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,8 @@ def test_every_adversary_gets_at_most_a_small_share(report: dict[str, Any]) -> N
     paid = report["trainers_paid_wei"]
     for t in report["trainers"]:
         if not t["honest"]:
-            bound = {"stale": MAX_STALE_SHARE, "sybil": MAX_SYBIL_SHARE}.get(t["role"], MAX_OTHER_ADVERSARY_SHARE)
+            bound = {"stale": MAX_STALE_SHARE, "sybil": MAX_SYBIL_SHARE, "copier": MAX_COPIER_SHARE}.get(
+                t["role"], MAX_OTHER_ADVERSARY_SHARE)
             assert t["claimed_wei"] / paid <= bound, (t["name"], report["reward_share_by_role"])
 
 
