@@ -49,9 +49,10 @@ class TrainingRunViews:
     def rpc_url(self) -> str:
         return str(getattr(self.web3.provider, "endpoint_uri", ""))
 
-    def _call(self, name: str, *args: Any) -> Any:
+    def _call(self, name: str, *args: Any, block: int | None = None) -> Any:
         try:
-            return getattr(self.contract.functions, name)(*args).call()
+            call = getattr(self.contract.functions, name)(*args)
+            return call.call() if block is None else call.call(block_identifier=block)
         except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
             raise as_reverted(err, name, self.decoder) from None
         except (Web3Exception, OSError) as err:
@@ -92,10 +93,11 @@ class TrainingRunViews:
 
     # ------------------------------------------------------------------ participants
 
-    def trainers(self, run_id: int) -> list[str]:
-        """Trainer addresses by slot index (the zero address for a slot freed by a trainer that left)."""
-        count = self.get_run(run_id).trainer_count
-        return [str(self._call("trainerAt", run_id, i)) for i in range(count)]
+    def trainers(self, run_id: int, block: int | None = None) -> list[str]:
+        """Trainer addresses by slot index (the zero address for a slot freed by a trainer that left), now or as
+        they were at `block`."""
+        count = RunInfo(*self._call("getRun", run_id, block=block)).trainer_count
+        return [str(self._call("trainerAt", run_id, i, block=block)) for i in range(count)]
 
     def trainer_info(self, run_id: int, trainer: str) -> TrainerInfo:
         return TrainerInfo(*self._call("trainerInfo", run_id, Web3.to_checksum_address(trainer)))

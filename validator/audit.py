@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from contracts.client import unpack_weights
+from ipfs.errors import IpfsError, IpfsUnavailable
 from validator import canonical
 from validator.domain import ReportFormatError, ValidatorError, WindowReport
 from validator.loop import build_strategy, initial_model
@@ -178,8 +179,8 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
 def audit_ballot(ctx: RunContext, epoch: int, validator: str) -> list[Check]:
     """The ballot `validator` revealed for `epoch` (payout and weight vector) against the one its own revealed
     reports of the epoch give (validator/settlement.ballot_numbers): a ballot that does not follow from the
-    validator's reports (copied, lagged or guessed) is a mismatch. Nothing to check before the ballot is revealed.
-    Slots are read as they are now: audit before a slot whose trainer left is taken again."""
+    validator's reports (copied, lagged or guessed) is a mismatch, and so is a report that is missing, sealed or
+    unreadable. Nothing to check before the ballot is revealed. Trainer slots are read as they were at the reveal."""
     revealed = [r for r in ctx.views.revealed_weights(ctx.run_id, epoch) if r.validator.lower() == validator.lower()]
     if not revealed:
         return []
@@ -187,12 +188,16 @@ def audit_ballot(ctx: RunContext, epoch: int, validator: str) -> list[Check]:
     reports = []
     for w in range(epoch * per_epoch, (epoch + 1) * per_epoch):
         published = _publication(ctx, w, validator)
-        if published is None:
-            continue
-        if published[1] is None:
-            return [Check(f"ballot[epoch {epoch}] reports", f"window {w} sealed", "revealed", False)]
-        reports.append(fetch_report(ctx, published[1]))
-    _, vector, payout = ballot_numbers(reports, ctx.views.trainers(ctx.run_id))
+        if published is None or published[1] is None:  # a voter published every window of its epoch
+            state = "not published" if published is None else "sealed"
+            return [Check(f"ballot[epoch {epoch}] report of window {w}", state, "revealed", False)]
+        try:
+            reports.append(fetch_report(ctx, published[1]))
+        except IpfsUnavailable:
+            raise  # our own daemon is down: nothing is known about the report
+        except (AuditError, IpfsError) as err:  # unfetchable (a made-up CID times out), not a report, wrong bytes
+            return [Check(f"ballot[epoch {epoch}] report of window {w}", str(err), "a readable report", False)]
+    _, vector, payout = ballot_numbers(reports, ctx.views.trainers(ctx.run_id, block=revealed[0].block))
     got_payout, got_vector = unpack_weights(revealed[0].weights)
     size = max(len(vector), len(got_vector))  # trailing zero weights may be left out
     want_vector, got_vector = vector + [0] * (size - len(vector)), got_vector + [0] * (size - len(got_vector))
