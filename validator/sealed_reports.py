@@ -7,9 +7,11 @@ commits are closed:
   validator); the CID is computed without adding the bytes to IPFS (`add?only-hash=true`), since a daemon shared
   with other validators (the demo, devnet) would otherwise list it;
 - once the contract opens reveals for the epoch (the weight commit phase is over, or every vote is committed),
-  the epoch's reports are added and pinned, then their CIDs revealed (`revealReports`), *before* this validator
-  reveals its weights: an epoch finalised early (every ballot revealed) pays only validators whose reports are
-  revealed, and this validator's own transactions land in nonce order;
+  the epoch's sealed CIDs (from the store) are revealed (`revealReports`), *before* this validator reveals its
+  weights: an epoch finalised early (every ballot revealed) pays only validators whose reports are revealed, and
+  this validator's own transactions land in nonce order. The reports are then added and pinned; that needs the
+  IPFS daemon, the reveal does not, so an IPFS outage delays the content, never the vote (pinning is retried on
+  every later call until it succeeds);
 - the service (validator/service.py) serves a window's scores only from then on (`ValidatorStore.public_before`).
 Crash safety: the report bytes are in the store before the publication is sent and are re-encoded identically
 (the publication's CID is checked against them); the reveal goes through `TxSender.send_once` keyed by the epoch,
@@ -22,6 +24,7 @@ from collections.abc import Callable
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
+from ipfs.errors import IpfsError
 from validator.chain_io import TxSender
 from validator.domain import ValidatorError
 from validator.store import ValidatorStore
@@ -67,23 +70,19 @@ class ReportRevealer:
         return self.store.get_value(self._key(epoch)) is not None
 
     def reveal(self, epoch: int) -> bool:
-        """Add, pin and reveal the reports of `epoch` if this validator published all of its windows; True when
-        they are revealed (now or earlier). The caller makes sure the contract opened the reveal; a reveal that
-        comes too early (ReportsSealed) is retried on a later call."""
+        """Reveal, then add and pin, the reports of `epoch` if this validator published all of its windows; True
+        when they are revealed (now or earlier). The caller makes sure the contract opened the reveal; a reveal that
+        comes too early (ReportsSealed) is retried on a later call, and so is pinning that failed."""
         if self.done(epoch):
-            return self.store.get_value(self._key(epoch)) == "revealed"
+            revealed = self.store.get_value(self._key(epoch)) == "revealed"
+            if revealed:
+                self._pin(epoch)
+            return revealed
         windows = self._windows(epoch)
         if any(self.store.window_status(w) != "published" for w in windows):
             return False  # not (yet) published in full: the contract holds no complete seal to open
         me = self.client.address_of_account
-        cids = []
-        for window in windows:
-            data = self.report_bytes(window)
-            cid = self.blobs.add(data)  # the content becomes fetchable as its CID becomes public
-            sealed = (self.store.window_report(window) or {}).get("report_cid")
-            if cid != sealed:
-                raise SealedReportError(f"window {window}: report encodes to {cid}, sealed as {sealed}")
-            cids.append(cid)
+        cids = [str((self.store.window_report(w) or {}).get("report_cid")) for w in windows]
         call = self.client.contract.functions.revealReports(self.run_id, epoch, cids)
         try:
             sent = self.sender.send_once(TX_REVEAL_REPORTS, str(epoch), call, "revealReports",
@@ -101,4 +100,22 @@ class ReportRevealer:
         self.store.set_value(self._key(epoch), "revealed")
         self.store.make_public_before(windows.stop)
         log.info("epoch %d reports revealed: %s", epoch, cids)
+        self._pin(epoch)
         return True
+
+    def _pin(self, epoch: int) -> None:
+        """Add and pin the revealed reports of `epoch` (once; retried on the next call after an IPFS error)."""
+        key = f"epoch:{epoch}:reports_pinned"
+        if self.store.get_value(key) is not None:
+            return
+        for window in self._windows(epoch):
+            sealed = (self.store.window_report(window) or {}).get("report_cid")
+            try:
+                cid = self.blobs.add(self.report_bytes(window))  # the content becomes fetchable as its CID
+            except IpfsError as err:
+                log.warning("epoch %d: report of window %d revealed but not yet added to IPFS (%s)", epoch, window,
+                            err)
+                return
+            if cid != sealed:
+                raise SealedReportError(f"window {window}: report encodes to {cid}, sealed as {sealed}")
+        self.store.set_value(key, "pinned")

@@ -189,6 +189,8 @@ class EpochSettler:
             state = self.client.settlement_of(self.run_id, epoch)
             status = self._ballot_status(epoch)
         if status == CommitStatus.REVEALED:
+            if self.reports is not None:  # revealed with the weights unless a crash came between the two
+                self.reports.reveal(epoch)
             self.store.record_epoch_submission(epoch, self.ballot(epoch).weights, "(submitted earlier)")
             return True
         if status != CommitStatus.COMMITTED or not state.reveals_open(next_block):
