@@ -264,9 +264,10 @@ def epoch_payout(reports: Sequence[WindowReport]) -> float:
     scored contributions, where a `potential` is the same final at full maturity.
 
     A trainer's pay for the epoch is then reward × its Σ final / everyone's Σ potential. An epoch whose records
-    are all thin (the run's first windows, when the specificity tests are noise) pays little and the rest stays
-    in the pool for later epochs, which pay by the evidence they hold; per-epoch settlement then pays about what
-    settling the whole run as one epoch would (bench.incentives, `per_epoch_settlement`). A newcomer's immature
+    are all thin (the run's first windows, when the specificity tests are noise) pays little, so relative pay
+    settled epoch by epoch is about what settling the whole run as one epoch gives (bench.incentives,
+    `per_epoch_settlement`). The rest stays in the pool (no epoch pays more than the run's reward per epoch: the
+    budget lasts longer, and the sponsor reclaims what is left when it ends the run). A newcomer's immature
     part is kept in the pool rather than handed to the incumbents, so one trainer's pay does not depend on the
     others' maturity. 0 when nobody scored; 1 for reports that predate `potential` (the old rule)."""
     finals = math.fsum(s.final for r in reports for s in r.scores)
