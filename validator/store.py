@@ -583,12 +583,16 @@ class ValidatorStore:
         return [dict(row) for row in rows]
 
     def counts(self) -> dict[str, Any]:
-        """Totals for metrics: windows processed, contributions scored, rejections by reason."""
+        """Totals for metrics: windows processed, contributions scored, rejections by reason. Contributions count
+        only in windows whose scores are public (`public_before`): per-window counts of a sealed window would tell
+        who was rejected before the validator's ballot is sealed."""
         windows = self._query("SELECT COUNT(*) AS n FROM windows WHERE status IN ('scored', 'published')")
         published = self._query("SELECT COUNT(*) AS n FROM windows WHERE status='published'")
-        scored = self._query("SELECT COUNT(*) AS n FROM contributions WHERE status='scored'")
+        public = self.public_before()
+        scored = self._query("SELECT COUNT(*) AS n FROM contributions WHERE status='scored' AND window < ?", (public,))
         by_reason = self._query(
-            "SELECT reason, COUNT(*) AS n FROM contributions WHERE status='rejected' GROUP BY reason"
+            "SELECT reason, COUNT(*) AS n FROM contributions WHERE status='rejected' AND window < ? GROUP BY reason",
+            (public,),
         )
         return {
             "windows_processed": int(windows[0]["n"]),

@@ -102,6 +102,11 @@ def test_record_window_round_trip(store: ValidatorStore) -> None:
     assert [entry["trainer"] for entry in board] == [ALICE, BOB, CAROL]
     assert board[0]["windows_scored"] == 2 and board[0]["total_weight"] == pytest.approx(1.0)
     assert board[2]["windows_rejected"] == 2
+    # sealed windows' contributions are not counted in the metrics (they would tell who was rejected)
+    assert store.counts() == {
+        "windows_processed": 2, "windows_published": 0, "contributions_scored": 0, "rejections_by_reason": {},
+    }
+    store.make_public_before(2)
     assert store.counts() == {
         "windows_processed": 2, "windows_published": 0, "contributions_scored": 4,
         "rejections_by_reason": {"missing_reveal": 2},
