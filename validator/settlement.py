@@ -52,7 +52,10 @@ def ballot_numbers(reports: Sequence[WindowReport], trainer_order: Sequence[str]
     """An epoch's ballot from the validator's own reports of it: (weights per trainer, the uint16 vector in
     slot order, the uint16 payout). `validator audit` recomputes the revealed ballot with this."""
     weights = epoch_weights(reports)
-    return weights, weight_vector(weights, trainer_order), to_u16(epoch_payout(reports))
+    payout = epoch_payout(reports)
+    # Weights with a payout that rounds to 0 would settle an epoch in which trainers scored as if nobody had:
+    # the smallest positive payout keeps "scored, so paid something" true (1/65535 of the reward at most).
+    return weights, weight_vector(weights, trainer_order), max(to_u16(payout), 1 if weights else 0)
 
 
 @dataclass(frozen=True)

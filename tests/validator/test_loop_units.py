@@ -15,7 +15,7 @@ from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
 from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.scoring import ScoringError, epoch_payout, epoch_weights, to_u16
-from validator.settlement import weight_vector
+from validator.settlement import ballot_numbers, weight_vector
 from validator.window_inputs import MONITOR_SEQS, base_models, current_base_model, monitor_batch
 
 KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -153,3 +153,11 @@ def test_epoch_payout_is_the_epochs_finals_over_its_potentials() -> None:
     assert to_u16(0.25) == 16384 and to_u16(1.0) == 65535
     with pytest.raises(ScoringError):
         to_u16(1.5)
+
+
+def test_a_ballot_with_weights_never_has_a_zero_payout() -> None:
+    first = _report()
+    faint = replace(first, scores=tuple(replace(s, potential=s.final * 1e6) for s in first.scores))
+    _, vector, payout = ballot_numbers([faint], ["0xa", "0xb"])
+    assert sum(vector) == 65535 and payout == 1  # 1e-6 of the reward rounds to 0; the smallest payout instead
+    assert ballot_numbers([], ["0xa"])[2] == 0
