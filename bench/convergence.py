@@ -33,10 +33,9 @@ from torch import Tensor
 
 from bench.marketsim import Behaviour, Honest, Marketplace, SimContext, dense_bf16_bytes, trainer_address
 from node.data import Dataset, assigned_batches, build_dataset, heldout_batches
-from node.model import evaluate_loss, select_device
+from node.model import build_model, evaluate_loss, select_device
 from node.protocol import RunConfig
 from trainmarket.demo.network import demo_corpus
-from validator.loop import build_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

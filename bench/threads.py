@@ -28,10 +28,9 @@ def measure(threads: int, contributions: int) -> dict[str, float]:
 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    from node.model import model_spec
+    from node.model import build_model, model_spec
     from node.payloads import RunPayloads
     from node.protocol import RunConfig
-    from node.runner import build_model
     from validator.context import IpfsPayloadFormat
     from validator.evaluate import evaluate_contributions
 

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from node.model import GPT, preset_config, select_device
+from node.model import GPT, build_model, select_device
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, InnerOptimizerState, InnerResult, ProgressFn, train_inner
 from trainmarket.errors import TrainmarketError
@@ -144,7 +144,7 @@ def follow(cluster: Cluster) -> int:
         if model is None or job["config"] != model_config:
             config = RunConfig.from_json_bytes(job["config"])
             # The architecture only: DDP overwrites these weights with rank 0's base model.
-            model = GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
+            model = build_model(config)
             model_config = job["config"]
         rows = torch.empty(job["shape"], dtype=torch.long, device=cluster.device)
         dist.broadcast(rows, src=0)

@@ -10,7 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,9 @@ from eth_utils import keccak
 from torch import Tensor, nn
 
 from trainmarket.errors import TrainmarketError
+
+if TYPE_CHECKING:
+    from node.protocol import RunConfig
 
 BYTE_VOCAB = 256
 INIT_STD = 0.02
@@ -236,3 +239,9 @@ def evaluate_loss(model: nn.Module, batches: Tensor, chunk: int = 32) -> float:
     finally:
         model.train(was_training)
     return total / batches.shape[0]
+
+
+def build_model(config: RunConfig) -> GPT:
+    """The run's model at its initial parameters: the config's preset with its overrides, seeded by its model seed
+    (every trainer, validator and auditor builds the same one)."""
+    return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)

@@ -36,7 +36,7 @@ from node.carry import CarriedState
 from node.chain_view import WindowClock, canonical_models, canonical_settled
 from node.data import Dataset, assigned_batches
 from node.journal import TrainerJournal, WindowEntry
-from node.model import GPT, model_spec, preset_config
+from node.model import build_model, model_spec
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
 from node.protocol import RunConfig
@@ -110,10 +110,6 @@ class NodeSetup:
     dataset: Dataset
     home: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-
-def build_model(config: RunConfig) -> GPT:
-    return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
 
 
 class TrainerNode:

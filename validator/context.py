@@ -13,13 +13,12 @@ from contracts.errors import DeploymentError
 from contracts.types import ValidatorInfo
 from node.data import BlobStore, fetch_dataset
 from node.keys import KeySourceError, account_from_hex
-from node.model import model_spec
+from node.model import build_model, model_spec
 from node.protocol import RunConfig
 from trainmarket.paths import state_dir
 from trainmarket.rpc import http_web3
 from trainmarket.units import eth
 from validator.domain import ParamDict, ValidatorError
-from validator.loop import build_model
 from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext, RunStore
 
 CONFIG_MAX_BYTES = 1024 * 1024

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from node.ddp import Cluster, ClusterError, join_cluster
-from node.model import GPT, preset_config
+from node.model import GPT, build_model
 from node.protocol import RunConfig
 from validator.domain import ParamDict
 from validator.evaluate import RowLosses, evaluate_rows
@@ -145,7 +145,7 @@ def follow(cluster: Cluster) -> int:
         if model is None or job["config"] != model_config:
             config = RunConfig.from_json_bytes(job["config"])
             # The architecture and buffers only: every pass runs on the job's base parameters.
-            model = GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
+            model = build_model(config)
             model_config = job["config"]
         _evaluate_share(cluster, model, job)
         done += 1

@@ -33,7 +33,7 @@ from contracts.client import TrainingRunClient, report_commitment
 from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
-from node.model import GPT, evaluate_loss, preset_config
+from node.model import build_model, evaluate_loss
 from node.protocol import RunConfig
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
@@ -71,10 +71,6 @@ def configure_determinism(threads: int = EVAL_THREADS) -> None:
     """Same inputs → same floats → same CIDs across validators: fixed thread count, deterministic kernels."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def build_model(config: RunConfig) -> GPT:
-    return GPT.from_seed(preset_config(config.model_preset, dict(config.model_overrides)), config.model_seed)
 
 
 def build_strategy(config: RunConfig, device: torch.device | str = "cpu", evaluate: Evaluate | None = None

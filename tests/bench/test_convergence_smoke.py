@@ -12,8 +12,7 @@ import pytest
 import torch
 
 from bench.convergence import GPU, dry_run, main, parallel_efficiency
-from node.model import PRESETS
-from validator.loop import build_model
+from node.model import PRESETS, build_model
 
 TOP_LEVEL = ("loss_ratio", "loss_ratio_adversarial", "parallel_efficiency", "single_node_loss", "compression_ratio",
              "device", "params", "tokens", "dense_loss_ratio", "bytes_per_trainer_window", "dense_bf16_bytes", "wall_s")

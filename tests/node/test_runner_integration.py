@@ -32,10 +32,10 @@ from node.chain_view import WindowClock
 from node.data import build_dataset, fetch_dataset, publish_dataset
 from node.journal import TrainerJournal
 from node.keys import PRIVATE_KEY_ENV
-from node.model import model_spec
+from node.model import build_model, model_spec
 from node.payloads import RunPayloads
 from node.protocol import RunConfig
-from node.runner import NodeSetup, TrainerNode, build_model
+from node.runner import NodeSetup, TrainerNode
 from trainmarket.paths import REPO_ROOT
 
 ETH = 10**18

@@ -12,7 +12,7 @@ import os
 import torch
 
 from node.ddp import leave_cluster
-from node.model import GPT, preset_config
+from node.model import GPT, build_model
 from node.protocol import RunConfig
 from tests.validator.pipeline_fixtures import (
     BASE_CID,
@@ -36,7 +36,7 @@ CONTRIBUTIONS = 7  # odd: the ranks' slices differ in size
 
 
 def model() -> GPT:
-    return GPT.from_seed(preset_config(CONFIG.model_preset, dict(CONFIG.model_overrides)), CONFIG.model_seed)
+    return build_model(CONFIG)
 
 
 def window() -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]], list[torch.Tensor], torch.Tensor]:

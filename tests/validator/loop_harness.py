@@ -21,13 +21,13 @@ from contracts.deploy import deploy
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from node.data import Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
-from node.model import model_spec
+from node.model import build_model, model_spec
 from node.payloads import RunPayloads, payload_cid
 from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
 from validator.context import IpfsPayloadFormat
 from validator.domain import ParamDict
-from validator.loop import ValidatorLoop, build_model
+from validator.loop import ValidatorLoop
 from validator.store import ValidatorStore
 from validator.window_inputs import RunContext, sorted_params
 

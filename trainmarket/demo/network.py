@@ -15,10 +15,9 @@ from eth_utils import keccak
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from node.data import build_dataset, collect_text, publish_dataset
-from node.model import model_spec
+from node.model import build_model, model_spec
 from node.payloads import RunPayloads
 from node.protocol import RunConfig
-from node.runner import build_model
 
 ETH = 10**18
 ADVERSARY_ROLES = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")
