@@ -49,6 +49,7 @@ from node.data import Dataset, build_dataset, heldout_batches
 from node.model import select_device
 from trainmarket.demo.network import demo_corpus
 from validator.domain import WindowReport
+from validator.scoring import payout_fraction
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HONEST = 5
@@ -198,7 +199,7 @@ def settle(run: dict[str, Any], windows_per_epoch: int) -> dict[str, float]:
         potentials[e] = potentials.get(e, 0.0) + row.get("potential", row["final"])  # older dumps: paid in full
     for e, epoch in finals.items():
         total = math.fsum(epoch.values())
-        payout = min(1.0, total / potentials[e]) if potentials[e] > 0.0 else 1.0
+        payout = payout_fraction(total, potentials[e])
         for t, f in epoch.items():
             pay[t] += payout * f / total if total > 0.0 else 0.0
     return pay

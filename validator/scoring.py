@@ -270,8 +270,12 @@ def epoch_payout(reports: Sequence[WindowReport]) -> float:
     budget lasts longer, and the sponsor reclaims what is left when it ends the run). A newcomer's immature
     part is kept in the pool rather than handed to the incumbents, so one trainer's pay does not depend on the
     others' maturity. 0 when nobody scored; 1 for reports that predate `potential` (the old rule)."""
-    finals = math.fsum(s.final for r in reports for s in r.scores)
-    potentials = math.fsum(s.potential for r in reports for s in r.scores)
+    return payout_fraction(math.fsum(s.final for r in reports for s in r.scores),
+                           math.fsum(s.potential for r in reports for s in r.scores))
+
+
+def payout_fraction(finals: float, potentials: float) -> float:
+    """Σ final / Σ potential, capped at 1 (see `epoch_payout`): 0 when nothing was earned, 1 without potentials."""
     _require_finite(finals=finals, potentials=potentials)
     if finals <= 0.0:
         return 0.0

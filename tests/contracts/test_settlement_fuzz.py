@@ -48,13 +48,7 @@ def reference_settlement(
     agreement = [0] * n
     for i in range(entries):
         values = [v[i] * SCALE // sums[k] if i < len(v) and v[i] else 0 for k, v in enumerate(vectors)]
-        # stake-weighted median from above: the largest value that a strict stake majority gives at least
-        c, cumulative = 0, 0
-        for k in sorted(range(n), key=lambda k: -values[k]):
-            cumulative += stakes[k]
-            if 2 * cumulative > total_stake:
-                c = values[k]
-                break
+        c = stake_median(values, stakes, total_stake)
         consensus.append(c)
         if c:
             for k in range(n):
