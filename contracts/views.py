@@ -69,8 +69,8 @@ class TrainingRunViews:
     def run_count(self) -> int:
         return int(self._call("runCount"))
 
-    def get_run(self, run_id: int, block: int | None = None) -> RunInfo:
-        return RunInfo(*self._call("getRun", run_id, block=block))
+    def get_run(self, run_id: int) -> RunInfo:
+        return RunInfo(*self._call("getRun", run_id))
 
     def window_of_block(self, run_id: int, block: int) -> int:
         """The window of `block`; RunNotStarted (ContractReverted) before the run's start block."""
@@ -96,7 +96,7 @@ class TrainingRunViews:
     def trainers(self, run_id: int, block: int | None = None) -> list[str]:
         """Trainer addresses by slot index (the zero address for a slot freed by a trainer that left), now or as
         they were at `block`."""
-        count = self.get_run(run_id, block).trainer_count
+        count = RunInfo(*self._call("getRun", run_id, block=block)).trainer_count
         return [str(self._call("trainerAt", run_id, i, block=block)) for i in range(count)]
 
     def trainer_info(self, run_id: int, trainer: str) -> TrainerInfo:
