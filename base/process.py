@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from trainmarket.errors import ProcessStartError
+from base.errors import ProcessStartError
 
 LOOPBACK = "127.0.0.1"
 
