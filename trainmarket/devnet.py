@@ -68,14 +68,14 @@ class DevnetSettings:
         leave with its stake before the epoch it took part in is settled (and slashed if it must be): the contract
         asks for an epoch, its last reveal period and two settlement phases (weights commit, then reveal)."""
         grace = max(self.window_blocks, 2 * self.reveal_blocks, 10)
-        epoch_blocks = self.windows_per_epoch * self.window_blocks + self.reveal_blocks
-        return RunParams(
-            config_digest=config_digest,
+        minimum = RunParams.min_unbonding_blocks(self.window_blocks, self.reveal_blocks, self.windows_per_epoch, grace)
+        return RunParams.dev(
+            config_digest,
             window_blocks=self.window_blocks,
             reveal_blocks=self.reveal_blocks,
             windows_per_epoch=self.windows_per_epoch,
             grace_period_blocks=grace,
-            unbonding_blocks=epoch_blocks + 2 * grace + self.window_blocks,  # the contract's minimum + a window
+            unbonding_blocks=minimum + self.window_blocks,  # the contract's minimum + a window
             validator_share_bps=self.validator_share_bps,
             slash_bps=self.slash_bps,
             miss_threshold=self.miss_threshold,

@@ -29,10 +29,11 @@ from contracts.client import TrainingRunClient
 from node.chain_view import WindowClock
 from node.data import fetch_dataset
 from node.protocol import RunConfig
-from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.orchestrator import Demo, DemoSettings, trainer_argv, validator_argv
 from trainmarket.errors import TrainmarketError
 from trainmarket.process import ManagedProcess, free_port, port_open
+from trainmarket.units import ETH
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH

@@ -22,28 +22,13 @@ from contracts.deploy import Deployment, deploy
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
 from contracts.types import RunParams
+from trainmarket.units import ETH
 
 from .cids import cid
 
-ETH = 10**18
-PARAMS = RunParams(
-    config_digest=keccak(b"test-run"),
-    window_blocks=10,
-    reveal_blocks=5,
-    windows_per_epoch=2,
-    grace_period_blocks=20,
-    unbonding_blocks=65,  # the minimum: 2 windows of 10, 5 reveal blocks, 2 settlement phases of 20
-    validator_share_bps=2000,
-    slash_bps=1000,
-    miss_threshold=2,
-    min_trainer_stake=ETH,
-    min_validator_stake=2 * ETH,
-    reward_per_epoch=10 * ETH,
-    max_trainers=64,
-    max_validators=16,
-    publish_blocks=10,
-    start_delay_blocks=20,
-)
+# Unbonding: the contract's minimum (2 windows of 10, 5 reveal blocks, 2 settlement phases of 20).
+PARAMS = RunParams.dev(keccak(b"test-run"), grace_period_blocks=20, miss_threshold=2, min_validator_stake=2 * ETH,
+                       max_trainers=64, start_delay_blocks=20)
 POOL = 100 * ETH
 
 

@@ -8,9 +8,10 @@ import pytest
 from contracts.client import commitment_hash
 from contracts.errors import ContractReverted
 from contracts.types import CommitStatus
+from trainmarket.units import ETH
 
 from .cids import b32, cid, encodings
-from .conftest import ETH, Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start
+from .conftest import Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start
 
 
 def test_commit_and_reveal_happy_path(chain: Chain, run_id: int) -> None:

@@ -21,8 +21,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from contracts.client import TrainingRunClient, unpack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.tx import NONCES
+from trainmarket.units import ETH
 
-from .conftest import ETH, Chain, finalize, make_run, publish_epoch, to_epoch_end, weight_salt
+from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, weight_salt
 from .test_attacks import fresh
 from .test_settlement_fuzz import reference_settlement
 

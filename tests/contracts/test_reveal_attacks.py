@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from contracts.client import TrainingRunClient, commitment_hash
 from contracts.types import CommitStatus
+from trainmarket.units import ETH
 
 from .cids import cid
-from .conftest import ETH, Chain, make_run, reverts, salt_for, to_reveal_period
+from .conftest import Chain, make_run, reverts, salt_for, to_reveal_period
 
 CID = cid("honest contribution")
 

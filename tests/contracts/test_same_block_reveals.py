@@ -9,8 +9,9 @@ stopped on the failed transaction."""
 from __future__ import annotations
 
 from contracts.client import pack_weights
+from trainmarket.units import ETH
 
-from .conftest import ETH, Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
+from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
 
 
 def test_two_weight_reveals_in_one_block_both_land_when_one_takes_a_fresh_slot(chain: Chain) -> None:

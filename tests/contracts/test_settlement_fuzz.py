@@ -10,8 +10,9 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from contracts.tx import NONCES
+from trainmarket.units import ETH
 
-from .conftest import ETH, PARAMS, Chain, settle
+from .conftest import PARAMS, Chain, settle
 
 SCALE = 10**12
 BPS = 10_000

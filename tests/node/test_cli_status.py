@@ -17,8 +17,9 @@ from ipfs.daemon import IpfsDaemon
 from node import commands as node_commands
 from node.payloads import RunPayloads
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
+from tests.node.test_runner_integration import DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
+from trainmarket.units import ETH
 from validator.domain import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
 
 TRAINER = 4

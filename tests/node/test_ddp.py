@@ -27,9 +27,10 @@ from node.journal import TrainerJournal
 from node.keys import PRIVATE_KEY_ENV
 from node.train import InnerLoopError, train_inner
 from tests.node.ddp_worker import INNER, model, rank_main, window_batches
-from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
+from tests.node.test_runner_integration import DevRun, start_dev_run
 from trainmarket.paths import REPO_ROOT
 from trainmarket.process import free_port
+from trainmarket.units import ETH
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:

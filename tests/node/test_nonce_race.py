@@ -17,7 +17,8 @@ from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, node_setup, start_dev_run
+from tests.node.test_runner_integration import node_setup, start_dev_run
+from trainmarket.units import ETH
 
 pytestmark = pytest.mark.slow
 TRAINER = 4

@@ -21,7 +21,8 @@ from ipfs.payload import decode_contribution
 from node.population import population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
-from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
+from tests.node.test_runner_integration import DevRun, start_dev_run
+from trainmarket.units import ETH
 
 IDENTITIES = 4
 

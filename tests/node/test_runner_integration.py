@@ -37,8 +37,7 @@ from node.payloads import RunPayloads
 from node.protocol import RunConfig
 from node.runner import NodeSetup, TrainerNode
 from trainmarket.paths import REPO_ROOT
-
-ETH = 10**18
+from trainmarket.units import ETH
 
 
 @dataclass
@@ -79,11 +78,7 @@ def tiny_config(**changes: object) -> RunConfig:
 
 
 def run_params(config: RunConfig) -> RunParams:
-    return RunParams(
-        config_digest=config.digest(), window_blocks=10, reveal_blocks=5, windows_per_epoch=2,
-        grace_period_blocks=8, unbonding_blocks=41, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
-        min_trainer_stake=ETH, min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH,
-    )
+    return RunParams.dev(config.digest(), grace_period_blocks=8, miss_threshold=2, min_validator_stake=2 * ETH)
 
 
 def start_dev_run(node: AnvilNode, blobs: IpfsClient, api_url: str) -> DevRun:

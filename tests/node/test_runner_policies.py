@@ -17,8 +17,9 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.policy import TrainingContext, UpdatePolicy
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
+from tests.node.test_runner_integration import DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
+from trainmarket.units import ETH
 
 
 class Withholder(UpdatePolicy):

@@ -27,7 +27,8 @@ from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from tests.validator.loop_harness import ETH, Net, initial_params, play_window, publish_initial_model, start_net
+from tests.validator.loop_harness import Net, initial_params, play_window, publish_initial_model, start_net
+from trainmarket.units import ETH
 from validator.domain import RejectReason, WindowReport
 from validator.fetch import Failure, fetch_payloads
 from validator.loop import ValidatorLoop, configure_determinism

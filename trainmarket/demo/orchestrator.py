@@ -26,11 +26,12 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
 from node.protocol import RunConfig
-from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
 from trainmarket.errors import TrainmarketError
 from trainmarket.process import ManagedProcess, free_port, port_open
+from trainmarket.units import ETH
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH
