@@ -22,7 +22,7 @@ from web3.exceptions import Web3Exception
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.compile import load_artifact
-from contracts.deploy import Deployment, deploy
+from contracts.deploy import Deployment, default_deployment, deploy
 from contracts.errors import ChainUnreachable
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
@@ -83,10 +83,6 @@ class DevnetSettings:
             min_validator_stake=self.min_validator_stake_wei,
             reward_per_epoch=self.reward_per_epoch_wei,
         )
-
-
-def deployment_path() -> Path:
-    return state_dir() / "devnet" / "deployment.json"
 
 
 def devnet_summary_path() -> Path:
@@ -210,7 +206,7 @@ def start_devnet(settings: DevnetSettings | None = None, port: int | None = None
         deployment = replace(deploy(web3, sponsor), rpc_url=chain_url)
         client = TrainingRunClient(web3, deployment.address, sponsor, deployment.block)
         run_id = client.create_run(run_params, settings.pool_wei)
-        deployment.save(deployment_file or deployment_path(), run_id=run_id, config_cid=config_cid, ipfs_api=api)
+        deployment.save(deployment_file or default_deployment(), run_id=run_id, config_cid=config_cid, ipfs_api=api)
         if node is not None and settings.block_time:
             node.start_clock(settings.block_time)
     except BaseException:

@@ -153,7 +153,8 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
 CRASH = """
 import os, signal, sys
 from pathlib import Path
-from validator.context import chain_client, ipfs_client, load_run_config, open_run
+from node.protocol import load_run_config
+from validator.context import chain_client, ipfs_client, open_run
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import ValidatorStore
 rpc, contract, key, block, run_id, api, config_cid, home, point = sys.argv[1:]

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import torch
 
+from contracts.deploy import read_deployment
 from node.data import fetch_dataset
 from node.population import SyncLog
+from node.protocol import load_run_config
 from node.runner import NodeSetup, TrainerNode
 from trainmarket.demo.adversaries import adversary
 from trainmarket.errors import TrainmarketError
-from validator.context import chain_client, ipfs_client, load_run_config, read_deployment
+from validator.context import chain_client, ipfs_client
 
 KEY_ENV = "TRAINMARKET_PRIVATE_KEY"
 
