@@ -1,5 +1,6 @@
-"""Connecting a validator (or an auditor) to a run: chain client, IPFS client, the run's config checked
-against its on-chain digest, the dataset, the payload codecs. The CLI and the tests build the loop this way."""
+"""Connecting a validator (or an auditor) to a run: chain client, IPFS client, the dataset, the payload codecs
+(the deployment file: contracts/deploy.read_deployment; the run's config, checked against its on-chain digest:
+node/protocol.load_run_config). The CLI and the tests build the loop this way."""
 
 from __future__ import annotations
 
