@@ -12,10 +12,10 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from base.paths import state_dir
 from contracts.compile import load_artifact
 from contracts.errors import ChainUnreachable, DeploymentError
 from contracts.tx import send_transaction
-from trainmarket.paths import state_dir
 
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
 

@@ -6,7 +6,7 @@ from dataclasses import astuple, dataclass
 from enum import IntEnum
 from typing import Any
 
-from trainmarket.units import ETH
+from base.units import ETH
 
 
 class CommitStatus(IntEnum):

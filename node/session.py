@@ -9,16 +9,16 @@ from pathlib import Path
 from eth_account.signers.local import LocalAccount
 from web3.exceptions import Web3Exception
 
+from base.errors import TrainmarketError
+from base.paths import state_dir
+from base.units import eth
 from contracts.client import TrainingRunClient
 from contracts.deploy import default_deployment, read_deployment
 from contracts.errors import ChainUnreachable, ContractReverted
+from contracts.rpc import http_web3
 from contracts.types import TrainerInfo
 from ipfs.client import IpfsClient
 from ipfs.daemon import ipfs_api_from_env
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import state_dir
-from trainmarket.rpc import http_web3
-from trainmarket.units import eth
 
 # Gas a registration may cost, bounded from above, so that an account that passes the funds check is not
 # stopped by gas. Measured on Anvil: registerTrainer 169,906, registerValidator 58,628.

@@ -15,8 +15,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from node.protocol import RunConfig
-from validator.domain import AggregateInfo, Contribution, ParamDict
+from base.report import AggregateInfo
+from base.run_config import RunConfig
+from validator.domain import Contribution, ParamDict
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
+from base.units import ETH
 from bench.faults import FaultOutcome, ScenarioFn
 from bench.faults.proxy import Fault, FaultPlan, FaultProxy
 from contracts.anvil import AnvilNode
@@ -28,7 +29,6 @@ from contracts.deploy import deploy
 from contracts.errors import ChainError
 from contracts.tx import NONCES, ResendPolicy, send_transaction
 from contracts.types import RunParams
-from trainmarket.units import ETH
 
 PARAMS = RunParams.dev(keccak(b"faults"), grace_period_blocks=8, miss_threshold=2, min_validator_stake=2 * ETH,
                        reward_per_epoch=ETH)

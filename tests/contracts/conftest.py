@@ -16,13 +16,14 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
+from base.commitments import commitment_hash
+from base.units import ETH
 from contracts.anvil import AnvilNode
-from contracts.client import MAX_WEIGHT, TrainingRunClient, commitment_hash
+from contracts.client import MAX_WEIGHT, TrainingRunClient
 from contracts.deploy import Deployment, deploy
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
 from contracts.types import RunParams
-from trainmarket.units import ETH
 
 from .cids import cid
 

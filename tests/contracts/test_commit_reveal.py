@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.client import commitment_hash
+from base.commitments import commitment_hash
+from base.units import ETH
 from contracts.errors import ContractReverted
 from contracts.types import CommitStatus
-from trainmarket.units import ETH
 
 from .cids import b32, cid, encodings
 from .conftest import Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start

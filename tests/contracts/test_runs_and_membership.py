@@ -8,7 +8,7 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from trainmarket.units import ETH
+from base.units import ETH
 
 from .conftest import PARAMS, POOL, Chain, make_run, reverts
 

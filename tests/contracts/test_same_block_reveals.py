@@ -8,8 +8,8 @@ stopped on the failed transaction."""
 
 from __future__ import annotations
 
+from base.units import ETH
 from contracts.client import pack_weights
-from trainmarket.units import ETH
 
 from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
 

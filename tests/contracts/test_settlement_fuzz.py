@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from base.units import ETH
 from contracts.tx import NONCES
-from trainmarket.units import ETH
 
 from .conftest import PARAMS, Chain, settle
 

@@ -4,8 +4,8 @@ canonical model is the one published on time by the most of that stake."""
 
 from __future__ import annotations
 
+from base.units import ETH
 from contracts.types import CommitStatus
-from trainmarket.units import ETH
 
 from .cids import cid, encodings
 from .conftest import Chain, commit_cid, make_run, reveal_cid, reverts, to_reveal_period, to_start

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from base.report import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -19,8 +21,6 @@ from node.payloads import RunPayloads
 from node.runner import TrainerNode
 from tests.node.test_runner_integration import DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
-from trainmarket.units import ETH
-from validator.domain import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
 
 TRAINER = 4
 VALIDATOR = 1

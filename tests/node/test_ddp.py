@@ -19,6 +19,9 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from base.paths import REPO_ROOT
+from base.process import free_port
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -28,9 +31,6 @@ from node.keys import PRIVATE_KEY_ENV
 from node.train import InnerLoopError, train_inner
 from tests.node.ddp_worker import INNER, model, rank_main, window_batches
 from tests.node.test_runner_integration import DevRun, start_dev_run
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import free_port
-from trainmarket.units import ETH
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:

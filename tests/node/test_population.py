@@ -12,17 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from ipfs.payload import decode_contribution
 from node.population import population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
+from tensors.payload import decode_contribution
 from tests.node.test_runner_integration import DevRun, start_dev_run
-from trainmarket.units import ETH
 
 IDENTITIES = 4
 

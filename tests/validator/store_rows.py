@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from validator.domain import ContributionScore, Rejection, RejectReason
+from base.report import ContributionScore, Rejection, RejectReason
 from validator.store import RatingRecord, WindowRecord
 
 

@@ -21,15 +21,15 @@ from eth_account import Account
 from web3 import Web3
 from web3.types import Wei
 
-from contracts.client import report_commitment
+from base.commitments import report_commitment
+from base.report import RejectReason, WindowReport
+from base.units import ETH
 from contracts.errors import TransactionFailed
 from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.loop_harness import Net, initial_params, play_window, publish_initial_model, start_net
-from trainmarket.units import ETH
-from validator.domain import RejectReason, WindowReport
 from validator.fetch import Failure, fetch_payloads
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
@@ -153,7 +153,7 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
 CRASH = """
 import os, signal, sys
 from pathlib import Path
-from node.protocol import load_run_config
+from base.run_config import load_run_config
 from validator.context import chain_client, ipfs_client, open_run
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import ValidatorStore
@@ -222,7 +222,7 @@ def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
     """What `validator serve` does: the loop in the app's background thread, the state over HTTP."""
     import httpx
 
-    from trainmarket.process import free_port
+    from base.process import free_port
     from validator.service import ServiceSettings, create_app, running_service
 
     loop = played.loop

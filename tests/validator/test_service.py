@@ -13,9 +13,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from base.errors import TrainmarketError
+from base.process import free_port
 from tests.validator.store_rows import rating, rejection, score, window_record
-from trainmarket.errors import TrainmarketError
-from trainmarket.process import free_port
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore
 

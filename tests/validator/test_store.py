@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from base.report import ContributionScore
 from tests.validator.store_rows import rating, rejection, score, window_record
-from validator.domain import ContributionScore
 from validator.store import (
     SCHEMA_VERSION,
     TX_PUBLISH,

@@ -19,19 +19,19 @@ from typing import Any
 import httpx
 from web3 import Web3
 
+from base.errors import TrainmarketError
+from base.process import ManagedProcess, free_port, port_open
+from base.run_config import RunConfig
+from base.units import ETH
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.localchain import ChainKind, LocalChain, start_local_chain
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
-from node.protocol import RunConfig
 from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
-from trainmarket.errors import TrainmarketError
-from trainmarket.process import ManagedProcess, free_port, port_open
-from trainmarket.units import ETH
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH

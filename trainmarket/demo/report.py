@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainmarket.units import ETH
+from base.units import ETH
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 
 class StoreError(TrainmarketError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from validator.domain import ContributionScore, Rejection, WindowReport
+from base.report import ContributionScore, Rejection, WindowReport
 
 # Transaction kinds whose confirmation the store records together with the fact they settle.
 TX_PUBLISH = "publish"

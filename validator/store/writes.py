@@ -9,7 +9,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 
-from validator.domain import ContributionScore
+from base.report import ContributionScore
 from validator.store.base import StoreBase
 from validator.store.errors import InvalidRecordError, StoreError, UnknownWindowError, WindowAlreadyRecordedError
 from validator.store.records import TX_PUBLISH, TX_SUBMIT_WEIGHTS, WindowRecord

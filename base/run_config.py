@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 PROTOCOL_VERSION = 1
 CONFIG_MAX_BYTES = 1024 * 1024  # a config is a few hundred bytes: a CID naming more is refused, not read whole
