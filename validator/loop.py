@@ -188,8 +188,8 @@ class ValidatorLoop:
         state, own_params = self.load_state(previous)
         own_cid = self.initial_cid if previous is None else self.stored_report(previous).model_cid or ""
         base = canonical.window_base(self.ctx, window, self.initial_cid, own_cid, own_params, self.fetch_model)
-        # Written with the window, in one transaction: which base it adopted (bench.faults counts forks from
-        # these) and what it scored (bench.load reads them).
+        # Written with the window, in one transaction: the base it adopted, if any (bench.faults.consensus lists
+        # the adopters), and what it scored (bench.load).
         notes: dict[str, str] = {}
         if base.adopted:
             notes[f"window:{window}:adopted_base"] = json.dumps({"canonical": base.cid, "own": own_cid})

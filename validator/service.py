@@ -107,11 +107,10 @@ class ContributionView(BaseModel):
     final: float | None
     weight: float | None
 
-
     @classmethod
     def of(cls, row: StoredContribution) -> ContributionView:
         """The API's names: s, b, B for the store's s_i, b_i, binary_avg."""
-        return cls(window=row.window, trainer=row.trainer, cid=row.cid, status=row.status,  # type: ignore[arg-type]
+        return cls(window=row.window, trainer=row.trainer, cid=row.cid, status=row.status,
                    reason=row.reason, detail=row.detail, rank=row.rank, s=row.s_i, b=row.b_i, B=row.binary_avg,
                    mu=row.mu, sigma=row.sigma, ordinal=row.ordinal, sync=row.sync, penalty=row.penalty,
                    final=row.final, weight=row.weight)
@@ -162,7 +161,6 @@ class LeaderboardEntry(BaseModel):
     windows_rejected: int
     total_weight: float
     rewards_wei: str
-
 
     @classmethod
     def of(cls, row: LeaderboardRow) -> LeaderboardEntry:
@@ -315,7 +313,7 @@ def create_app(
             raise HTTPException(status_code=403, detail=f"window {window}'s report is sealed until its epoch's "
                                                         "reports are revealed on chain")
         return WindowView(
-            window=stored.window, status=stored.status, global_loss=stored.global_loss,  # type: ignore[arg-type]
+            window=stored.window, status=stored.status, global_loss=stored.global_loss,
             model_cid=stored.model_cid, report_cid=stored.report_cid, publish_tx_hash=stored.publish_tx_hash,
             report=json.loads(stored.report_json) if stored.report_json is not None else None,
             contributions=[ContributionView.of(row) for row in stored.contributions],

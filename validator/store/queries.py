@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from typing import cast
 
 from validator.store.base import StoreBase
 from validator.store.records import (
     SEALED_NONE,
+    ContributionStatus,
     LeaderboardRow,
     Rating,
     Reward,
@@ -16,6 +18,7 @@ from validator.store.records import (
     StoredContribution,
     StoredRejection,
     StoredWindow,
+    WindowStatus,
 )
 from validator.store.schema import SCORE_COLUMNS
 
@@ -29,6 +32,9 @@ _UNSCORED = ("(CASE WHEN NOT EXISTS (SELECT 1 FROM contributions c WHERE c.train
 
 def _rated(column: str, rating: str, sealed: bool) -> str:
     return f"COALESCE({_LATEST.format(column)}, {_UNSCORED.format(rating)})" if sealed else f"r.{rating}"
+
+
+# The status casts below hold because the schema's CHECK constraints admit no other value.
 
 
 class Queries(StoreBase):
@@ -57,7 +63,7 @@ class Queries(StoreBase):
             "SELECT * FROM contributions WHERE window=? ORDER BY rank IS NULL, rank, trainer", (window,)
         )
         return StoredWindow(
-            window=int(row["window"]), status=str(row["status"]), global_loss=row["global_loss"],
+            window=int(row["window"]), status=cast(WindowStatus, row["status"]), global_loss=row["global_loss"],
             model_cid=row["model_cid"], report_cid=row["report_cid"], publish_tx_hash=row["publish_tx_hash"],
             report_json=row["report_json"], contributions=tuple(_contribution(c) for c in contributions),
         )
@@ -164,6 +170,7 @@ class Queries(StoreBase):
 def _contribution(row: sqlite3.Row) -> StoredContribution:
     scores = {name: row[column] for name, column in SCORE_COLUMNS.items()}
     return StoredContribution(
-        window=int(row["window"]), trainer=str(row["trainer"]), cid=row["cid"], status=str(row["status"]),
+        window=int(row["window"]), trainer=str(row["trainer"]), cid=row["cid"],
+        status=cast(ContributionStatus, row["status"]),
         reason=row["reason"], detail=row["detail"], rank=row["rank"], penalty=row["penalty"], **scores,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from base.report import ContributionScore, Rejection, WindowReport
 
@@ -14,6 +15,9 @@ TX_PUBLISH = "publish"
 TX_SUBMIT_WEIGHTS = "submit_weights"
 # `before` of the readers when nothing is withheld (SQLite integers are 64-bit).
 SEALED_NONE = 2**63 - 1
+
+WindowStatus = Literal["pending", "scored", "published"]
+ContributionStatus = Literal["scored", "rejected"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class StoredContribution:
     window: int
     trainer: str
     cid: str | None
-    status: str  # "scored" | "rejected"
+    status: ContributionStatus
     reason: str | None
     detail: str | None
     rank: int | None
@@ -96,7 +100,7 @@ class StoredContribution:
 @dataclass(frozen=True)
 class StoredWindow:
     window: int
-    status: str  # "pending" | "scored" | "published"
+    status: WindowStatus
     global_loss: float | None
     model_cid: str | None
     report_cid: str | None
