@@ -22,7 +22,7 @@ reveal + scoring + one publication block, about 12% of a 300-block window."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Protocol
 
 from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from base.errors import TrainmarketError
 
 PROTOCOL_VERSION = 1
+CONFIG_MAX_BYTES = 1024 * 1024  # a config is a few hundred bytes: a CID naming more is refused, not read whole
 
 
 class ProtocolMismatch(TrainmarketError):
@@ -42,6 +43,13 @@ class ProtocolMismatch(TrainmarketError):
             f"wrong protocol digest: the run on chain fixes {expected_hex}, this configuration hashes to "
             f"{actual_hex}; fetch the run's own configuration (its CID is in the deployment file)"
         )
+
+
+class ConfigCidMissing(TrainmarketError):
+    """Nothing names the run's config: neither a flag nor the deployment file."""
+
+    def __init__(self) -> None:
+        super().__init__("no run config CID: pass --config-cid or add config_cid to the deployment file")
 
 
 class RunConfig(BaseModel):
@@ -118,3 +126,27 @@ class RunConfig(BaseModel):
             return cls.model_validate_json(data)
         except ValueError as err:
             raise TrainmarketError(f"run configuration is not valid: {err}") from err
+
+
+class _ConfigBlobs(Protocol):
+    def cat(self, cid: str, max_bytes: int) -> bytes: ...
+
+
+class _FixedRun(Protocol):
+    @property
+    def config_digest(self) -> bytes: ...
+
+
+class _Runs(Protocol):
+    """The chain's view of runs (contracts.views.TrainingRunViews and the client satisfy it)."""
+
+    def get_run(self, run_id: int) -> _FixedRun: ...
+
+
+def load_run_config(runs: _Runs, run_id: int, blobs: _ConfigBlobs, config_cid: str) -> RunConfig:
+    """The run's config fetched by CID, refused (ProtocolMismatch) unless it hashes to the digest the run fixed
+    on chain. Trainers, validators and auditors all load it this way."""
+    if not config_cid:
+        raise ConfigCidMissing()
+    digest = bytes(runs.get_run(run_id).config_digest)
+    return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=digest)

@@ -24,6 +24,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from base.commitments import commitment_hash, report_commitment, weights_commitment
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient, pack_weights
 from contracts.deploy import deploy
@@ -31,7 +32,6 @@ from contracts.types import MAX_VALIDATORS, MAX_WEIGHT_ENTRIES, RunParams
 from ipfs.cid import RAW, cid_bytes, cid_string
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
-ETH = 10**18
 TRAINER_COUNTS = (64, 256)
 REPORT_WINDOWS = (1, 3, 10)  # windows per epoch for the sealed-report figures (demo/devnet epochs: 3)
 VALIDATORS = 3
@@ -40,22 +40,9 @@ TARGETS = {"commit": 50_000, "reveal": 70_000, "claim": 50_000, "settlement_per_
 # The configurations at the contract's cap on maxTrainers × maxValidators: the most validators, and the most
 # trainers it allows (fewer of either costs less).
 WORST_CASES = ((MAX_VALIDATORS, MAX_WEIGHT_ENTRIES // MAX_VALIDATORS), (8, MAX_WEIGHT_ENTRIES // 8))
-PARAMS = RunParams(
-    config_digest=keccak(b"bench"),
-    window_blocks=20,
-    reveal_blocks=3,
-    windows_per_epoch=1,
-    grace_period_blocks=10,
-    unbonding_blocks=43,
-    validator_share_bps=2000,
-    slash_bps=1000,
-    miss_threshold=3,
-    min_trainer_stake=ETH // 10,
-    min_validator_stake=ETH,
-    reward_per_epoch=10 * ETH,
-    max_trainers=max(TRAINER_COUNTS),
-    max_validators=MAX_VALIDATORS,
-    publish_blocks=20,
+PARAMS = RunParams.dev(
+    keccak(b"bench"), window_blocks=20, reveal_blocks=3, windows_per_epoch=1, grace_period_blocks=10,
+    min_trainer_stake=ETH // 10, min_validator_stake=ETH, max_trainers=max(TRAINER_COUNTS),
     start_delay_blocks=30,  # validators registered before window 0 vote on epoch 0
 )
 

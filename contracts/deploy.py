@@ -1,4 +1,5 @@
-"""Deploy the committed TrainingRun artifact and save/load where it went (a small JSON file)."""
+"""Deploy the committed TrainingRun artifact and save/load where it went (a small JSON file, the deployment
+file: devnet and the demo add the run id, the config CID and the IPFS API beside the contract's address)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from base.paths import state_dir
 from contracts.compile import load_artifact
 from contracts.errors import ChainUnreachable, DeploymentError
 from contracts.tx import send_transaction
+
+DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,39 @@ class Deployment:
             raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
         except (json.JSONDecodeError, TypeError) as err:
             raise DeploymentError(f"deployment file {path} is invalid: {err}") from err
+
+
+@dataclass(frozen=True)
+class DeploymentFile:
+    """What the node and validator commands read from a deployment file (`Deployment.save` with the extra keys
+    devnet and the demo write); a key the file lacks takes its default here."""
+
+    address: str
+    block: int
+    rpc_url: str
+    config_cid: str
+    run_id: int
+    ipfs_api: str = DEFAULT_IPFS_API
+
+
+def default_deployment() -> Path:
+    """Where `trainmarket devnet` writes the deployment file, and where every command looks by default."""
+    return state_dir() / "devnet" / "deployment.json"
+
+
+def read_deployment(path: Path) -> DeploymentFile:
+    """The deployment file at `path`; DeploymentError, saying what to do, when it is missing or malformed."""
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        return DeploymentFile(address=str(raw["address"]), block=int(raw.get("block", 0)),
+                              rpc_url=str(raw.get("rpc_url", "")), config_cid=str(raw.get("config_cid", "")),
+                              run_id=int(raw.get("run_id") or 0),
+                              ipfs_api=str(raw.get("ipfs_api") or DEFAULT_IPFS_API))
+    except FileNotFoundError as err:
+        hint = "run `trainmarket devnet` first or pass --deployment"
+        raise DeploymentError(f"no deployment file at {path}: {hint}") from err
+    except (ValueError, KeyError, TypeError) as err:
+        raise DeploymentError(f"deployment file {path} is invalid: {err}") from err
 
 
 def deploy(web3: Web3, account: LocalAccount) -> Deployment:

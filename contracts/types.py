@@ -6,6 +6,8 @@ from dataclasses import astuple, dataclass
 from enum import IntEnum
 from typing import Any
 
+from base.units import ETH
+
 
 class CommitStatus(IntEnum):
     NONE = 0
@@ -51,6 +53,25 @@ class RunParams:
         values = astuple(self)
         publish = self.window_blocks if self.publish_blocks is None else self.publish_blocks
         return (*values[:-2], publish, values[-1])
+
+    @classmethod
+    def dev(cls, config_digest: bytes, *, window_blocks: int = 10, reveal_blocks: int = 5, windows_per_epoch: int = 2,
+            grace_period_blocks: int | None = None, unbonding_blocks: int | None = None, **overrides: Any
+            ) -> RunParams:
+        """The one preset of a development run (devnet, demo, benchmarks, tests); each caller overrides what its
+        set-up needs. A settlement phase (`grace_period_blocks`) defaults to a window and unbonding to the
+        contract's minimum; the stakes and rewards are the devnet's (1 ETH to train, 5 to validate, 10 per epoch).
+        A run that pays real rewards chooses every field itself."""
+        grace = window_blocks if grace_period_blocks is None else grace_period_blocks
+        unbonding = (cls.min_unbonding_blocks(window_blocks, reveal_blocks, windows_per_epoch, grace)
+                     if unbonding_blocks is None else unbonding_blocks)
+        fields: dict[str, Any] = {
+            "window_blocks": window_blocks, "reveal_blocks": reveal_blocks, "windows_per_epoch": windows_per_epoch,
+            "grace_period_blocks": grace, "unbonding_blocks": unbonding, "validator_share_bps": 2000,
+            "slash_bps": 1000, "miss_threshold": 3, "min_trainer_stake": ETH, "min_validator_stake": 5 * ETH,
+            "reward_per_epoch": 10 * ETH,
+        }
+        return cls(config_digest=config_digest, **{**fields, **overrides})
 
     @property
     def epoch_blocks(self) -> int:

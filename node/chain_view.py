@@ -1,16 +1,11 @@
 """What the trainer reads from the chain, as pure functions over typed values where possible: the window
-clock (from the run's fixed block parameters, so no RPC per question), which global model a window trains
-from, and the deployment file that tells a node where the contract and the run's config are."""
+clock (from the run's fixed block parameters, so no RPC per question) and which global model a window trains
+from. The deployment file that tells a node where the contract and the run's config are: contracts/deploy.py."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from contracts.errors import DeploymentError
 from contracts.views import TrainingRunViews
 
 MAX_LOOKBACK = 64  # windows a node looks back for a canonical model before falling back to the initial one
@@ -46,32 +41,3 @@ def canonical_settled(views: TrainingRunViews, run_id: int, window: int) -> bool
     published it, or its publication deadline has passed."""
     chosen = views.canonical_model(run_id, window)
     return chosen.final or (chosen.cid is not None and chosen.majority)
-
-
-@dataclass(frozen=True)
-class NodeDeployment:
-    """The fields of a deployment file a node reads. `config_cid` and `run_id` are written by devnet/demo."""
-
-    address: str
-    block: int
-    rpc_url: str
-    config_cid: str
-    run_id: int | None
-
-
-def read_deployment(path: Path) -> NodeDeployment:
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-        run_id = raw.get("run_id")
-        return NodeDeployment(
-            address=str(raw["address"]),
-            block=int(raw.get("block", 0)),
-            rpc_url=str(raw.get("rpc_url", "")),
-            config_cid=str(raw.get("config_cid", "")),
-            run_id=None if run_id is None else int(run_id),
-        )
-    except FileNotFoundError as err:
-        hint = "run `trainmarket devnet` first or pass --deployment"
-        raise DeploymentError(f"no deployment file at {path}: {hint}") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise DeploymentError(f"deployment file {path} is invalid: {err}") from err

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from base.clock import WindowClock
 from base.paths import state_dir
+from base.run_config import load_run_config
 from base.units import eth
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
@@ -40,7 +41,6 @@ from node.session import (
     connect_chain,
     connect_ipfs,
     explain_revert,
-    load_config,
     node_home,
     require_funds,
     require_trainer,
@@ -159,7 +159,7 @@ def _run_node(args: argparse.Namespace, cluster: Cluster) -> int:
 def _run_locked(args: argparse.Namespace, cluster: Cluster, client: TrainingRunClient, target: NodeTarget,
                 home: Path, device: torch.device) -> int:
     blobs = connect_ipfs(target)
-    config = load_config(client, target.run_id, blobs, target.config_cid)
+    config = load_run_config(client, target.run_id, blobs, target.config_cid)
     dataset = fetch_dataset(blobs, config.dataset_cid, state_dir() / "datasets")
     setup = NodeSetup(client, target.run_id, config, blobs, dataset, home, device)
     stop = threading.Event()

@@ -22,7 +22,7 @@ import torch
 from web3 import Web3
 
 from base.errors import TrainmarketError
-from base.run_config import RunConfig
+from base.run_config import load_run_config
 from contracts.errors import ChainUnreachable, TransactionPending
 from contracts.views import TrainingRunViews
 from ipfs.client import IpfsClient
@@ -37,7 +37,7 @@ from node.population import (
     population_account,
 )
 from node.runner import NodeSetup, TrainerNode
-from node.session import CONFIG_MAX_BYTES, NodeTarget, resolve_target
+from node.session import NodeTarget, resolve_target
 
 POLL_S = 0.2
 TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch,
@@ -152,8 +152,7 @@ def load_identities(target: NodeTarget, home: Path, cache: Path, label: str, ind
     shared = SharedReads(views, target.rpc_url, [a.address for a in accounts])
     provider.observe = shared.observe
     blobs = IpfsClient(target.ipfs_api, timeout=60.0)
-    digest = bytes(views.get_run(target.run_id).config_digest)
-    config = RunConfig.from_json_bytes(blobs.cat(target.config_cid, CONFIG_MAX_BYTES), expected_digest=digest)
+    config = load_run_config(views, target.run_id, blobs, target.config_cid)
     dataset = fetch_dataset(blobs, config.dataset_cid, cache)
     lock = threading.Lock()
     nodes, logs = [], []

@@ -3,28 +3,23 @@ IPFS unreachable, not registered, insufficient stake, wrong protocol digest, and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3.exceptions import Web3Exception
 
 from base.errors import TrainmarketError
 from base.paths import state_dir
-from base.run_config import RunConfig
 from base.units import eth
 from contracts.client import TrainingRunClient
+from contracts.deploy import default_deployment, read_deployment
 from contracts.errors import ChainUnreachable, ContractReverted
 from contracts.rpc import http_web3
 from contracts.types import TrainerInfo
 from ipfs.client import IpfsClient
 from ipfs.daemon import ipfs_api_from_env
-from node.chain_view import NodeDeployment, read_deployment
 
-DEFAULT_IPFS_API = "http://127.0.0.1:5001"
-CONFIG_MAX_BYTES = 1024 * 1024
 # Gas a registration may cost, bounded from above, so that an account that passes the funds check is not
 # stopped by gas. Measured on Anvil: registerTrainer 169,906, registerValidator 58,628.
 REGISTER_GAS_BOUND = 300_000
@@ -113,25 +108,19 @@ class NodeTarget:
     ipfs_api: str
 
 
-def default_deployment() -> Path:
-    """Where `trainmarket devnet` writes the deployment file."""
-    return state_dir() / "devnet" / "deployment.json"
-
-
 def resolve_target(
     deployment_file: Path | None, rpc_url: str | None, run_id: int | None, config_cid: str | None,
     ipfs_api: str | None,
 ) -> NodeTarget:
     deployment_file = deployment_file or default_deployment()
-    deployment: NodeDeployment = read_deployment(deployment_file)
-    extra: dict[str, Any] = json.loads(deployment_file.read_text())
+    deployment = read_deployment(deployment_file)
     return NodeTarget(
         rpc_url=rpc_url or deployment.rpc_url,
         contract=deployment.address,
         from_block=deployment.block,
-        run_id=run_id if run_id is not None else (deployment.run_id or 0),
+        run_id=run_id if run_id is not None else deployment.run_id,
         config_cid=config_cid or deployment.config_cid,
-        ipfs_api=ipfs_api or ipfs_api_from_env() or str(extra.get("ipfs_api") or DEFAULT_IPFS_API),
+        ipfs_api=ipfs_api or ipfs_api_from_env() or deployment.ipfs_api,
     )
 
 
@@ -160,14 +149,6 @@ def require_trainer(client: TrainingRunClient, run_id: int) -> TrainerInfo:
     if info.stake < required:
         raise InsufficientStake(run_id, me, info.stake, required)
     return info
-
-
-def load_config(client: TrainingRunClient, run_id: int, blobs: IpfsClient, config_cid: str) -> RunConfig:
-    """The run's config fetched by CID and checked against the digest fixed on chain (ProtocolMismatch)."""
-    if not config_cid:
-        raise NodeError("no run config CID: pass --config-cid or add config_cid to the deployment file")
-    digest = bytes(client.get_run(run_id).config_digest)
-    return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=digest)
 
 
 def node_home(home: Path | None, account: str, run_id: int) -> Path:

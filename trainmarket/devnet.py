@@ -27,7 +27,7 @@ from base.units import ETH, eth
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.compile import load_artifact
-from contracts.deploy import Deployment, deploy
+from contracts.deploy import Deployment, default_deployment, deploy
 from contracts.errors import ChainUnreachable
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
@@ -68,14 +68,14 @@ class DevnetSettings:
         leave with its stake before the epoch it took part in is settled (and slashed if it must be): the contract
         asks for an epoch, its last reveal period and two settlement phases (weights commit, then reveal)."""
         grace = max(self.window_blocks, 2 * self.reveal_blocks, 10)
-        epoch_blocks = self.windows_per_epoch * self.window_blocks + self.reveal_blocks
-        return RunParams(
-            config_digest=config_digest,
+        minimum = RunParams.min_unbonding_blocks(self.window_blocks, self.reveal_blocks, self.windows_per_epoch, grace)
+        return RunParams.dev(
+            config_digest,
             window_blocks=self.window_blocks,
             reveal_blocks=self.reveal_blocks,
             windows_per_epoch=self.windows_per_epoch,
             grace_period_blocks=grace,
-            unbonding_blocks=epoch_blocks + 2 * grace + self.window_blocks,  # the contract's minimum + a window
+            unbonding_blocks=minimum + self.window_blocks,  # the contract's minimum + a window
             validator_share_bps=self.validator_share_bps,
             slash_bps=self.slash_bps,
             miss_threshold=self.miss_threshold,
@@ -83,10 +83,6 @@ class DevnetSettings:
             min_validator_stake=self.min_validator_stake_wei,
             reward_per_epoch=self.reward_per_epoch_wei,
         )
-
-
-def deployment_path() -> Path:
-    return state_dir() / "devnet" / "deployment.json"
 
 
 def devnet_summary_path() -> Path:
@@ -210,7 +206,7 @@ def start_devnet(settings: DevnetSettings | None = None, port: int | None = None
         deployment = replace(deploy(web3, sponsor), rpc_url=chain_url)
         client = TrainingRunClient(web3, deployment.address, sponsor, deployment.block)
         run_id = client.create_run(run_params, settings.pool_wei)
-        deployment.save(deployment_file or deployment_path(), run_id=run_id, config_cid=config_cid, ipfs_api=api)
+        deployment.save(deployment_file or default_deployment(), run_id=run_id, config_cid=config_cid, ipfs_api=api)
         if node is not None and settings.block_time:
             node.start_clock(settings.block_time)
     except BaseException:

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from base.report import AggregateInfo
+from base.run_config import RunConfig
 from validator.domain import Contribution, ParamDict
 
 
@@ -78,7 +79,10 @@ class MedianNormClipMean:
 
     name = "median_norm_clip_mean"
 
-    def __init__(self, lr: float = 0.7, momentum: float = 0.9, nesterov: bool = True) -> None:
+    # Unset, the outer step is the run config's default one (RunConfig.outer_lr / outer_momentum, measured there);
+    # a validator always passes its run's own values (validator/loop.build_strategy).
+    def __init__(self, lr: float = RunConfig.model_fields["outer_lr"].default,
+                 momentum: float = RunConfig.model_fields["outer_momentum"].default, nesterov: bool = True) -> None:
         self.lr = lr
         self.beta = momentum
         self.nesterov = nesterov

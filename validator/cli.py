@@ -118,7 +118,8 @@ def _key(args: argparse.Namespace, required: bool = True) -> str:
 
 def _connect(args: argparse.Namespace, key_required: bool = True) -> Any:
     """(client, run_id, blobs, config_cid) from the arguments and the deployment file."""
-    from validator.context import chain_client, default_deployment, ipfs_client, read_deployment
+    from contracts.deploy import default_deployment, read_deployment
+    from validator.context import chain_client, ipfs_client
 
     deployment = read_deployment(args.deployment or default_deployment())
     rpc_url = args.rpc_url or deployment.rpc_url
@@ -129,7 +130,8 @@ def _connect(args: argparse.Namespace, key_required: bool = True) -> Any:
 
 
 def _context(args: argparse.Namespace, key_required: bool = True) -> Any:
-    from validator.context import load_run_config, open_run
+    from base.run_config import load_run_config
+    from validator.context import open_run
 
     client, run_id, blobs, config_cid = _connect(args, key_required)
     config = load_run_config(client, run_id, blobs, config_cid)

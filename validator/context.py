@@ -1,10 +1,9 @@
-"""Connecting a validator (or an auditor) to a run: chain client, IPFS client, the run's config checked
-against its on-chain digest, the dataset, the payload codecs. The CLI and the tests build the loop this way."""
+"""Connecting a validator (or an auditor) to a run: chain client, IPFS client, the dataset, the payload codecs
+(the deployment file: contracts/deploy.read_deployment; the run's config, checked against its on-chain digest:
+node/protocol.load_run_config). The CLI and the tests build the loop this way."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from base.paths import state_dir
 from base.run_config import RunConfig
 from base.units import eth
 from contracts.client import TrainingRunClient
-from contracts.errors import DeploymentError
 from contracts.rpc import http_web3
 from contracts.types import ValidatorInfo
 from node.data import BlobStore, fetch_dataset
@@ -21,42 +19,9 @@ from node.keys import KeySourceError, account_from_hex
 from validator.domain import ParamDict, ValidatorError
 from validator.window_inputs import DecodedPayload, PayloadFormat, RunContext, RunStore
 
-CONFIG_MAX_BYTES = 1024 * 1024
-DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
-
 
 class ValidatorSetupError(ValidatorError):
-    """The validator cannot connect to its run (no deployment file, no config CID, missing storage)."""
-
-
-@dataclass(frozen=True)
-class DeploymentInfo:
-    """The fields of a deployment file the validator reads (extra keys such as `config_cid` are allowed)."""
-
-    address: str
-    block: int
-    rpc_url: str
-    config_cid: str
-    run_id: int
-    ipfs_api: str = DEFAULT_IPFS_API
-
-
-def default_deployment() -> Path:
-    """Where `trainmarket devnet` writes the deployment file."""
-    return state_dir() / "devnet" / "deployment.json"
-
-
-def read_deployment(path: Path) -> DeploymentInfo:
-    try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-        return DeploymentInfo(address=str(raw["address"]), block=int(raw.get("block", 0)),
-                              rpc_url=str(raw.get("rpc_url", "")), config_cid=str(raw.get("config_cid", "")),
-                              run_id=int(raw.get("run_id", 0)),
-                              ipfs_api=str(raw.get("ipfs_api") or DEFAULT_IPFS_API))
-    except FileNotFoundError as err:
-        raise DeploymentError(f"no deployment file at {path}: run `trainmarket devnet` first") from err
-    except (ValueError, KeyError, TypeError) as err:
-        raise DeploymentError(f"deployment file {path} is invalid: {err}") from err
+    """The validator cannot connect to its run (no key, not registered)."""
 
 
 class IpfsPayloadFormat:
@@ -150,14 +115,6 @@ def validator_status(client: TrainingRunClient, run_id: int, last: int) -> dict[
                                   "model_cid": pub.model_cid if pub else None,
                                   "report_cid": pub.report_cid if pub else None})
     return status
-
-
-def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, config_cid: str) -> RunConfig:
-    """The run's config by CID, refused unless it hashes to the digest the run fixed on chain."""
-    if not config_cid:
-        raise ValidatorSetupError("no run config CID: pass --config-cid or add config_cid to the deployment file")
-    digest = client.get_run(run_id).config_digest
-    return RunConfig.from_json_bytes(blobs.cat(config_cid, CONFIG_MAX_BYTES), expected_digest=bytes(digest))
 
 
 def open_run(client: TrainingRunClient, run_id: int, blobs: RunStore, config: RunConfig,

@@ -21,7 +21,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from validator.chain_io import TxSender, send_pipelined
 from validator.domain import ParamDict, ValidatorError
 from validator.sealed_reports import ReportRevealer, sealed_report_cid
 from validator.settlement import EpochSettler
-from validator.store import TX_PUBLISH, ValidatorStore
+from validator.store import TX_PUBLISH, RatingRecord, ValidatorStore, WindowRecord
 from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
 from validator.timing import StageClock, instrument, split_scoring, timed
 from validator.window_inputs import (
@@ -170,9 +169,10 @@ class ValidatorLoop:
 
     def stored_report(self, window: int) -> WindowReport:
         stored = self.store.window_report(window)
-        if stored is None or stored["report"] is None:
+        report = stored.report() if stored else None
+        if report is None:
             raise LoopError(f"window {window} has no stored report")
-        return WindowReport.from_json(json.dumps(stored["report"]))
+        return report
 
     def report_bytes(self, window: int) -> bytes:
         """The window's report as its CID is sealed and, later, revealed."""
@@ -180,17 +180,19 @@ class ValidatorLoop:
 
     def process_window(self, window: int) -> WindowReport:
         """Score `window` and record it (then publish). A window already recorded is only published."""
-        if self.store.window_status(window) in ("scored", "published"):
+        began = time.perf_counter()
+        if self.store.begin_window(window) in ("scored", "published"):
             self.publish(window)
             return self.stored_report(window)
-        began = time.perf_counter()
-        self.store.begin_window(window)
         previous = self.store.last_processed_window()
         state, own_params = self.load_state(previous)
         own_cid = self.initial_cid if previous is None else self.stored_report(previous).model_cid or ""
         base = canonical.window_base(self.ctx, window, self.initial_cid, own_cid, own_params, self.fetch_model)
+        # Written with the window, in one transaction: the base it adopted, if any (bench.faults.consensus lists
+        # the adopters), and what it scored (bench.load).
+        notes: dict[str, str] = {}
         if base.adopted:
-            self.store.set_value(f"window:{window}:adopted_base", json.dumps({"canonical": base.cid, "own": own_cid}))
+            notes[f"window:{window}:adopted_base"] = json.dumps({"canonical": base.cid, "own": own_cid})
         base_cid, params = base.cid, base.params
         gathered = gather_window(self.ctx, window, base_cid, params, base.accepted, self.stages)
         self.report_missed(window, gathered)
@@ -204,18 +206,14 @@ class ValidatorLoop:
         report = WindowReport(**{**_shallow(report), "model_cid": model_cid})
         self.save_state(window, new_state, new_model)
         loss = self.global_loss(new_model)
-        self.store.set_value(f"window:{window}:stats", json.dumps(
+        notes[f"window:{window}:stats"] = json.dumps(
             {"revealed": gathered.reveal_count, "well_formed": gathered.well_formed, "scored": len(report.scores),
-             "unscored": unscored_reasons(report)}))
-        self.store.record_window(
-            window, report.to_json(), [asdict(s) for s in report.scores], [asdict(r) for r in report.rejections],
-            self.rating_rows(window, report, new_state),
-            loss,
-        )
+             "unscored": unscored_reasons(report)})
+        self.store.record_window(WindowRecord.of(report, self.rating_rows(report, new_state), loss, notes))
         log.info("window %d scored: %d contributions, %d rejections, model %s", window, len(report.scores),
                  len(report.rejections), model_cid)
         with self.stages.stage("publish"):
-            self.publish(window)
+            self.publish(window, report)
         self.record_seconds(window, time.perf_counter() - began, scoring)
         return report
 
@@ -231,16 +229,15 @@ class ValidatorLoop:
         done = json.loads(self.store.get_value("weights_seconds") or "[]")
         self.store.set_value("weights_seconds", json.dumps([*done, round(seconds, 3)]))
 
-    def rating_rows(self, window: int, report: WindowReport, state: ValidatorState) -> dict[str, dict[str, Any]]:
-        """The store's rating rows: every trainer scored this window, and every rated trainer that missed a
+    def rating_rows(self, report: WindowReport, state: ValidatorState) -> list[RatingRecord]:
+        """The ratings the window changed: every trainer scored in it, and every rated trainer that missed a
         reveal in it (its miss count changed); misses = missed windows within the reliability horizon."""
         missed_now = {r.trainer for r in report.rejections if r.reason == RejectReason.MISSING_REVEAL}
-        rows: dict[str, dict[str, Any]] = {}
-        for trainer in sorted({s.trainer for s in report.scores} | (missed_now & set(state.ratings))):
-            rating = state.ratings[trainer]
-            rows[trainer] = {"mu": rating.mu, "sigma": rating.sigma, "B": state.binary_avg.get(trainer, 0.0),
-                             "misses": len(state.missed_windows.get(trainer, ())), "last_window": window}
-        return rows
+        return [
+            RatingRecord(trainer, state.ratings[trainer].mu, state.ratings[trainer].sigma,
+                         state.binary_avg.get(trainer, 0.0), len(state.missed_windows.get(trainer, ())))
+            for trainer in sorted({s.trainer for s in report.scores} | (missed_now & set(state.ratings)))
+        ]
 
     def global_loss(self, params: ParamDict) -> float:
         """Held-out loss of the window's new global model on the run's fixed monitoring batch."""
@@ -298,10 +295,11 @@ class ValidatorLoop:
             if not ok:
                 log.info("window %d: unavailability report on %s refused or raced", window, trainer)
 
-    def publish(self, window: int) -> None:
+    def publish(self, window: int, recorded: WindowReport | None = None) -> None:
         """Put the window's model on IPFS (idempotent: same bytes, same CID) and its CID on chain with the sealed
-        report's commitment; the report's bytes are in the store already, its CID computed but not added."""
-        report = self.stored_report(window)
+        report's commitment; the report's bytes are in the store already, its CID computed but not added.
+        `recorded`: the report just recorded (its JSON is the stored one), else it is read from the store."""
+        report = recorded or self.stored_report(window)
         if report.model_cid is None:
             raise LoopError(f"window {window} was recorded without its model CID")
         _, params = self.load_state(window)

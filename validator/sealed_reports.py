@@ -82,7 +82,7 @@ class ReportRevealer:
         if any(self.store.window_status(w) != "published" for w in windows):
             return False  # not (yet) published in full: the contract holds no complete seal to open
         me = self.client.address_of_account
-        cids = [str((self.store.window_report(w) or {}).get("report_cid")) for w in windows]
+        cids = [str(self._sealed_cid(w)) for w in windows]
         call = self.client.contract.functions.revealReports(self.run_id, epoch, cids)
         try:
             sent = self.sender.send_once(TX_REVEAL_REPORTS, str(epoch), call, "revealReports",
@@ -103,13 +103,17 @@ class ReportRevealer:
         self._pin(epoch)
         return True
 
+    def _sealed_cid(self, window: int) -> str | None:
+        stored = self.store.window_report(window)
+        return stored.report_cid if stored else None
+
     def _pin(self, epoch: int) -> None:
         """Add and pin the revealed reports of `epoch` (once; retried on the next call after an IPFS error)."""
         key = f"epoch:{epoch}:reports_pinned"
         if self.store.get_value(key) is not None:
             return
         for window in self._windows(epoch):
-            sealed = (self.store.window_report(window) or {}).get("report_cid")
+            sealed = self._sealed_cid(window)
             try:
                 cid = self.blobs.add(self.report_bytes(window))  # the content becomes fetchable as its CID
             except IpfsError as err:

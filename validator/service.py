@@ -12,6 +12,7 @@ Swagger/ReDoc pages are disabled because they load their assets from a CDN; /ope
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -35,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from base.errors import TrainmarketError
 from base.paths import state_dir
 from base.process import LOOPBACK
-from validator.store import ValidatorStore
+from validator.store import LeaderboardRow, StoredContribution, ValidatorStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ADDRESS_PATTERN = r"^0x[0-9a-fA-F]{40}$"
@@ -106,6 +107,14 @@ class ContributionView(BaseModel):
     final: float | None
     weight: float | None
 
+    @classmethod
+    def of(cls, row: StoredContribution) -> ContributionView:
+        """The API's names: s, b, B for the store's s_i, b_i, binary_avg."""
+        return cls(window=row.window, trainer=row.trainer, cid=row.cid, status=row.status,
+                   reason=row.reason, detail=row.detail, rank=row.rank, s=row.s_i, b=row.b_i, B=row.binary_avg,
+                   mu=row.mu, sigma=row.sigma, ordinal=row.ordinal, sync=row.sync, penalty=row.penalty,
+                   final=row.final, weight=row.weight)
+
 
 class WindowView(BaseModel):
     window: int
@@ -153,6 +162,13 @@ class LeaderboardEntry(BaseModel):
     total_weight: float
     rewards_wei: str
 
+    @classmethod
+    def of(cls, row: LeaderboardRow) -> LeaderboardEntry:
+        return cls(trainer=row.trainer, mu=row.mu, sigma=row.sigma, B=row.binary_avg, ordinal=row.ordinal,
+                   misses=row.misses, last_window=row.last_window, windows_scored=row.windows_scored,
+                   windows_rejected=row.windows_rejected, total_weight=row.total_weight,
+                   rewards_wei=str(row.rewards_wei))
+
 
 class LossPoint(BaseModel):
     window: int
@@ -179,15 +195,15 @@ class StoreCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         counts = self.store.counts()
         windows = CounterMetricFamily("trainmarket_validator_windows_processed", "Windows scored")
-        windows.add_metric([], counts["windows_processed"])
+        windows.add_metric([], counts.windows_processed)
         published = CounterMetricFamily("trainmarket_validator_windows_published", "Windows published on chain")
-        published.add_metric([], counts["windows_published"])
+        published.add_metric([], counts.windows_published)
         scored = CounterMetricFamily("trainmarket_validator_contributions_scored", "Contributions scored")
-        scored.add_metric([], counts["contributions_scored"])
+        scored.add_metric([], counts.contributions_scored)
         rejected = CounterMetricFamily(
             "trainmarket_validator_contributions_rejected", "Contributions rejected", labels=["reason"]
         )
-        for reason, count in sorted(counts["rejections_by_reason"].items()):
+        for reason, count in sorted(counts.rejections_by_reason.items()):
             rejected.add_metric([reason], count)
         yield from (windows, published, scored, rejected)
         history = self.store.loss_history()
@@ -296,32 +312,35 @@ def create_app(
         if window >= store.public_before():
             raise HTTPException(status_code=403, detail=f"window {window}'s report is sealed until its epoch's "
                                                         "reports are revealed on chain")
-        return WindowView.model_validate(stored)
+        return WindowView(
+            window=stored.window, status=stored.status, global_loss=stored.global_loss,
+            model_cid=stored.model_cid, report_cid=stored.report_cid, publish_tx_hash=stored.publish_tx_hash,
+            report=json.loads(stored.report_json) if stored.report_json is not None else None,
+            contributions=[ContributionView.of(row) for row in stored.contributions],
+        )
 
     @app.get("/trainers/{address}", responses={404: {"description": "Trainer never seen"}})
     def trainer(address: Annotated[str, PathParam(pattern=ADDRESS_PATTERN)]) -> TrainerView:
         key = address.lower()
         before = store.public_before()
         history = store.trainer_history(key, before)
-        rating = next((entry for entry in store.leaderboard(before) if entry["trainer"] == key), None)
+        rating = next((entry for entry in store.leaderboard(before) if entry.trainer == key), None)
         if rating is None and not history:
             raise HTTPException(status_code=404, detail=f"trainer {address} has no contributions")
         rewards = store.trainer_rewards(key)
         return TrainerView(
             address=key,
-            rating=RatingView.model_validate(rating) if rating else None,
-            history=[ContributionView.model_validate(row) for row in history],
-            total_weight=sum(row["weight"] or 0.0 for row in history),
-            rewards=[RewardView(epoch=r["epoch"], amount_wei=str(r["amount_wei"])) for r in rewards],
-            total_rewards_wei=str(sum(r["amount_wei"] for r in rewards)),
+            rating=RatingView(mu=rating.mu, sigma=rating.sigma, B=rating.binary_avg, misses=rating.misses,
+                              last_window=rating.last_window) if rating else None,
+            history=[ContributionView.of(row) for row in history],
+            total_weight=sum(row.weight or 0.0 for row in history),
+            rewards=[RewardView(epoch=r.epoch, amount_wei=str(r.amount_wei)) for r in rewards],
+            total_rewards_wei=str(sum(r.amount_wei for r in rewards)),
         )
 
     @app.get("/leaderboard")
     def leaderboard() -> list[LeaderboardEntry]:
-        return [
-            LeaderboardEntry.model_validate({**entry, "rewards_wei": str(entry["rewards_wei"])})
-            for entry in store.leaderboard(store.public_before())
-        ]
+        return [LeaderboardEntry.of(entry) for entry in store.leaderboard(store.public_before())]
 
     @app.get("/loss")
     def loss_history() -> list[LossPoint]:
@@ -330,7 +349,8 @@ def create_app(
     @app.get("/rejections")
     def rejections(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[RejectionView]:
         limit = min(limit, settings.rejections_limit)
-        return [RejectionView.model_validate(row) for row in store.rejections(limit, store.public_before())]
+        return [RejectionView(window=r.window, trainer=r.trainer, cid=r.cid, reason=r.reason, detail=r.detail)
+                for r in store.rejections(limit, store.public_before())]
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from base.report import ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
+from base.run_config import RunConfig
 from validator.aggregate import Aggregator, MedianNormClipMean, median_clip_scales, support_norm
 from validator.domain import Contribution, ParamDict
 from validator.evaluate import RowLosses, evaluate_rows
@@ -51,7 +52,8 @@ Valuate = Callable[..., Valuation]  # value_window's signature
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    eval_step_size: float = 1.0  # η in θ − η·Δ when measuring a contribution
+    # η in θ − η·Δ when measuring a contribution; a validator passes its run's (validator/loop.build_strategy)
+    eval_step_size: float = RunConfig.model_fields["eval_step_size"].default
     binary_decay: float = BINARY_DECAY
     min_gradient_score: float = 0.0  # only updates with s_i above this go into the aggregate
     # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by

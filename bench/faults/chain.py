@@ -20,6 +20,7 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
+from base.units import ETH
 from bench.faults import FaultOutcome, ScenarioFn
 from bench.faults.proxy import Fault, FaultPlan, FaultProxy
 from contracts.anvil import AnvilNode
@@ -29,12 +30,8 @@ from contracts.errors import ChainError
 from contracts.tx import NONCES, ResendPolicy, send_transaction
 from contracts.types import RunParams
 
-ETH = 10**18
-PARAMS = RunParams(
-    config_digest=keccak(b"faults"), window_blocks=10, reveal_blocks=5, windows_per_epoch=2,
-    grace_period_blocks=8, unbonding_blocks=41, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
-    min_trainer_stake=ETH, min_validator_stake=2 * ETH, reward_per_epoch=ETH,
-)
+PARAMS = RunParams.dev(keccak(b"faults"), grace_period_blocks=8, miss_threshold=2, min_validator_stake=2 * ETH,
+                       reward_per_epoch=ETH)
 RPC_TIMEOUT_S = 1.0  # the faulty connection's per-request timeout (a stall costs this long)
 POLICY = ResendPolicy(retries=6, backoff_s=0.05, max_backoff_s=0.5, receipt_timeout_s=30.0)
 # Faults on the RPC connection, each armed for a bounded number of exchanges (fewer than POLICY.retries).

@@ -29,10 +29,11 @@ from typing import Any
 from base.errors import TrainmarketError
 from base.report import WindowReport
 from contracts.client import TrainingRunClient, unpack_weights
+from contracts.deploy import read_deployment
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
-from validator.context import chain_client, read_deployment
+from validator.context import chain_client
 from validator.scoring import epoch_weights, to_u16_weights
 from validator.settlement import weight_vector
 

@@ -25,13 +25,14 @@ from base.clock import WindowClock
 from base.errors import TrainmarketError
 from base.process import ManagedProcess, free_port, port_open
 from base.run_config import RunConfig
+from base.units import ETH
 from bench.faults.copier import COPIER_KEY_ENV
 from bench.faults.gated_clock import GatedClock
 from bench.faults.proxy import FaultProxy
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from node.data import fetch_dataset
-from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.orchestrator import Demo, DemoSettings, trainer_argv, validator_argv
 
 POOL = 200 * ETH

@@ -17,6 +17,7 @@ from eth_utils import keccak
 from web3 import Web3
 
 from base.commitments import commitment_hash
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.client import MAX_WEIGHT, TrainingRunClient
 from contracts.deploy import Deployment, deploy
@@ -26,25 +27,9 @@ from contracts.types import RunParams
 
 from .cids import cid
 
-ETH = 10**18
-PARAMS = RunParams(
-    config_digest=keccak(b"test-run"),
-    window_blocks=10,
-    reveal_blocks=5,
-    windows_per_epoch=2,
-    grace_period_blocks=20,
-    unbonding_blocks=65,  # the minimum: 2 windows of 10, 5 reveal blocks, 2 settlement phases of 20
-    validator_share_bps=2000,
-    slash_bps=1000,
-    miss_threshold=2,
-    min_trainer_stake=ETH,
-    min_validator_stake=2 * ETH,
-    reward_per_epoch=10 * ETH,
-    max_trainers=64,
-    max_validators=16,
-    publish_blocks=10,
-    start_delay_blocks=20,
-)
+# Unbonding: the contract's minimum (2 windows of 10, 5 reveal blocks, 2 settlement phases of 20).
+PARAMS = RunParams.dev(keccak(b"test-run"), grace_period_blocks=20, miss_threshold=2, min_validator_stake=2 * ETH,
+                       max_trainers=64, start_delay_blocks=20)
 POOL = 100 * ETH
 
 

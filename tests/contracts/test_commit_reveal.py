@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from base.commitments import commitment_hash
+from base.units import ETH
 from contracts.errors import ContractReverted
 from contracts.types import CommitStatus
 
 from .cids import b32, cid, encodings
-from .conftest import ETH, Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start
+from .conftest import Chain, commit_cid, make_run, reveal_cid, reverts, salt_for, to_reveal_period, to_start
 
 
 def test_commit_and_reveal_happy_path(chain: Chain, run_id: int) -> None:

@@ -18,11 +18,12 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from base.units import ETH
 from contracts.client import TrainingRunClient, unpack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.tx import NONCES
 
-from .conftest import ETH, Chain, finalize, make_run, publish_epoch, to_epoch_end, weight_salt
+from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, weight_salt
 from .test_attacks import fresh
 from .test_settlement_fuzz import reference_settlement
 

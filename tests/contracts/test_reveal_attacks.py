@@ -5,11 +5,12 @@ binds (cid, salt, run, window, trainer), so all of them fail and the honest trai
 from __future__ import annotations
 
 from base.commitments import commitment_hash
+from base.units import ETH
 from contracts.client import TrainingRunClient
 from contracts.types import CommitStatus
 
 from .cids import cid
-from .conftest import ETH, Chain, make_run, reverts, salt_for, to_reveal_period
+from .conftest import Chain, make_run, reverts, salt_for, to_reveal_period
 
 CID = cid("honest contribution")
 

@@ -8,7 +8,9 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from .conftest import ETH, PARAMS, POOL, Chain, make_run, reverts
+from base.units import ETH
+
+from .conftest import PARAMS, POOL, Chain, make_run, reverts
 
 
 def test_create_run_stores_params_and_seeds_pool(chain: Chain) -> None:

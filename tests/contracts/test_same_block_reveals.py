@@ -8,9 +8,10 @@ stopped on the failed transaction."""
 
 from __future__ import annotations
 
+from base.units import ETH
 from contracts.client import pack_weights
 
-from .conftest import ETH, Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
+from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
 
 
 def test_two_weight_reveals_in_one_block_both_land_when_one_takes_a_fresh_slot(chain: Chain) -> None:

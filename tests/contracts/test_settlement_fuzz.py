@@ -9,9 +9,10 @@ from dataclasses import dataclass, replace
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from base.units import ETH
 from contracts.tx import NONCES
 
-from .conftest import ETH, PARAMS, Chain, settle
+from .conftest import PARAMS, Chain, settle
 
 SCALE = 10**12
 BPS = 10_000

@@ -4,10 +4,11 @@ canonical model is the one published on time by the most of that stake."""
 
 from __future__ import annotations
 
+from base.units import ETH
 from contracts.types import CommitStatus
 
 from .cids import cid, encodings
-from .conftest import ETH, Chain, commit_cid, make_run, reveal_cid, reverts, to_reveal_period, to_start
+from .conftest import Chain, commit_cid, make_run, reveal_cid, reverts, to_reveal_period, to_start
 
 
 def three_validator_run(chain: Chain, stakes: tuple[int, int, int] = (2, 2, 2), **overrides: int) -> int:

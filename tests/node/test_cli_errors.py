@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from base.process import free_port
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.keys import PRIVATE_KEY_ENV
-from tests.node.test_runner_integration import ETH, DevRun, start_dev_run, tiny_config
+from tests.node.test_runner_integration import DevRun, start_dev_run, tiny_config
 from trainmarket.cli import main
 
 UNREGISTERED = 7  # dev key never registered in these tests

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from base.report import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -18,7 +19,7 @@ from ipfs.daemon import IpfsDaemon
 from node import commands as node_commands
 from node.payloads import RunPayloads
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
+from tests.node.test_runner_integration import DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
 
 TRAINER = 4

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from base.paths import REPO_ROOT
 from base.process import free_port
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -29,7 +30,7 @@ from node.journal import TrainerJournal
 from node.keys import PRIVATE_KEY_ENV
 from node.train import InnerLoopError, train_inner
 from tests.node.ddp_worker import INNER, model, rank_main, window_batches
-from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
+from tests.node.test_runner_integration import DevRun, start_dev_run
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:

@@ -12,12 +12,13 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import Web3RPCError
 
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, node_setup, start_dev_run
+from tests.node.test_runner_integration import node_setup, start_dev_run
 
 pytestmark = pytest.mark.slow
 TRAINER = 4

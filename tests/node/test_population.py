@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
@@ -21,7 +22,7 @@ from node.population import population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
 from tensors.payload import decode_contribution
-from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
+from tests.node.test_runner_integration import DevRun, start_dev_run
 
 IDENTITIES = 4
 

@@ -24,6 +24,7 @@ from base.clock import WindowClock
 from base.model import build_model, model_spec
 from base.paths import REPO_ROOT
 from base.run_config import RunConfig
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import Deployment, deploy
@@ -37,8 +38,6 @@ from node.keys import PRIVATE_KEY_ENV
 from node.payloads import RunPayloads
 from node.runner import NodeSetup, TrainerNode
 from tensors.payload import decode_contribution
-
-ETH = 10**18
 
 
 @dataclass
@@ -79,11 +78,7 @@ def tiny_config(**changes: object) -> RunConfig:
 
 
 def run_params(config: RunConfig) -> RunParams:
-    return RunParams(
-        config_digest=config.digest(), window_blocks=10, reveal_blocks=5, windows_per_epoch=2,
-        grace_period_blocks=8, unbonding_blocks=41, validator_share_bps=2000, slash_bps=1000, miss_threshold=2,
-        min_trainer_stake=ETH, min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH,
-    )
+    return RunParams.dev(config.digest(), grace_period_blocks=8, miss_threshold=2, min_validator_stake=2 * ETH)
 
 
 def start_dev_run(node: AnvilNode, blobs: IpfsClient, api_url: str) -> DevRun:

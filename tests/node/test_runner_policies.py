@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from torch import Tensor
 
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from contracts.types import CommitStatus
@@ -17,7 +18,7 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.policy import TrainingContext, UpdatePolicy
 from node.runner import TrainerNode
-from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
+from tests.node.test_runner_integration import DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
 
 

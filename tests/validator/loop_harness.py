@@ -18,6 +18,7 @@ from web3 import Web3
 from base.commitments import commitment_hash
 from base.model import build_model, model_spec
 from base.run_config import RunConfig
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
@@ -31,8 +32,6 @@ from validator.domain import ParamDict
 from validator.loop import ValidatorLoop
 from validator.store import ValidatorStore
 from validator.window_inputs import RunContext, sorted_params
-
-ETH = 10**18
 
 CONFIG = RunConfig(
     model_preset="tiny",
@@ -48,8 +47,7 @@ CONFIG = RunConfig(
 )
 # start_delay_blocks: the validators registered right after the run's creation vote from epoch 0 on
 RUN = dict(window_blocks=30, reveal_blocks=10, windows_per_epoch=1, grace_period_blocks=8, unbonding_blocks=64,
-           validator_share_bps=2000, slash_bps=1000, miss_threshold=3, min_trainer_stake=ETH,
-           min_validator_stake=2 * ETH, reward_per_epoch=10 * ETH, start_delay_blocks=16)
+           min_validator_stake=2 * ETH, start_delay_blocks=16)
 
 
 def corpus() -> list[tuple[str, bytes]]:
@@ -104,7 +102,7 @@ def start_net(tmp: Path, blobs: IpfsClient, n_trainers: int = 5, n_validators: i
         accounts = [Account.from_key(k) for k in node.private_keys]
         deployment = deploy(web3, accounts[0])
         sponsor = TrainingRunClient(web3, deployment.address, accounts[0], deployment.block)
-        run_id = sponsor.create_run(RunParams(config_digest=config.digest(), **RUN), 100 * ETH)
+        run_id = sponsor.create_run(RunParams.dev(config.digest(), **RUN), 100 * ETH)
         spec = model_spec(build_model(config))
         net = Net(node, sponsor, run_id, config, config_cid, blobs, IpfsPayloadFormat(run_id, config, spec),
                   RunPayloads(config, run_id, spec), fetch_dataset(blobs, dataset_cid, tmp / "datasets"),

@@ -47,7 +47,7 @@ def test_missing_key_is_a_plain_error(tmp_path: Path, monkeypatch: pytest.Monkey
 
 
 def test_the_ipfs_api_comes_from_the_deployment_file(tmp_path: Path) -> None:
-    from validator.context import DEFAULT_IPFS_API, read_deployment
+    from contracts.deploy import DEFAULT_IPFS_API, read_deployment
 
     deployment = tmp_path / "deployment.json"
     deployment.write_text(json.dumps({"address": "0x" + "11" * 20, "block": 1, "rpc_url": "http://127.0.0.1:9",

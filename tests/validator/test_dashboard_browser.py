@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from base.process import free_port
+from tests.validator.store_rows import rejection, window_record
 from tests.validator.test_service import LOSSES, TRAINERS, seed_store
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore
@@ -152,13 +153,13 @@ def test_rejections_with_real_cids_fit_a_1280px_window(tmp_path: Path) -> None:
     chromium = chromium_binary()
     cid = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
     rejections = [
-        {"trainer": "0x" + "9" * 40, "cid": cid, "reason": "copy_of_earlier",
-         "detail": f"top-k index overlap 0.97 and cosine 0.993 with {TRAINERS[0]}'s contribution {cid} of window 4"},
-        {"trainer": "0x" + "8" * 40, "cid": cid, "reason": "malformed", "detail": "payload_is_not_safetensors_" * 6},
+        rejection("0x" + "9" * 40, "copy_of_earlier", 5, cid=cid, detail=f"top-k index overlap 0.97 and cosine "
+                  f"0.993 with {TRAINERS[0]}'s contribution {cid} of window 4"),
+        rejection("0x" + "8" * 40, "malformed", 5, cid=cid, detail="payload_is_not_safetensors_" * 6),
     ]
     with ValidatorStore(tmp_path / "wide.sqlite3") as store:
         seed_store(store)
-        store.record_window(5, json.dumps({"window": 5, "scores": []}), [], rejections, {}, 2.9)
+        store.record_window(window_record(5, json.dumps({"window": 5, "scores": []}), [], rejections, [], 2.9))
         store.make_public_before(6)
         settings = ServiceSettings(port=free_port(), db_path=tmp_path / "wide.sqlite3")
         with running_service(create_app(store, settings), settings) as url:

@@ -111,7 +111,7 @@ def test_torchrun_validator_publishes_the_single_process_cids(tmp_path: Path, ip
             # Reports are sealed (bound to each publisher): the same report CID behind both commitments.
             stored = single.store.window_report(0)
             assert stored is not None and two.report_commitment == report_commitment(
-                stored["report_cid"], spread.address_of_account), out
+                stored.report_cid, spread.address_of_account), out
             assert "evaluated 5 contributions over 2 processes (gloo)" in out, out
         finally:
             net.node.stop()

@@ -23,12 +23,13 @@ from web3.types import Wei
 
 from base.commitments import report_commitment
 from base.report import RejectReason, WindowReport
+from base.units import ETH
 from contracts.errors import TransactionFailed
 from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from tests.validator.loop_harness import ETH, Net, initial_params, play_window, publish_initial_model, start_net
+from tests.validator.loop_harness import Net, initial_params, play_window, publish_initial_model, start_net
 from validator.fetch import Failure, fetch_payloads
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
@@ -70,19 +71,19 @@ def played(tmp_path_factory: pytest.TempPathFactory, ipfs_daemon: IpfsDaemon) ->
 def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> None:
     net, store = played.net, played.loop.store
     stored = store.window_report(0)
-    assert stored is not None and stored["status"] == "published"
+    assert stored is not None and stored.status == "published"
     me = net.validators[0].address_of_account
     on_chain = net.sponsor.publications(net.run_id, 0)[me]
-    assert on_chain.model_cid == stored["model_cid"]
+    assert on_chain.model_cid == stored.model_cid
     # The report is sealed: on chain only its commitment, bound to this validator, until the epoch's weight
     # commits close; its CID is the one its stored bytes will have on IPFS.
     assert on_chain.report_cid is None
-    assert on_chain.report_commitment == report_commitment(stored["report_cid"], me)
+    assert on_chain.report_commitment == report_commitment(stored.report_cid, me)
     data = played.loop.report_bytes(0)
-    assert net.blobs.add(data, pin=False, only_hash=True) == stored["report_cid"]
+    assert net.blobs.add(data, pin=False, only_hash=True) == stored.report_cid
     if not net.sponsor.reports_revealed(net.run_id, me, 0):  # (tests may run in any order)
         # Nor is it on the IPFS daemon the validators share: `pin/ls` would list it to anyone.
-        listed = httpx.post(f"{played.api_url}/api/v0/pin/ls", params={"arg": stored["report_cid"]}, timeout=10)
+        listed = httpx.post(f"{played.api_url}/api/v0/pin/ls", params={"arg": stored.report_cid}, timeout=10)
         assert listed.status_code != 200 and "not pinned" in listed.text, listed.text  # js-ipfs lists in base58
 
     report = WindowReport.from_json(data)
@@ -101,7 +102,7 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
     assert stats["unscored"] == {"malformed": 1, "unavailable": 1}
     assert stats["scored"] == len(honest) and stats["scored"] + 2 == stats["revealed"]
     ratings = store.ratings()
-    assert set(ratings) == honest and all(r["misses"] == 0 and r["last_window"] == 0 for r in ratings.values())
+    assert set(ratings) == honest and all(r.misses == 0 and r.last_window == 0 for r in ratings.values())
     # The new global model is on IPFS and decodes to the model's shapes.
     params = net.payloads.decode_model(net.blobs.cat(on_chain.model_cid, 1 << 24), played.net.ctx(
         net.sponsor).spec, 1 << 24)
@@ -119,7 +120,7 @@ def test_window_is_scored_and_published_on_chain_and_ipfs(played: Played) -> Non
 def test_a_recorded_window_is_not_rescored(played: Played) -> None:
     before = played.loop.store.window_report(0)
     report = played.loop.process_window(0)  # a recorded window is only (re)published, never rescored
-    assert before is not None and report.model_cid == before["model_cid"]
+    assert before is not None and report.model_cid == before.model_cid
     assert played.loop.store.window_report(0) == before
     assert len(played.net.sponsor._logs("WindowPublished", {"runId": played.net.run_id, "window": 0})) == 1
 
@@ -135,14 +136,14 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
     me = net.validators[0].address_of_account
     assert net.sponsor.reports_revealed(net.run_id, me, 0)
     stored = loop.store.window_report(0)
-    assert stored is not None and net.sponsor.publications(net.run_id, 0)[me].report_cid == stored["report_cid"]
-    assert net.blobs.cat(stored["report_cid"], 1 << 20) == loop.report_bytes(0)
+    assert stored is not None and net.sponsor.publications(net.run_id, 0)[me].report_cid == stored.report_cid
+    assert net.blobs.cat(stored.report_cid, 1 << 20) == loop.report_bytes(0)
     assert net.sponsor.claimable(net.run_id, me) > 0  # the validator share
     info = net.sponsor.epoch_info(net.run_id, 0)
     assert info.finalized and info.submissions == 1
     weights = loop.store.epoch_weights(0)
     assert weights is not None and max(weights, key=lambda t: weights[t]) in played.cids
-    rewards = {t: sum(r["amount_wei"] for r in loop.store.trainer_rewards(t)) for t in played.cids}
+    rewards = {t: sum(r.amount_wei for r in loop.store.trainer_rewards(t)) for t in played.cids}
     assert sum(rewards.values()) > 0
     best = max(weights, key=lambda t: weights[t])
     assert rewards[best] == max(rewards.values())
@@ -152,7 +153,8 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
 CRASH = """
 import os, signal, sys
 from pathlib import Path
-from validator.context import chain_client, ipfs_client, load_run_config, open_run
+from base.run_config import load_run_config
+from validator.context import chain_client, ipfs_client, open_run
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import ValidatorStore
 rpc, contract, key, block, run_id, api, config_cid, home, point = sys.argv[1:]
@@ -200,7 +202,7 @@ def test_resume_after_sigkill_publishes_exactly_once_with_the_same_cids(played: 
     assert loop.store.window_status(0) == "scored"  # recorded, publish not confirmed
     loop.step()
     stored = loop.store.window_report(0)
-    assert stored is not None and stored["status"] == "published"
+    assert stored is not None and stored.status == "published"
     me = validator.address_of_account
     events = [e for e in net.sponsor._logs("WindowPublished", {"runId": net.run_id, "window": 0})
               if e["args"]["validator"] == me]
@@ -208,7 +210,7 @@ def test_resume_after_sigkill_publishes_exactly_once_with_the_same_cids(played: 
     reference = played.loop.store.window_report(0)
     assert reference is not None
     # Two validators, one killed and restarted, agree byte for byte.
-    assert (stored["model_cid"], stored["report_cid"]) == (reference["model_cid"], reference["report_cid"])
+    assert (stored.model_cid, stored.report_cid) == (reference.model_cid, reference.report_cid)
     pending = loop.store.pending_tx(TX_PUBLISH, "0")
     assert pending is not None and pending.status == "confirmed"
     if point != "after_record":
@@ -231,7 +233,7 @@ def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
         window = httpx.get(f"{url}/windows/0").json()
     assert health["loop"] == "running" and health["last_processed_window"] == 0, health
     stored = loop.store.window_report(0)
-    assert stored is not None and window["status"] == "published" and window["model_cid"] == stored["model_cid"]
+    assert stored is not None and window["status"] == "published" and window["model_cid"] == stored.model_cid
 
 
 def test_the_runs_payload_cap_is_enforced_where_the_validator_fetches(played: Played) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 
 from base.errors import TrainmarketError
 from base.process import free_port
+from tests.validator.store_rows import rating, rejection, score, window_record
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore
 
@@ -25,27 +27,22 @@ def seed_store(store: ValidatorStore, public_before: int = len(LOSSES)) -> None:
     """Five windows: trainers 1-3 scored every window (1 best), trainer 4 rejected twice then absent; the scores
     of windows before `public_before` are served (their epochs' reports are revealed)."""
     for window, loss in enumerate(LOSSES):
-        scores: list[dict[str, Any]] = [
-            {
-                "trainer": trainer, "cid": f"bafk{window}{rank}", "s": 0.1 / rank, "b": 1.0, "B": 0.05 * window,
-                "mu": 25.0 + window / rank, "sigma": 8.0 - window * 0.3, "ordinal": 2.0 * window / rank,
-                "sync": 1.0, "final": 0.1 / rank, "weight": [0.5, 0.3, 0.2][rank - 1],
-            }
+        scores = [
+            score(trainer, 0.1 / rank, cid=f"bafk{window}{rank}", b_i=1, binary_avg=0.05 * window,
+                  mu=25.0 + window / rank, sigma=8.0 - window * 0.3, ordinal=2.0 * window / rank, sync=1.0,
+                  final=0.1 / rank, weight=[0.5, 0.3, 0.2][rank - 1])
             for rank, trainer in enumerate(TRAINERS[:3], start=1)
         ]
         rejections = (
-            [{"trainer": TRAINERS[3], "cid": f"bafkcopy{window}", "reason": "copy_of_earlier",
-              "detail": f"cosine 0.99 with {TRAINERS[0]}"}]
+            [rejection(TRAINERS[3], "copy_of_earlier", window, cid=f"bafkcopy{window}",
+                       detail=f"cosine 0.99 with {TRAINERS[0]}")]
             if window < 2 else []
         )
-        ratings: dict[str, dict[str, Any]] = {
-            row["trainer"]: {"mu": row["mu"], "sigma": row["sigma"], "B": row["B"]} for row in scores
-        }
+        ratings = [rating(s.trainer, s.mu, sigma=s.sigma, binary_avg=s.binary_avg) for s in scores]
         if window < 2:
-            ratings[TRAINERS[3]] = {"mu": 20.0, "sigma": 8.3, "B": 0.0, "misses": window + 1}
-        store.record_window(
-            window, json.dumps({"window": window, "scores": scores}), scores, rejections, ratings, loss
-        )
+            ratings.append(rating(TRAINERS[3], 20.0, sigma=8.3, binary_avg=0.0, misses=window + 1))
+        report = json.dumps({"window": window, "scores": [asdict(s) for s in scores]})
+        store.record_window(window_record(window, report, scores, rejections, ratings, loss))
     store.mark_published(0, "bafymodel0", "bafyreport0", "0x" + "ab" * 32)
     store.record_rewards(0, {TRAINERS[0]: 3 * 10**20, TRAINERS[1]: 10**20})
     store.make_public_before(public_before)
@@ -223,7 +220,7 @@ def test_background_loop_runs_with_the_app(tmp_path: Path) -> None:
 
     def loop(stop: threading.Event) -> None:
         with ValidatorStore(tmp_path / "service.sqlite3") as writer:  # the loop's own connection
-            writer.record_window(0, "{}", [], [], {}, global_loss=1.5)
+            writer.record_window(window_record(0, "{}", global_loss=1.5))
             entered.set()
             stop.wait()
             writer.set_value("loop_stopped_cleanly", "yes")

@@ -10,19 +10,20 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from base.report import ContributionScore, Rejection, RejectReason
+from base.report import ContributionScore
+from tests.validator.store_rows import rating, rejection, score, window_record
 from validator.store import (
     SCHEMA_VERSION,
     TX_PUBLISH,
     TX_SUBMIT_WEIGHTS,
     InvalidRecordError,
+    Reward,
     SchemaVersionError,
+    StoredRejection,
     StoreError,
     StoreWriteError,
     TxStateError,
@@ -36,19 +37,6 @@ BOB = "0x" + "b2" * 20
 CAROL = "0x" + "c3" * 20
 
 
-def score(trainer: str, s: float, **overrides: Any) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "trainer": trainer, "cid": f"bafk{trainer[2:10]}", "s": s, "b": 1.0, "B": 0.05, "mu": 25.0 + s,
-        "sigma": 8.0, "ordinal": 1.0 + s, "sync": 1.0, "final": max(0.0, s), "weight": 0.5,
-    }
-    row.update(overrides)
-    return row
-
-
-def rating(mu: float, **overrides: Any) -> dict[str, Any]:
-    return {"mu": mu, "sigma": 8.0, "B": 0.05, "misses": 0, **overrides}
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ValidatorStore]:
     with ValidatorStore(tmp_path / "state.sqlite3") as opened:
@@ -56,14 +44,14 @@ def store(tmp_path: Path) -> Iterator[ValidatorStore]:
 
 
 def record_simple(store: ValidatorStore, window: int, loss: float = 3.0) -> None:
-    store.record_window(
+    store.record_window(window_record(
         window,
         json.dumps({"window": window, "note": "report"}),
         [score(ALICE, 0.2), score(BOB, 0.1)],
-        [{"trainer": CAROL, "cid": None, "reason": "missing_reveal"}],
-        {ALICE: rating(26.0), BOB: rating(25.5), CAROL: rating(24.0, misses=1)},
+        [rejection(CAROL, "missing_reveal", window)],
+        [rating(ALICE, 26.0), rating(BOB, 25.5), rating(CAROL, 24.0, misses=1)],
         global_loss=loss,
-    )
+    ))
 
 
 def test_fresh_store_is_empty_and_versioned(store: ValidatorStore) -> None:
@@ -80,58 +68,51 @@ def test_record_window_round_trip(store: ValidatorStore) -> None:
 
     report = store.window_report(1)
     assert report is not None
-    assert report["status"] == "scored"
-    assert report["report"] == {"window": 1, "note": "report"}
-    assert report["global_loss"] == 3.25
-    by_trainer = {row["trainer"]: row for row in report["contributions"]}
-    assert by_trainer[ALICE]["rank"] == 1 and by_trainer[BOB]["rank"] == 2
-    assert by_trainer[ALICE]["s"] == pytest.approx(0.2)
-    assert by_trainer[ALICE]["B"] == pytest.approx(0.05) and by_trainer[ALICE]["b"] == 1.0
-    assert by_trainer[CAROL]["status"] == "rejected" and by_trainer[CAROL]["reason"] == "missing_reveal"
+    assert report.status == "scored"
+    assert report.report_json is not None and json.loads(report.report_json) == {"window": 1, "note": "report"}
+    assert report.global_loss == 3.25
+    by_trainer = {row.trainer: row for row in report.contributions}
+    assert by_trainer[ALICE].rank == 1 and by_trainer[BOB].rank == 2
+    assert by_trainer[ALICE].s_i == pytest.approx(0.2)
+    assert by_trainer[ALICE].binary_avg == pytest.approx(0.05) and by_trainer[ALICE].b_i == 1.0
+    assert by_trainer[CAROL].status == "rejected" and by_trainer[CAROL].reason == "missing_reveal"
 
     assert store.last_processed_window() == 1
     assert store.get_value("processed_through_window") == "1"
     assert store.loss_history() == [(0, 3.5), (1, 3.25)]
-    assert store.ratings()[CAROL]["misses"] == 1
-    assert store.ratings()[ALICE]["last_window"] == 1
-    assert [row["window"] for row in store.trainer_history(ALICE)] == [0, 1]
-    assert store.rejections(limit=1) == [
-        {"window": 1, "trainer": CAROL, "cid": None, "reason": "missing_reveal", "detail": None}
-    ]
+    assert store.ratings()[CAROL].misses == 1
+    assert store.ratings()[ALICE].last_window == 1
+    assert [row.window for row in store.trainer_history(ALICE)] == [0, 1]
+    assert store.rejections(limit=1) == [StoredRejection(1, CAROL, None, "missing_reveal", None)]
     board = store.leaderboard()
-    assert [entry["trainer"] for entry in board] == [ALICE, BOB, CAROL]
-    assert board[0]["windows_scored"] == 2 and board[0]["total_weight"] == pytest.approx(1.0)
-    assert board[2]["windows_rejected"] == 2
+    assert [entry.trainer for entry in board] == [ALICE, BOB, CAROL]
+    assert board[0].windows_scored == 2 and board[0].total_weight == pytest.approx(1.0)
+    assert board[2].windows_rejected == 2
     # sealed windows' contributions are not counted in the metrics (they would tell who was rejected)
-    assert store.counts() == {
-        "windows_processed": 2, "windows_published": 0, "contributions_scored": 0, "rejections_by_reason": {},
-    }
+    counts = store.counts()
+    assert (counts.windows_processed, counts.windows_published, counts.contributions_scored,
+            counts.rejections_by_reason) == (2, 0, 0, {})
     store.make_public_before(2)
-    assert store.counts() == {
-        "windows_processed": 2, "windows_published": 0, "contributions_scored": 4,
-        "rejections_by_reason": {"missing_reveal": 2},
-    }
+    counts = store.counts()
+    assert (counts.windows_processed, counts.windows_published, counts.contributions_scored,
+            counts.rejections_by_reason) == (2, 0, 4, {"missing_reveal": 2})
 
 
 def test_addresses_are_case_insensitive(store: ValidatorStore) -> None:
     mixed = "0x" + "Ab" * 20
-    store.record_window(0, "{}", [score(mixed, 0.3)], [], {mixed: rating(25.0)}, global_loss=2.0)
-    assert store.trainer_history(mixed.upper().replace("0X", "0x"))[0]["trainer"] == mixed.lower()
+    store.record_window(window_record(0, "{}", [score(mixed, 0.3)], [], [rating(mixed, 25.0)], global_loss=2.0))
+    assert store.trainer_history(mixed.upper().replace("0X", "0x"))[0].trainer == mixed.lower()
     assert list(store.ratings()) == [mixed.lower()]
 
 
-def test_ties_share_a_rank_and_explicit_ranks_win(store: ValidatorStore) -> None:
-    store.record_window(
-        0, "{}", [score(ALICE, 0.1), score(BOB, 0.1), score(CAROL, 0.3)], [], {}, global_loss=1.0
-    )
-    ranks = {row["trainer"]: row["rank"] for row in store.trainer_history(ALICE) + store.trainer_history(BOB)}
+def test_ties_share_a_rank(store: ValidatorStore) -> None:
+    store.record_window(window_record(0, "{}", [score(ALICE, 0.1), score(BOB, 0.1), score(CAROL, 0.3)]))
+    ranks = {row.trainer: row.rank for row in store.trainer_history(ALICE) + store.trainer_history(BOB)}
     assert ranks == {ALICE: 2, BOB: 2}
-    store.record_window(1, "{}", [score(ALICE, 0.1, rank=7)], [], {}, global_loss=1.0)
-    assert store.trainer_history(ALICE)[-1]["rank"] == 7
 
 
 def test_a_window_is_never_scored_twice(store: ValidatorStore) -> None:
-    store.begin_window(4)
+    assert store.begin_window(4) == "pending"
     assert store.window_status(4) == "pending"
     assert store.last_processed_window() is None
     record_simple(store, 4)
@@ -144,22 +125,21 @@ def test_a_window_is_never_scored_twice(store: ValidatorStore) -> None:
     [
         ([score(ALICE, float("nan"))], "not finite"),
         ([score(ALICE, 0.1, weight=float("inf"))], "not finite"),
-        ([{k: v for k, v in score(ALICE, 0.1).items() if k != "B"}], "missing B"),
         ([score(ALICE, 0.1, final="1")], "must be a number"),
         ([score("", 0.1)], "trainer must be"),
     ],
 )
 def test_invalid_rows_are_refused_before_writing(
-    store: ValidatorStore, scores: list[dict[str, Any]], problem: str
+    store: ValidatorStore, scores: list[ContributionScore], problem: str
 ) -> None:
     with pytest.raises(InvalidRecordError, match=problem):
-        store.record_window(0, "{}", scores, [], {}, global_loss=1.0)
+        store.record_window(window_record(0, "{}", scores))
     assert store.window_status(0) is None
 
 
 def test_report_must_be_json(store: ValidatorStore) -> None:
     with pytest.raises(InvalidRecordError, match="not JSON"):
-        store.record_window(0, "{not json", [], [], {}, global_loss=1.0)
+        store.record_window(window_record(0, "{not json"))
 
 
 def test_failure_mid_transaction_leaves_nothing(store: ValidatorStore) -> None:
@@ -168,16 +148,16 @@ def test_failure_mid_transaction_leaves_nothing(store: ValidatorStore) -> None:
     # The rating's CHECK constraint fails on the last statement, after the window and its contributions
     # were already inserted inside the transaction.
     with pytest.raises(StoreWriteError, match="CHECK"):
-        store.record_window(
-            1, "{}", [score(ALICE, 0.4), score(BOB, 0.2)], [{"trainer": CAROL, "reason": "stale"}],
-            {ALICE: rating(30.0), BOB: rating(20.0, misses=-1)}, global_loss=2.0,
-        )
+        store.record_window(window_record(
+            1, "{}", [score(ALICE, 0.4), score(BOB, 0.2)], [rejection(CAROL, "stale", 1)],
+            [rating(ALICE, 30.0), rating(BOB, 20.0, misses=-1)], global_loss=2.0,
+        ))
     assert store.window_status(1) is None
-    assert store.trainer_history(ALICE)[-1]["window"] == 0
+    assert store.trainer_history(ALICE)[-1].window == 0
     assert (store.ratings(), store.counts(), store.get_value("processed_through_window")) == before
     # Duplicate trainer within one window: fails on the second contribution insert.
     with pytest.raises(StoreWriteError, match="UNIQUE"):
-        store.record_window(1, "{}", [score(ALICE, 0.4), score(ALICE, 0.2)], [], {}, global_loss=2.0)
+        store.record_window(window_record(1, "{}", [score(ALICE, 0.4), score(ALICE, 0.2)], global_loss=2.0))
     assert store.window_status(1) is None
     record_simple(store, 1)  # the store is still usable
     assert store.last_processed_window() == 1
@@ -187,15 +167,15 @@ WRITER = textwrap.dedent(
     """
     import json, sys
     from pathlib import Path
+    from tests.validator.store_rows import rating, score, window_record
     from validator.store import ValidatorStore
     store = ValidatorStore(Path(sys.argv[1]))
     trainers = ["0x%040x" % i for i in range(200)]
     window = 0
     while True:
-        scores = [dict(trainer=t, cid="c", s=i / 1000, b=1.0, B=0.1, mu=25.0, sigma=8.0, ordinal=1.0,
-                       sync=1.0, final=0.1, weight=1 / 200) for i, t in enumerate(trainers)]
-        ratings = {t: dict(mu=25.0 + window, sigma=8.0, B=0.1) for t in trainers}
-        store.record_window(window, json.dumps({"n": len(trainers)}), scores, [], ratings, global_loss=1.0)
+        scores = [score(t, i / 1000, weight=1 / 200) for i, t in enumerate(trainers)]
+        ratings = [rating(t, 25.0 + window) for t in trainers]
+        store.record_window(window_record(window, json.dumps({"n": len(trainers)}), scores, [], ratings))
         print(window, flush=True)
         window += 1
     """
@@ -217,10 +197,10 @@ def test_sigkill_never_leaves_half_a_window(tmp_path: Path) -> None:
         assert last is not None and last >= 2
         for window in range(last + 1):
             report = store.window_report(window)
-            assert report is not None and len(report["contributions"]) == 200
+            assert report is not None and len(report.contributions) == 200
         assert store.window_report(last + 1) is None
         # Ratings always belong to the last committed window, never to a half-written one.
-        assert {r["mu"] for r in store.ratings().values()} == {25.0 + last}
+        assert {r.mu for r in store.ratings().values()} == {25.0 + last}
 
 
 def test_pending_tx_lifecycle(tmp_path: Path) -> None:
@@ -254,14 +234,14 @@ def test_mark_published_confirms_its_tx(store: ValidatorStore) -> None:
     store.mark_published(0, "bafymodel", "bafyreport", "0xabc")
     report = store.window_report(0)
     assert report is not None
-    assert (report["status"], report["model_cid"], report["report_cid"], report["publish_tx_hash"]) == (
+    assert (report.status, report.model_cid, report.report_cid, report.publish_tx_hash) == (
         "published", "bafymodel", "bafyreport", "0xabc"
     )
     tx = store.pending_tx(TX_PUBLISH, "0")
     assert tx is not None and tx.status == "confirmed"
     assert store.unpublished_windows() == [1]
     assert store.last_processed_window() == 1
-    assert store.counts()["windows_published"] == 1
+    assert store.counts().windows_published == 1
 
 
 def test_epoch_submission_and_rewards(store: ValidatorStore) -> None:
@@ -282,9 +262,9 @@ def test_epoch_submission_and_rewards(store: ValidatorStore) -> None:
     big = 10**24  # beyond int64: stored as text
     store.record_rewards(0, {ALICE: big, BOB: 5})
     store.record_rewards(1, {ALICE: 1})
-    assert store.trainer_rewards(ALICE) == [{"epoch": 0, "amount_wei": big}, {"epoch": 1, "amount_wei": 1}]
-    board = {entry["trainer"]: entry for entry in store.leaderboard()}
-    assert board[BOB]["rewards_wei"] == 5
+    assert store.trainer_rewards(ALICE) == [Reward(0, big), Reward(1, 1)]
+    board = {entry.trainer: entry for entry in store.leaderboard()}
+    assert board[BOB].rewards_wei == 5
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -308,18 +288,11 @@ def test_store_reopens_with_its_data(tmp_path: Path) -> None:
         assert store.schema_version() == SCHEMA_VERSION
 
 
-def test_accepts_the_domain_dataclasses(store: ValidatorStore) -> None:
-    score_fields: dict[str, Any] = {
-        "trainer": ALICE, "cid": "bafkalice", "loss_before_own": 3.0, "loss_after_own": 2.5,
-        "loss_before_random": 3.0, "loss_after_random": 2.8, "s_i": 0.0667, "own_gain": 0.167,
-        "random_gain": 0.0667, "b_i": 1, "binary_avg": 0.05, "mu": 26.0, "sigma": 8.0, "ordinal": 2.0,
-        "sync": 1.0, "penalty": 0.5, "final": 0.05, "weight": 1.0,
-    }
-    score = ContributionScore(**score_fields)
-    rejection = Rejection(trainer=BOB, window=0, reason=RejectReason.STALE, detail="base model bafyold")
-    store.record_window(0, "{}", [asdict(score)], [asdict(rejection)], {}, global_loss=3.0)
+def test_rejections_keep_their_reason_and_empty_fields_read_as_none(store: ValidatorStore) -> None:
+    stale = rejection(BOB, "stale", 0, detail="base model bafyold")
+    store.record_window(window_record(0, "{}", [score(ALICE, 0.0667, penalty=0.5, cid="")], [stale]))
     report = store.window_report(0)
     assert report is not None
-    alice, bob = report["contributions"]
-    assert (alice["s"], alice["b"], alice["B"], alice["penalty"]) == (0.0667, 1.0, 0.05, 0.5)
-    assert (bob["reason"], bob["cid"], bob["detail"]) == ("stale", None, "base model bafyold")
+    alice, bob = report.contributions
+    assert (alice.s_i, alice.b_i, alice.binary_avg, alice.penalty, alice.cid) == (0.0667, 1.0, 0.05, 0.5, None)
+    assert (bob.reason, bob.cid, bob.detail) == ("stale", None, "base model bafyold")

@@ -19,7 +19,6 @@ from ipfs.client import IpfsClient
 from node.data import build_dataset, collect_text, publish_dataset
 from node.payloads import RunPayloads
 
-ETH = 10**18
 ADVERSARY_ROLES = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")
 
 
@@ -86,21 +85,8 @@ def publish_run_config(blobs: IpfsClient, base: RunConfig, corpus_bytes: int) ->
 def run_params(config: RunConfig, window_blocks: int, reveal_blocks: int, windows_per_epoch: int) -> RunParams:
     """Each settlement phase (weight commits, then reveals) lasts a window; unbonding is the contract's minimum.
     Publications count toward a window's canonical model until the next window's reveal period is over."""
-    return RunParams(
-        config_digest=config.digest(),
-        window_blocks=window_blocks,
-        reveal_blocks=reveal_blocks,
-        windows_per_epoch=windows_per_epoch,
-        grace_period_blocks=window_blocks,
-        unbonding_blocks=RunParams.min_unbonding_blocks(window_blocks, reveal_blocks, windows_per_epoch, window_blocks),
-        validator_share_bps=1000,
-        slash_bps=1000,
-        miss_threshold=3,
-        min_trainer_stake=ETH,
-        min_validator_stake=5 * ETH,
-        reward_per_epoch=10 * ETH,
-        publish_blocks=window_blocks,
-    )
+    return RunParams.dev(config.digest(), window_blocks=window_blocks, reveal_blocks=reveal_blocks,
+                         windows_per_epoch=windows_per_epoch, validator_share_bps=1000)
 
 
 def write_deployment(path: Path, fields: dict[str, object]) -> None:

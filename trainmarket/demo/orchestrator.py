@@ -22,13 +22,14 @@ from web3 import Web3
 from base.errors import TrainmarketError
 from base.process import ManagedProcess, free_port, port_open
 from base.run_config import RunConfig
+from base.units import ETH
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.localchain import ChainKind, LocalChain, start_local_chain
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
-from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
 

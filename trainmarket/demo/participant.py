@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from base.errors import TrainmarketError
+from base.run_config import load_run_config
+from contracts.deploy import read_deployment
 from node.data import fetch_dataset
 from node.population import SyncLog
 from node.runner import NodeSetup, TrainerNode
 from trainmarket.demo.adversaries import adversary
-from validator.context import chain_client, ipfs_client, load_run_config, read_deployment
+from validator.context import chain_client, ipfs_client
 
 KEY_ENV = "TRAINMARKET_PRIVATE_KEY"
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-WEI_PER_ETH = 10**18
+from base.units import ETH
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ def markdown(summary: dict[str, Any]) -> str:
         weight = "—" if t["last_weight"] is None else f"{t['last_weight']:.3f}"
         relative = f"{t['claimed_wei'] / honest_mean:.2f}" if honest_mean else "—"
         lines.append(
-            f"| {t['name']} | {t['role']} | {rating} | {weight} | {t['claimed_wei'] / WEI_PER_ETH:.4f} | {relative} "
-            f"| {t['stake_left_wei'] / WEI_PER_ETH:.2f} | {'yes' if t['slashed'] else 'no'} |"
+            f"| {t['name']} | {t['role']} | {rating} | {weight} | {t['claimed_wei'] / ETH:.4f} | {relative} "
+            f"| {t['stake_left_wei'] / ETH:.2f} | {'yes' if t['slashed'] else 'no'} |"
         )
     lines += ["", "## Rejections", "", "| window | trainer | reason |", "|---|---|---|"]
     lines += [f"| {r['window']} | {r['trainer']} | {r['reason']} |" for r in summary["rejections"]]
@@ -132,7 +132,7 @@ def plot(outcome: DemoOutcome, path: Path) -> None:
     ax_loss.set(title="global model held-out loss", xlabel="window", ylabel="loss (nats/byte)")
     by_name = {t.name: t for t in outcome.trainers}
     for name, per_epoch in sorted(outcome.rewards_by_epoch.items()):
-        cumulative = [sum(per_epoch[: i + 1]) / WEI_PER_ETH for i in range(len(per_epoch))]
+        cumulative = [sum(per_epoch[: i + 1]) / ETH for i in range(len(per_epoch))]
         honest = by_name[name].honest if name in by_name else True
         ax_reward.plot(range(len(cumulative)), cumulative, ls="-" if honest else "--", label=name)
     ax_reward.set(title="cumulative trainer rewards", xlabel="epoch", ylabel="ETH")
