@@ -35,7 +35,7 @@ from base.model import build_model, evaluate_loss, select_device
 from base.run_config import RunConfig
 from bench.marketsim import Behaviour, Honest, Marketplace, SimContext, dense_bf16_bytes, trainer_address
 from node.data import Dataset, assigned_batches, build_dataset, heldout_batches
-from trainmarket.demo.network import demo_corpus
+from trainmarket.sponsor import stdlib_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -197,7 +197,7 @@ def dry_run(setup: Setup, device: torch.device) -> dict[str, Any]:
     small = replace(setup, trainers=2, windows=1, inner_steps=1, seqs_per_step=2, corpus_bytes=2_000_000)
     config = small.config()
     params = build_model(config).num_params()
-    ds = build_dataset(demo_corpus(small.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1).to_dataset()
+    ds = build_dataset(stdlib_corpus(small.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1).to_dataset()
     monitor = heldout_batches(ds, b"bench/convergence/monitor", 2, small.seq_len)
     began = time.perf_counter()
     run = marketplace(config, ds, small, 0, monitor, device)
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = setup.config()
     out = args.out or RESULTS / ("convergence.json" if setup.name == "small" else f"convergence-{setup.name}.json")
     began = time.perf_counter()
-    ds = build_dataset(demo_corpus(setup.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1).to_dataset()
+    ds = build_dataset(stdlib_corpus(setup.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1).to_dataset()
     monitor = heldout_batches(ds, b"bench/convergence/monitor", 64, setup.seq_len)
     best_lr, central_runs = sweep(config, ds, setup, monitor, device, setup.trainers, "centralised")
     single_lr, single_runs = sweep(config, ds, setup, monitor, device, 1, "single node (trainer 0's rows)")

@@ -48,7 +48,7 @@ from bench.convergence import SMALL, Setup
 from bench.marketsim import Behaviour, Honest, Marketplace, trainer_address
 from bench.strategies import LIBRARY, Strategy
 from node.data import Dataset, build_dataset, heldout_batches
-from trainmarket.demo.network import demo_corpus
+from trainmarket.sponsor import stdlib_corpus
 from validator.scoring import payout_fraction
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -94,7 +94,7 @@ _DATASET: dict[int, Dataset] = {}
 
 def dataset(setup: Setup) -> Dataset:
     if setup.corpus_bytes not in _DATASET:
-        built = build_dataset(demo_corpus(setup.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1)
+        built = build_dataset(stdlib_corpus(setup.corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1)
         _DATASET[setup.corpus_bytes] = built.to_dataset()
     return _DATASET[setup.corpus_bytes]
 

@@ -40,7 +40,8 @@ from ipfs.daemon import IpfsDaemon
 from node.population import ObservingProvider, population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
-from trainmarket.demo.network import publish_run_config, run_params
+from trainmarket.demo.network import run_params
+from trainmarket.sponsor import publish_run_config
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reveals.json"
 WINDOW_BLOCKS = 400  # room for every identity to train and commit under automine (a block per transaction)

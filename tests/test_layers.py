@@ -82,3 +82,11 @@ def test_no_module_is_over_the_size_limit(package: str) -> None:
     big = [f"{path.relative_to(ROOT)}: {n} lines" for path in modules(package)
            if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES]
     assert not big, "\n".join(big)
+
+
+def test_the_devnet_stands_beside_the_demo_not_on_it() -> None:
+    """Both use the sponsor's setup (trainmarket/sponsor.py); neither is built on the other."""
+    for path in (ROOT / "trainmarket").glob("devnet*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in imported if m.startswith("trainmarket.demo")}, path.name

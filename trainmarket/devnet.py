@@ -177,7 +177,7 @@ def start_devnet(settings: DevnetSettings | None = None, port: int | None = None
     create and fund the run, write the deployment file (with `run_id`, `config_cid` and `ipfs_api`, which the
     node and validator CLIs read). On an external chain `sponsor` signs and pays. `params` overrides the
     settings' chain parameters (its config digest is replaced). The caller calls `stop()`."""
-    from trainmarket.demo.network import publish_run_config  # the demo's dataset + initial model + config
+    from trainmarket.sponsor import publish_run_config  # dataset + initial model + config (torch: lazy)
 
     settings = settings or DevnetSettings()
     if rpc_url and sponsor is None:

@@ -32,8 +32,9 @@ from bench.faults.proxy import FaultProxy
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from node.data import fetch_dataset
-from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, run_params, write_deployment
 from trainmarket.demo.orchestrator import Demo, DemoSettings, trainer_argv, validator_argv
+from trainmarket.sponsor import publish_run_config
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH

@@ -8,7 +8,7 @@ import torch
 
 from base.run_config import RunConfig
 from node.data import Dataset, assigned_batches, build_dataset
-from trainmarket.demo.network import demo_corpus
+from trainmarket.sponsor import stdlib_corpus
 from validator.eval_data import HELDOUT_OWNER, assignment_size, common_eval_rows, own_eval_rows, seeded_sample
 
 CONFIG = RunConfig(seq_len=16, inner_steps=6, seqs_per_step=8, eval_own_seqs=8, eval_random_seqs=24)
@@ -18,7 +18,7 @@ BLOCK = bytes(range(32))
 
 @pytest.fixture(scope="module")
 def ds() -> Dataset:
-    return build_dataset(demo_corpus(400_000), shard_bytes=64 * 1024, heldout_fraction=0.2).to_dataset()
+    return build_dataset(stdlib_corpus(400_000), shard_bytes=64 * 1024, heldout_fraction=0.2).to_dataset()
 
 
 def _row_set(t: torch.Tensor) -> set[tuple[int, ...]]:

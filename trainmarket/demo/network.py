@@ -1,10 +1,9 @@
-"""The demo network's fixed parts: who plays which role, the run's parameters, and the sponsor's setup
-(dataset and initial model on IPFS, config digest on chain, stakes registered)."""
+"""The demo network's fixed parts: who plays which role, the run's parameters and the deployment file (the
+sponsor's setup, dataset and initial model on IPFS, is trainmarket/sponsor.py, shared with the devnet)."""
 
 from __future__ import annotations
 
 import json
-import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,12 +11,8 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
-from base.model import build_model, model_spec
 from base.run_config import RunConfig
 from contracts.types import RunParams
-from ipfs.client import IpfsClient
-from node.data import build_dataset, collect_text, publish_dataset
-from node.payloads import RunPayloads
 
 ADVERSARY_ROLES = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")
 
@@ -55,31 +50,6 @@ def participants(honest: int, sybils: int, adversaries: tuple[str, ...] = ADVERS
             Participant(f"sybil-{i}", "sybil", demo_account(f"sybil-{i}"), leader, i) for i in range(sybils)
         ]
     return people
-
-
-def demo_corpus(max_bytes: int) -> list[tuple[str, bytes]]:
-    """Real text with no download: the interpreter's own standard library, up to `max_bytes`."""
-    texts: list[tuple[str, bytes]] = []
-    total = 0
-    for name, data in collect_text([Path(sysconfig.get_paths()["stdlib"])]):
-        texts.append((name, data))
-        total += len(data)
-        if total >= max_bytes:
-            break
-    return texts
-
-
-def publish_run_config(blobs: IpfsClient, base: RunConfig, corpus_bytes: int) -> tuple[RunConfig, str]:
-    """Dataset and initial model to IPFS, then the config that names both; returns (config, config CID)."""
-    built = build_dataset(demo_corpus(corpus_bytes), shard_bytes=256 * 1024, heldout_fraction=0.1)
-    dataset_cid = publish_dataset(blobs, built)
-    config = base.model_copy(update={"dataset_cid": dataset_cid})
-    model = build_model(config)
-    params = {name: p.detach().float().cpu() for name, p in model.named_parameters()}
-    # The initial model exists before the run (its CID is part of the config the run fixes): run id 0.
-    initial_cid = blobs.add(RunPayloads(config, 0, model_spec(model)).encode_initial_model(params))
-    config = config.model_copy(update={"initial_model_cid": initial_cid})
-    return config, blobs.add(config.to_json_bytes())
 
 
 def run_params(config: RunConfig, window_blocks: int, reveal_blocks: int, windows_per_epoch: int) -> RunParams:

@@ -29,9 +29,10 @@ from contracts.localchain import ChainKind, LocalChain, start_local_chain
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
-from trainmarket.demo.network import Participant, participants, publish_run_config, run_params, write_deployment
+from trainmarket.demo.network import Participant, participants, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
+from trainmarket.sponsor import publish_run_config
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH
