@@ -34,7 +34,6 @@ from validator.rating import PlackettLuceRater, RatingModel
 from validator.scoring import (
     BINARY_DECAY,
     aggregation_bar,
-    gain_t,
     gradient_score,
     power_normalise,
     relative_gain,
@@ -59,10 +58,6 @@ class StrategyConfig:
     # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by
     # chance (the demo's noise trainer was aggregated in 4 of 6 windows at 0.0, its poisoner in window 1 at 0.25)
     min_relative_gradient_score: float = 0.25
-    # ... and with a gain that is significant row by row (scoring.gain_t): when the honest updates of a window
-    # barely help, the median bar sinks and a noise update that helps by chance cleared it (the e2e demo's
-    # window 6 under load: honest s_i -0.012 to 0.0017, noise 0.0003, aggregated)
-    min_gain_t: float = 2.0
     public_steps: int = 2  # how many earlier aggregate steps count as public directions
     pay: PayConfig = field(default_factory=PayConfig)
 
@@ -156,14 +151,12 @@ class ScoringStrategy:
                 rejections.append(Rejection(c.trainer, w, RejectReason.NONFINITE_LOSS, repr(r.means()), c.cid))
 
         # s_i: the relative gain on the common rows it does not own. It decides aggregation and the rating.
-        not_own = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
-        common = {t: (float(before.mean()), float(after.mean())) for t, (before, after) in not_own.items()}
+        common = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
         s = {t: gradient_score(before, after) for t, (before, after) in common.items()}
-        t_stat = {t: gain_t(before.tolist(), after.tolist()) for t, (before, after) in not_own.items()}
         ratings = {**state.ratings, **self.rater.update(state.ratings, s)}
         bar = aggregation_bar(list(s.values()), self.config.min_gradient_score,
                               self.config.min_relative_gradient_score)
-        improving = [c for c in scored if s[c.trainer] > bar and t_stat[c.trainer] >= self.config.min_gain_t]
+        improving = [c for c in scored if s[c.trainer] > bar]
         aggregated = _one_per_cluster(improving, s)
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
 
@@ -182,7 +175,7 @@ class ScoringStrategy:
             rating = ratings[t]
             partial.append(dict(
                 trainer=t, cid=c.cid, loss_before_own=m.loss_before_own, loss_after_own=m.loss_after_own,
-                loss_before_random=common[t][0], loss_after_random=common[t][1], s_i=s[t], gain_t=t_stat[t],
+                loss_before_random=common[t][0], loss_after_random=common[t][1], s_i=s[t],
                 own_gain=relative_gain(m.loss_before_own, m.loss_after_own), random_gain=s[t], b_i=b,
                 binary_avg=binary_avg[t], mu=rating.mu, sigma=rating.sigma, ordinal=rating.ordinal, sync=c.sync,
                 penalty=c.penalty, value=valued.value[t], value_full=valued.value_full[t],
@@ -227,12 +220,12 @@ class ScoringStrategy:
         return report, result.params, new_state
 
 
-def _not_own(losses: RowLosses, owners: Sequence[str], trainer: str) -> tuple[Tensor, Tensor]:
-    """(row losses before, after) on the common rows `trainer` does not own (all of them if it owns every one)."""
+def _not_own(losses: RowLosses, owners: Sequence[str], trainer: str) -> tuple[float, float]:
+    """(mean loss before, after) over the common rows `trainer` does not own (all of them if it owns every one)."""
     mask = torch.tensor([o != trainer for o in owners], dtype=torch.bool)
     if not bool(mask.any()):
         mask = torch.ones_like(mask)
-    return losses.common_before[mask], losses.common_after[mask]
+    return float(losses.common_before[mask].mean()), float(losses.common_after[mask].mean())
 
 
 def _one_per_cluster(contribs: Sequence[Contribution], s: Mapping[str, float]) -> list[Contribution]:
