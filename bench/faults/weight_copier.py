@@ -93,7 +93,7 @@ def judge(net: KillNet, modes: tuple[str, ...]) -> list[FaultOutcome]:
                    + (f"; trainers paid {args['trainerReward']}, validators {args['validatorReward']} "
                       f"({args['submissions']} ballots)" if args else "; not finalised"))
         ok = eligible and (bool(copy_tries) or mode == "report") and not (lost or forks or stalled)
-        copied = "the honest reports" if mode == "report" else "the revealed median"
+        copied = {"report": "the honest reports", "lagged": "the previous consensus"}.get(mode, "the revealed median")
         outcomes.append(FaultOutcome(SCENARIO, f"copy {copied} ({mode})", recovered=ok, lost=lost,
                                      forks=forks, stalled_epochs=stalled, unpaid_by_scoring=unpaid,
                                      detail="; ".join([summary, *notes])))
