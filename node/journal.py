@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 SCHEMA_VERSION = 1
 

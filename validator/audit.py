@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from base.report import WindowReport
 from validator import canonical
 from validator.ballot_audit import AuditError, Check, ReportUnfetchable, audit_ballot, fetch_report, publication
-from validator.domain import WindowReport
 from validator.loop import build_strategy, initial_model
 from validator.strategy import ValidatorState
 from validator.window_inputs import (

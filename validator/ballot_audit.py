@@ -8,9 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from base.report import ReportFormatError, WindowReport
 from contracts.client import unpack_weights
 from ipfs.errors import IpfsError, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
-from validator.domain import ReportFormatError, ValidatorError, WindowReport
+from validator.domain import ValidatorError
 from validator.settlement import ballot_numbers
 from validator.window_inputs import RunContext
 

@@ -30,17 +30,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from web3 import Web3
 
-from contracts.client import TrainingRunClient, report_commitment
+from base.commitments import report_commitment
+from base.model import build_model, evaluate_loss
+from base.report import RejectReason, WindowReport
+from base.run_config import RunConfig
+from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
 from contracts.types import CommitStatus
 from ipfs.errors import IpfsTimeout, IpfsUnavailable
-from node.model import build_model, evaluate_loss
-from node.protocol import RunConfig
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender, send_pipelined
 from validator.disputes import BallotDisputes
-from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
+from validator.domain import ParamDict, ValidatorError
 from validator.sealed_reports import ReportRevealer, sealed_report_cid
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore
