@@ -1620,7 +1620,8 @@ contract TrainingRun is TrainingRunBase {
     }
 
     /// @notice Withdraw the caller's whole stake (trainers: with the rewards still due; validators: with their
-    /// credit, once the dispute period of the last epoch they were credited for is over) and leave the run. A trainer's slot is then free for the next trainer.
+    /// credit, once the dispute period of the last epoch they were credited for is over) and leave the run. A
+    /// trainer's slot is then free for the next trainer.
     function withdrawStake(uint256 runId) external nonReentrant {
         Run storage run = _existingRun(runId);
         Trainer storage t = _trainers[runId][msg.sender];

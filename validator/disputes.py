@@ -7,13 +7,14 @@ reports (validator/ballot_audit.py: a report missing, sealed, unreadable or not 
 do not give, is a mismatch) and disputes the ones that fail (`disputeBallot`). Disputers holding more than half of
 the epoch's stake, the accused's own included, forfeit the peer's credit for the epoch to the pool.
 
-Cheap checks first, from chain reads alone: a peer whose held credit is 0 (nothing to forfeit), already forfeited,
-or already disputed by this validator is skipped; then its reports are fetched and its ballot recomputed (no model,
-no data: milliseconds per peer). A verdict is kept in memory, so each peer is audited once per epoch (a restart
-audits again: reads only). A report that nobody serves (a timeout) may belong to an honest peer that is slow to
-pin it, so it counts as a mismatch only once the next epoch's settlement can open, when the dispute period may
-close; until then it is retried once per window's blocks. The loop runs this before its own settlement step, so
-this validator disputes before it votes on the next epoch (whose settlement closes the period).
+Cheap checks first, from chain reads alone: a peer whose held credit is 0 (nothing to forfeit) or already forfeited
+is skipped; then its reports are fetched and its ballot recomputed (no model, no data: milliseconds per peer). A
+verdict is kept in memory, so each peer is audited once per epoch (a restart audits again: reads only, and the
+dispute it already sent is found on chain). An outage of this validator's own IPFS daemon postpones the audit, never
+its own vote. A report that nobody serves (a timeout) may belong to an honest peer that is slow to pin it, so it
+counts as a mismatch only once the next epoch's settlement can open, when the dispute period may close; until then
+it is retried once per window's blocks. The loop runs this before its own settlement step, so this validator
+disputes before it votes on the next epoch (whose settlement closes the period).
 
 Crash safety: `send_dispute` goes through `TxSender.send_once` keyed by (epoch, peer) with the contract's
 `disputeOf` as the done() check, so a restart never disputes twice."""
@@ -26,6 +27,7 @@ from web3 import Web3
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted, TransactionFailed
+from ipfs.errors import IpfsUnavailable
 from validator.ballot_audit import Check, ReportUnfetchable, audit_ballot
 from validator.chain_io import TxSender
 from validator.window_inputs import RunContext
@@ -116,6 +118,10 @@ class BallotDisputes:
         """The failing checks of `peer`'s ballot (empty: it follows from its reports); None to ask again later."""
         try:
             return [c for c in audit_ballot(self.ctx, epoch, peer) if not c.ok]
+        except IpfsUnavailable as err:  # our own daemon is down: that must not hold up this validator's own vote
+            self._retry_at[(epoch, peer.lower())] = block + 1
+            log.warning("epoch %d: cannot audit %s's ballot now (%s)", epoch, peer, err)
+            return None
         except ReportUnfetchable as err:
             if block < self.client.settlement_of(self.ctx.run_id, epoch + 1).opens_at:
                 run = self.client.get_run(self.ctx.run_id)

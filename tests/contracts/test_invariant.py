@@ -111,8 +111,9 @@ class RunBooks(RuleBasedStateMachine):
     def a_first_epoch_of_everything(self, data: st.DataObject, seed: int) -> None:
         """Every example starts with each kind of event the books must survive, then the random rules take over:
         both trainers commit, one of them (drawn) never reveals and is slashed when the epoch settles, the epoch
-        pays, someone who is owed claims, and a trainer (drawn) leaves the run with its stake and rewards. Hypothesis'
-        swarm testing leaves rules out of whole examples, so without this many examples only test refusals."""
+        pays, a second epoch settles (releasing the first one's validator credit), someone who is owed claims, and a
+        trainer (drawn) leaves the run with its stake and rewards. Hypothesis' swarm testing leaves rules out of
+        whole examples, so without this many examples only test refusals."""
         self.commit(count=2, cids=4)  # trainers 3 and 4
         silent = self.people[data.draw(st.sampled_from([3, 4]), label="never reveals")]
         self.chain.mine_to(self.chain.sponsor.window_bounds(self.rid, 0).end)
@@ -121,6 +122,7 @@ class RunBooks(RuleBasedStateMachine):
                 with contextlib.suppress(ContractReverted):
                     trainer.reveal(self.rid, window, content, salt)
         self._settle(seed, late=False)
+        self._settle(seed + 1, late=False)  # releases epoch 0's validator credit (held while it can be disputed)
         owed = self._owed()
         if owed:
             self._claim(self.people[data.draw(st.sampled_from(owed), label="claims")])
