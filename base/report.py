@@ -87,6 +87,7 @@ class ContributionScore:
     share: float = 1.0  # its share of its Sybil cluster's contribution (1 outside clusters)
     clip_scale: float = 1.0  # the factor its update was clipped by (to the median norm)
     potential: float = 0.0  # `final` at full maturity: the epoch's payout is Σ final / Σ potential
+    gain_t: float = 0.0  # paired t-statistic of the per-row gain on those rows (aggregated only when ≥ min_gain_t)
 
 
 @dataclass(frozen=True)

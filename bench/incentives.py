@@ -142,7 +142,8 @@ def window_rows(report: WindowReport, roles: dict[str, str]) -> list[dict[str, A
              "value_ratio": s.value_ratio, "value_factor": s.value_factor, "maturity": s.maturity,
              "share": s.share, "norm_factor": s.norm_factor, "specificity": s.specificity, "potential": s.potential,
              "specificity_se": s.specificity_se, "reference": ref, "b": s.b_i, "final": s.final,
-             "weight": s.weight, "aggregated": s.trainer in report.accepted, "novelty": s.novelty, "sync": s.sync}
+             "weight": s.weight, "aggregated": s.trainer in report.accepted, "novelty": s.novelty, "sync": s.sync,
+             "s_i": s.s_i, "gain_t": s.gain_t}
             for s in report.scores]
 
 

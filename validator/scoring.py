@@ -82,6 +82,24 @@ def gradient_score(loss_before_random: float, loss_after_random: float) -> float
     return relative_gain(loss_before_random, loss_after_random)
 
 
+MAX_GAIN_T = 1e6  # reports hold finite numbers only: a gain with no spread (every row the same) is capped here
+
+
+def gain_t(before: Sequence[float], after: Sequence[float]) -> float:
+    """The paired t-statistic of the per-row loss reduction before − after: how many standard errors the mean
+    gain lies above zero. An update that helps only by chance (noise, or a real update evaluated on rows it
+    does not move) has |t| of about 1 whatever its mean; one that helps has its gain on most rows. Fewer than
+    two rows, or no spread, give ±MAX_GAIN_T by the sign of the mean (0 when the mean is 0)."""
+    if len(before) != len(after):
+        raise ScoringError(f"{len(before)} rows before but {len(after)} after")
+    gains = [b - a for b, a in zip(before, after, strict=True)]
+    mean = math.fsum(gains) / len(gains) if gains else 0.0
+    spread = statistics.stdev(gains) if len(gains) >= 2 else 0.0
+    if spread <= 0.0 or not math.isfinite(spread):
+        return math.copysign(MAX_GAIN_T, mean) if mean != 0.0 else 0.0
+    return max(-MAX_GAIN_T, min(MAX_GAIN_T, mean / (spread / math.sqrt(len(gains)))))
+
+
 def aggregation_bar(scores: Sequence[float], floor: float, relative: float) -> float:
     """The s_i an update must exceed to enter the aggregate: `floor`, raised to `relative` × the median of the
     scores above it. The median speaks for the majority of the helpful updates; one that helps far less than

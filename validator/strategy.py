@@ -33,6 +33,7 @@ from validator.rating import PlackettLuceRater, RatingModel
 from validator.scoring import (
     BINARY_DECAY,
     aggregation_bar,
+    gain_t,
     gradient_score,
     power_normalise,
     relative_gain,
@@ -56,6 +57,10 @@ class StrategyConfig:
     # ... and above this share of the median helpful s_i (scoring.aggregation_bar): keeps out what helps only by
     # chance (the demo's noise trainer was aggregated in 4 of 6 windows at 0.0, its poisoner in window 1 at 0.25)
     min_relative_gradient_score: float = 0.25
+    # ... and with a gain that is significant row by row (scoring.gain_t): when the honest updates of a window
+    # barely help, the median bar sinks and a noise update that helps by chance cleared it (the e2e demo's
+    # window 6 under load: honest s_i -0.012 to 0.0017, noise 0.0003, aggregated)
+    min_gain_t: float = 2.0
     public_steps: int = 2  # how many earlier aggregate steps count as public directions
     pay: PayConfig = field(default_factory=PayConfig)
 
@@ -149,12 +154,14 @@ class ScoringStrategy:
                 rejections.append(Rejection(c.trainer, w, RejectReason.NONFINITE_LOSS, repr(r.means()), c.cid))
 
         # s_i: the relative gain on the common rows it does not own. It decides aggregation and the rating.
-        common = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
+        not_own = {c.trainer: _not_own(losses[c.trainer], owners, c.trainer) for c in scored}
+        common = {t: (float(before.mean()), float(after.mean())) for t, (before, after) in not_own.items()}
         s = {t: gradient_score(before, after) for t, (before, after) in common.items()}
+        t_stat = {t: gain_t(before.tolist(), after.tolist()) for t, (before, after) in not_own.items()}
         ratings = {**state.ratings, **self.rater.update(state.ratings, s)}
         bar = aggregation_bar(list(s.values()), self.config.min_gradient_score,
                               self.config.min_relative_gradient_score)
-        improving = [c for c in scored if s[c.trainer] > bar]
+        improving = [c for c in scored if s[c.trainer] > bar and t_stat[c.trainer] >= self.config.min_gain_t]
         aggregated = _one_per_cluster(improving, s)
         result = self.aggregator.aggregate(inputs.params, aggregated, state.momentum)
 
@@ -173,7 +180,7 @@ class ScoringStrategy:
             rating = ratings[t]
             partial.append(dict(
                 trainer=t, cid=c.cid, loss_before_own=m.loss_before_own, loss_after_own=m.loss_after_own,
-                loss_before_random=common[t][0], loss_after_random=common[t][1], s_i=s[t],
+                loss_before_random=common[t][0], loss_after_random=common[t][1], s_i=s[t], gain_t=t_stat[t],
                 own_gain=relative_gain(m.loss_before_own, m.loss_after_own), random_gain=s[t], b_i=b,
                 binary_avg=binary_avg[t], mu=rating.mu, sigma=rating.sigma, ordinal=rating.ordinal, sync=c.sync,
                 penalty=c.penalty, value=valued.value[t], value_full=valued.value_full[t],
@@ -218,12 +225,12 @@ class ScoringStrategy:
         return report, result.params, new_state
 
 
-def _not_own(losses: RowLosses, owners: Sequence[str], trainer: str) -> tuple[float, float]:
-    """(mean loss before, after) over the common rows `trainer` does not own (all of them if it owns every one)."""
+def _not_own(losses: RowLosses, owners: Sequence[str], trainer: str) -> tuple[Tensor, Tensor]:
+    """(row losses before, after) on the common rows `trainer` does not own (all of them if it owns every one)."""
     mask = torch.tensor([o != trainer for o in owners], dtype=torch.bool)
     if not bool(mask.any()):
         mask = torch.ones_like(mask)
-    return float(losses.common_before[mask].mean()), float(losses.common_after[mask].mean())
+    return losses.common_before[mask], losses.common_after[mask]
 
 
 def _one_per_cluster(contribs: Sequence[Contribution], s: Mapping[str, float]) -> list[Contribution]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 from hypothesis import given
@@ -10,10 +11,12 @@ from hypothesis import strategies as st
 
 from validator.domain import ScoringError
 from validator.scoring import (
+    MAX_GAIN_T,
     U16_MAX,
     Standing,
     apply_penalty,
     effort_factor,
+    gain_t,
     gradient_score,
     maturity,
     norm_factor,
@@ -183,3 +186,25 @@ def test_the_aggregation_bar_keeps_out_what_helps_far_less_than_the_typical_upda
     assert aggregation_bar([-0.1, 0.0], floor=0.0, relative=0.25) == 0.0  # nothing helps: the floor
     assert aggregation_bar(honest, floor=0.05, relative=0.0) == 0.05  # the relative bar switched off
     assert aggregation_bar([0.02, 0.04, 0.06], floor=0.0, relative=0.5) == 0.02  # half the median 0.04
+
+
+def test_gain_t_separates_a_consistent_gain_from_a_chance_one() -> None:
+    rng = random.Random(3)
+    before = [3.0 + rng.random() for _ in range(48)]
+    helps = [b - 0.05 - rng.gauss(0.0, 0.02) for b in before]  # lower on nearly every row
+    noise = [b + rng.gauss(0.0, 0.02) for b in before]  # moves rows either way
+    noise_mean_gain = sum(b - a for b, a in zip(before, noise, strict=True)) / 48
+    assert gain_t(before, helps) > 10.0
+    assert abs(gain_t(before, noise)) < 3.0
+    # a chance gain can have the larger mean than a small real one, but never its significance
+    small = [b - abs(noise_mean_gain) / 2 - rng.gauss(0.0, 0.001) for b in before]
+    assert gain_t(before, small) > gain_t(before, noise)
+
+
+def test_gain_t_edge_cases_stay_finite() -> None:
+    assert gain_t([1.0, 2.0], [0.5, 1.5]) == MAX_GAIN_T  # the same gain on every row: no spread
+    assert gain_t([1.0], [1.5]) == -MAX_GAIN_T
+    assert gain_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+    assert gain_t([], []) == 0.0
+    with pytest.raises(ScoringError):
+        gain_t([1.0], [1.0, 2.0])
