@@ -1,5 +1,6 @@
 """Gas of the TrainingRun contract on a real Anvil: commit, reveal, claim; an epoch's settlement (three
-validators' commitWeights + revealReports + revealWeights + finalizeEpoch) with 64 and 256 trainers; a
+validators' commitWeights + revealReports + revealWeights + finalizeEpoch) with 64 and 256 trainers, and two
+validators disputing the third's ballot (`disputeBallot`: a first dispute, then the forfeiting one); a
 validator's sealed reports per epoch (publishWindow per window, one revealReports) at 1, 3 and 10 windows per
 epoch; and `finalize_worst_case`,
 the largest finalizeEpoch over the configurations the contract accepts (every run at the cap
@@ -153,6 +154,10 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
     claim_receipt = web3.eth.wait_for_transaction_receipt(
         web3.eth.send_raw_transaction(clients[1].signed(fn.claim(run_id), "claim"))
     )
+    # the two others dispute the third validator's ballot: the first dispute, then the one that reaches a stake
+    # majority and forfeits its held credit (not part of settlement: only a ballot that fails the audit costs it)
+    accused = validators[2].address
+    disputes = [sponsor.with_account(v).dispute_ballot(run_id, epoch, accused) for v in validators[:2]]
     settlement = (sum(settled["commit_weights"]) + sum(settled["reveal_reports"]) + sum(settled["reveal_weights"])
                   + settled["finalize"])
     return {
@@ -160,6 +165,7 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
         "reveal": int(statistics.median(r["gasUsed"] for r in reveals)),
         **settled,
         "claim": int(claim_receipt["gasUsed"]),
+        "dispute_ballot": [int(r["gasUsed"]) for r in disputes],  # [first dispute, the forfeiting one]
         "settlement_total": settlement,
         "settlement_per_trainer": settlement // trainers,
     }
@@ -224,6 +230,7 @@ def main() -> int:
         "claim": max(e["claim"] for e in largest),
         "settlement_per_trainer": {str(n): max(e["settlement_per_trainer"] for e in r) for n, r in runs.items()},
         "settlement_per_trainer_steady": {str(n): r[1]["settlement_per_trainer"] for n, r in runs.items()},
+        "dispute_ballot": max(max(e["dispute_ballot"]) for e in largest),
         "finalize_worst_case": max(worst.values()),
         "finalize_worst_case_by_config": worst,  # "validators x trainers"
         # one validator, per epoch: publishWindow of each window (sealing its report) + one revealReports
@@ -247,6 +254,8 @@ def main() -> int:
                 f"revealWeights {e['reveal_weights']}, finalize {e['finalize']}, per trainer "
                 f"{e['settlement_per_trainer']}  target <= {TARGETS['settlement_per_trainer']}"
             )
+    print(f"disputeBallot (first, forfeiting): first epoch {largest[0]['dispute_ballot']}, "
+          f"steady {largest[1]['dispute_ballot']}")
     for w, sealed in reports.items():
         print(f"sealed reports, {w:>2} windows per epoch, per validator: first epoch {sealed['first']}, "
               f"steady {sealed['steady']}")

@@ -324,6 +324,7 @@ abstract contract TrainingRunBase {
     uint256 internal constant RING_ALLOCATED = 0x80; // keeps an empty ring slot non-zero
     uint256 internal constant WINDOW_MASK = (1 << 56) - 1;
     uint256 internal constant TOTAL_MASK = (1 << 224) - 1;
+    uint256 internal constant FORFEITED = 1 << 128;
 
     // ------------------------------------------------------------------ storage
 
@@ -354,6 +355,12 @@ abstract contract TrainingRunBase {
     // A validator's sealed reports per epoch (ring of SEAL_EPOCHS): chain hash prefix over the epoch's report
     // commitments in window order << 64 | epoch + 1 << 8 | 1 once revealed.
     mapping(uint256 => mapping(address => uint256[SEAL_EPOCHS])) internal _reportSeals;
+    // A validator's credit of the last epoch it was credited for, held while that epoch's ballots can be disputed:
+    // amount (uint96) | epoch + 1 << 96 | FORFEITED. Set for every validator credited at a settlement (amount 0
+    // included), so it also says who voted on the epoch in dispute.
+    mapping(uint256 => mapping(address => uint256)) internal _heldCredit;
+    mapping(bytes32 => uint256) internal _disputeStake; // (run, epoch, accused) → stake of its disputers so far
+    mapping(bytes32 => bool) internal _disputed; // (run, epoch, accused, disputer)
     uint256 internal _lock = 1;
 
     // ------------------------------------------------------------------ errors
@@ -465,6 +472,17 @@ abstract contract TrainingRunBase {
     error ReportsAlreadyRevealed(uint256 runId, uint256 epoch, address validator);
     /// @notice A report reveal names every window of the epoch (`expected`), in window order.
     error WrongReportCount(uint256 runId, uint256 epoch, uint256 given, uint256 expected);
+    /// @notice `disputer` did not vote on `epoch` (no revealed ballot credited at its settlement), or the dispute
+    /// period of `epoch` is over (`disputeBallot`).
+    error NotDisputer(uint256 runId, uint256 epoch, address disputer);
+    /// @notice `accused` has no ballot of `epoch` whose credit is still held (it did not vote, or the period is over).
+    error NothingToDispute(uint256 runId, uint256 epoch, address accused);
+    /// @notice A validator disputes a given ballot once, and never its own.
+    error AlreadyDisputed(uint256 runId, uint256 epoch, address accused, address disputer);
+    /// @notice The credit of `accused` for `epoch` was already forfeited.
+    error CreditForfeited(uint256 runId, uint256 epoch, address accused);
+    /// @notice The credit of `account` for `epoch` is held until the epoch's dispute period is over.
+    error CreditHeld(uint256 runId, address account, uint256 epoch);
     /// @notice A guarded function was re-entered.
     error ReentrantCall();
 
@@ -532,6 +550,19 @@ abstract contract TrainingRunBase {
     event ValidatorCredited(
         uint256 indexed runId, uint256 indexed epoch, address indexed validator, uint256 amount, uint256 agreement
     );
+    /// @notice `disputer` (a voter of `epoch`) said `accused`'s ballot for the epoch does not follow from its own
+    /// revealed reports; disputers holding `stake` of the epoch's `epochStake` say so now.
+    event BallotDisputed(
+        uint256 indexed runId,
+        uint256 indexed epoch,
+        address indexed accused,
+        address disputer,
+        uint256 stake,
+        uint256 epochStake
+    );
+    /// @notice Disputers holding more than half the epoch's stake disputed `validator`'s ballot: its held credit for
+    /// the epoch (`amount`) went back to the pool.
+    event ValidatorCreditForfeited(uint256 indexed runId, uint256 indexed epoch, address indexed validator, uint256 amount);
     /// @notice A validator that served none of its last `unservedEpochs` epochs was removed and slashed.
     event ValidatorEjected(uint256 indexed runId, address indexed validator, uint256 slashed, uint256 unservedEpochs);
     /// @notice An account withdrew its rewards.
@@ -746,6 +777,7 @@ abstract contract TrainingRunBase {
     function _claimWindow(uint256 runId, Trainer storage t) internal view returns (uint256 due, uint256 upTo, bool more) {
         uint256 from = t.nextClaimEpoch;
         uint256 settled = _runs[runId].nextEpoch;
+        if (from >= settled) return (0, from, false); // it registered during an epoch not settled yet
         upTo = settled - from > MAX_CLAIM_EPOCHS ? from + MAX_CLAIM_EPOCHS : settled;
         more = upTo < settled;
         due = _trainerDue(runId, t.index, from, upTo);
@@ -967,17 +999,44 @@ abstract contract TrainingRunBase {
         total >>= shift;
     }
 
+    /// @dev Holds `amount` as `who`'s credit for `epoch` until the epoch's dispute period is over. What it held
+    /// before is of an earlier epoch, whose dispute period closed when this later epoch was settled: it joins the
+    /// claimable credit (a forfeited one holds 0).
     function _credit(uint256 runId, uint256 epoch, address who, uint256 amount, uint256 agreement)
         internal
         returns (uint256)
     {
         Validator storage val = _validators[runId][who];
+        uint256 released = uint96(_heldCredit[runId][who]);
+        uint256 credit = val.credit + released;
         // Beyond uint96 the excess stays in the pool rather than blocking settlement.
-        uint256 room = type(uint96).max - val.credit;
+        uint256 room = type(uint96).max - credit;
         if (amount > room) amount = room;
-        val.credit += uint96(amount);
+        if (released != 0) val.credit = uint96(credit);
+        _heldCredit[runId][who] = (epoch + 1) << 96 | amount;
         emit ValidatorCredited(runId, epoch, who, amount, agreement);
         return amount;
+    }
+
+    /// @dev Whether the dispute period of settled `epoch` is over: the next epoch is settled too, or `epoch` is the
+    /// last of an ended run and one epoch's worth of blocks passed since its settlement (no next one will come).
+    function _disputeOver(Run storage run, uint256 runId, uint256 epoch) internal view returns (bool) {
+        if (run.nextEpoch > epoch + 1) return true;
+        if (epoch + 1 < run.endEpoch) return false;
+        return block.number >= uint256(_ballots[runId].settleFrom) + uint256(run.windowBlocks) * run.windowsPerEpoch;
+    }
+
+    /// @dev `who`'s held credit, the epoch it is for, and whether that epoch's ballots can still be disputed (the
+    /// credit is claimable once they cannot).
+    function _heldOf(Run storage run, uint256 runId, address who)
+        internal
+        view
+        returns (uint256 amount, uint256 epoch, bool disputable)
+    {
+        uint256 held = _heldCredit[runId][who];
+        uint256 tag = (held >> 96) & type(uint32).max;
+        if (tag == 0) return (0, 0, false);
+        return (uint96(held), tag - 1, !_disputeOver(run, runId, tag - 1));
     }
 
     /// @dev Sum of a packed uint16 vector: whole words are folded lane-wise (16 entries in ~20 operations).
@@ -1176,8 +1235,7 @@ contract TrainingRunExtension is TrainingRunBase {
         if (stored & 1 == 1) revert ReportsAlreadyRevealed(runId, epoch, msg.sender);
         uint256 seal;
         for (uint256 i; i < windows; ++i) {
-            uint256 length = bytes(reportCids[i]).length;
-            if (length == 0 || length > MAX_CID_BYTES) revert InvalidCid(length);
+            reportCids[i].multihashKey(MAX_CID_BYTES); // reverts InvalidCid for anything that is not a CID
             seal = _sealNext(seal, epoch, keccak256(abi.encode(reportCids[i], msg.sender)));
         }
         if (seal != stored) revert ReportsMismatch(runId, epoch, msg.sender);
@@ -1197,6 +1255,37 @@ contract TrainingRunExtension is TrainingRunBase {
         _closeEpoch(run, runId, epoch);
         _epochs[runId][epoch].skipped = true;
         emit EpochSkipped(runId, epoch);
+    }
+
+    /// @notice Dispute `accused`'s ballot for settled `epoch`: the caller (a validator whose own ballot for the epoch
+    /// was credited at its settlement) says the ballot does not follow from `accused`'s own revealed evaluation
+    /// reports of the epoch (`validator audit`: a report missing, unreadable or not recomputing, or a ballot that
+    /// the reports do not give). Allowed while the epoch's dispute period is open: until the next epoch is settled
+    /// (for the last epoch of an ended run, one epoch's worth of blocks after its settlement); a validator's credit
+    /// of the epoch is held, not claimable, until then. Once the disputers hold more than half of the epoch's
+    /// snapshotted stake (the accused's own included, so neither of two validators can remove the other and a
+    /// minority cannot remove anyone), the accused's credit for the epoch is forfeited to the pool.
+    function disputeBallot(uint256 runId, uint256 epoch, address accused) external {
+        Run storage run = _existingRun(runId);
+        (, uint256 voted, bool open) = _heldOf(run, runId, msg.sender);
+        if (!open || voted != epoch) revert NotDisputer(runId, epoch, msg.sender);
+        uint256 held = _heldCredit[runId][accused];
+        if ((held >> 96) & type(uint32).max != epoch + 1) revert NothingToDispute(runId, epoch, accused);
+        if (held & FORFEITED != 0) revert CreditForfeited(runId, epoch, accused);
+        bytes32 vote = keccak256(abi.encode(runId, epoch, accused, msg.sender));
+        if (accused == msg.sender || _disputed[vote]) revert AlreadyDisputed(runId, epoch, accused, msg.sender);
+        _disputed[vote] = true;
+        bytes32 key = keccak256(abi.encode(runId, epoch, accused));
+        uint256 stake = _disputeStake[key] + _votingStake(_validators[runId][msg.sender], epoch);
+        _disputeStake[key] = stake;
+        uint256 total = _totalStake(runId, epoch);
+        bool forfeit = 2 * stake > total;
+        if (forfeit) {
+            _heldCredit[runId][accused] = held >> 96 << 96 | FORFEITED;
+            run.pool += uint96(held);
+        }
+        emit BallotDisputed(runId, epoch, accused, msg.sender, stake, total);
+        if (forfeit) emit ValidatorCreditForfeited(runId, epoch, accused, uint96(held));
     }
 
     /// @notice The stored run.
@@ -1357,7 +1446,29 @@ contract TrainingRunExtension is TrainingRunBase {
             (uint256 due,,) = _claimWindow(runId, t);
             return due;
         }
-        return _validators[runId][account].credit;
+        (uint256 held,, bool disputable) = _heldOf(_runs[runId], runId, account);
+        return _validators[runId][account].credit + (disputable ? 0 : held);
+    }
+
+    /// @notice A validator's credit of the last epoch it was credited for: `amount` (0 once forfeited), that
+    /// `epoch`, and whether its ballot for the epoch can still be disputed (the credit is not claimable until then).
+    function heldCredit(uint256 runId, address validator)
+        external
+        view
+        returns (uint256 amount, uint256 epoch, bool disputable, bool forfeited)
+    {
+        (amount, epoch, disputable) = _heldOf(_runs[runId], runId, validator);
+        forfeited = _heldCredit[runId][validator] & FORFEITED != 0;
+    }
+
+    /// @notice Stake that disputed `accused`'s ballot for `epoch` so far, and whether `disputer` is among it.
+    function disputeOf(uint256 runId, uint256 epoch, address accused, address disputer)
+        external
+        view
+        returns (uint256 stake, bool disputed)
+    {
+        stake = _disputeStake[keccak256(abi.encode(runId, epoch, accused))];
+        disputed = _disputed[keccak256(abi.encode(runId, epoch, accused, disputer))];
     }
 
 }
@@ -1432,7 +1543,10 @@ contract TrainingRun is TrainingRunBase {
         _occupiedSlots[runId][index / 256] |= 1 << (index % 256);
         uint256[RING] storage ring = _commitRing[runId][msg.sender];
         for (uint256 k; k < RING; ++k) ring[k] = RING_ALLOCATED;
-        // A late joiner is not paid for epochs that were settled before it existed.
+        // A late joiner is paid from the current epoch on: never for one that was settled, or that ended, before it
+        // registered (a freed slot's weight in such an epoch was its previous holder's).
+        uint256 current = _nextEpochStart(run);
+        current = current == 0 ? 0 : current - 1;
         _trainers[runId][msg.sender] = Trainer({
             stake: uint88(msg.value),
             index: index,
@@ -1440,7 +1554,7 @@ contract TrainingRun is TrainingRunBase {
             slashCount: 0,
             registered: true,
             unbondingAt: 0,
-            nextClaimEpoch: run.nextEpoch,
+            nextClaimEpoch: _u32(current > run.nextEpoch ? current : run.nextEpoch),
             untilEpoch: 0
         });
         emit TrainerRegistered(runId, msg.sender, index, msg.value);
@@ -1506,7 +1620,8 @@ contract TrainingRun is TrainingRunBase {
     }
 
     /// @notice Withdraw the caller's whole stake (trainers: with the rewards still due; validators: with their
-    /// credit) and leave the run. A trainer's slot is then free for the next trainer.
+    /// credit, once the dispute period of the last epoch they were credited for is over) and leave the run. A
+    /// trainer's slot is then free for the next trainer.
     function withdrawStake(uint256 runId) external nonReentrant {
         Run storage run = _existingRun(runId);
         Trainer storage t = _trainers[runId][msg.sender];
@@ -1515,7 +1630,7 @@ contract TrainingRun is TrainingRunBase {
         if (t.registered) {
             _checkWithdrawable(run, runId, t.unbondingAt, t.untilEpoch);
             uint256 settled = run.nextEpoch;
-            if (settled - t.nextClaimEpoch > MAX_CLAIM_EPOCHS) {
+            if (settled > t.nextClaimEpoch && settled - t.nextClaimEpoch > MAX_CLAIM_EPOCHS) {
                 revert ClaimFirst(runId, msg.sender, t.nextClaimEpoch, settled);
             }
             rewards = _trainerDue(runId, t.index, t.nextClaimEpoch, settled);
@@ -1530,9 +1645,12 @@ contract TrainingRun is TrainingRunBase {
             Validator storage v = _validators[runId][msg.sender];
             if (!v.registered) revert NotMember(runId, msg.sender);
             _checkWithdrawable(run, runId, v.unbondingAt, v.fromEpoch < v.untilEpoch ? v.untilEpoch : 0);
+            (uint256 held, uint256 heldEpoch, bool disputable) = _heldOf(run, runId, msg.sender);
+            if (disputable && held != 0) revert CreditHeld(runId, msg.sender, heldEpoch);
             amount = v.bond;
-            rewards = v.credit;
+            rewards = v.credit + held;
             delete _validators[runId][msg.sender];
+            delete _heldCredit[runId][msg.sender];
         }
         emit StakeWithdrawn(runId, msg.sender, amount);
         if (rewards > 0) emit Claimed(runId, msg.sender, rewards);
@@ -1799,7 +1917,8 @@ contract TrainingRun is TrainingRunBase {
     }
 
     /// @notice Pay the caller what is due to it in this run: a trainer's rewards of up to MAX_CLAIM_EPOCHS settled
-    /// epochs (call again for more), or a validator's credit.
+    /// epochs (call again for more), or a validator's credit (of an epoch whose dispute period is over: the
+    /// credit of the last epoch settled is held until the next one is; see `disputeBallot`).
     function claim(uint256 runId) external nonReentrant {
         Trainer storage t = _trainers[runId][msg.sender];
         uint256 amount;
@@ -1810,7 +1929,12 @@ contract TrainingRun is TrainingRunBase {
             amount = due;
         } else {
             Validator storage v = _validators[runId][msg.sender];
+            (uint256 held,, bool disputable) = _heldOf(_runs[runId], runId, msg.sender);
             amount = v.credit;
+            if (held != 0 && !disputable) {
+                amount += held;
+                delete _heldCredit[runId][msg.sender];
+            }
             if (amount == 0) revert NothingToClaim(runId, msg.sender);
             v.credit = 0;
         }

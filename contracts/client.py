@@ -167,6 +167,11 @@ class TrainingRunClient(TrainingRunViews):
         vectors = [r.weights for r in self.revealed_weights(run_id, epoch)]
         return self._tx(self.contract.functions.finalizeEpoch(run_id, epoch, vectors), "finalizeEpoch")
 
+    def dispute_ballot(self, run_id: int, epoch: int, accused: str) -> TxReceipt:
+        """Say `accused`'s ballot for settled `epoch` does not follow from its own revealed reports."""
+        call = self.contract.functions.disputeBallot(run_id, epoch, Web3.to_checksum_address(accused))
+        return self._tx(call, "disputeBallot")
+
     def skip_epoch(self, run_id: int, epoch: int) -> TxReceipt:
         return self._tx(self.contract.functions.skipEpoch(run_id, epoch), "skipEpoch")
 

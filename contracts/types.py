@@ -208,6 +208,17 @@ class Ballot:
 
 
 @dataclass(frozen=True)
+class HeldCredit:
+    """A validator's credit of the last epoch it was credited for (`heldCredit`): held, not claimable, while the
+    epoch's ballots can be disputed (`disputeBallot`); 0 once forfeited by a stake majority of disputers."""
+
+    amount: int
+    epoch: int
+    disputable: bool
+    forfeited: bool
+
+
+@dataclass(frozen=True)
 class RevealedWeights:
     validator: str
     slot: int  # position in finalizeEpoch's input

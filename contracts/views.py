@@ -18,6 +18,7 @@ from contracts.types import (
     Commit,
     CommitStatus,
     EpochInfo,
+    HeldCredit,
     Publication,
     Reveal,
     RevealedWeights,
@@ -193,6 +194,16 @@ class TrainingRunViews:
     def settlement_of(self, run_id: int, epoch: int) -> Settlement:
         """Schedule and counters of `epoch`'s settlement (meaningful while it is the run's next_epoch)."""
         return Settlement(*(int(x) for x in self._call("settlementOf", run_id, epoch)))
+
+    def held_credit(self, run_id: int, validator: str) -> HeldCredit:
+        amount, epoch, disputable, forfeited = self._call("heldCredit", run_id, Web3.to_checksum_address(validator))
+        return HeldCredit(int(amount), int(epoch), bool(disputable), bool(forfeited))
+
+    def dispute_of(self, run_id: int, epoch: int, accused: str, disputer: str) -> tuple[int, bool]:
+        """(stake that disputed `accused`'s ballot for `epoch` so far, whether `disputer` is among it)."""
+        stake, disputed = self._call("disputeOf", run_id, epoch, Web3.to_checksum_address(accused),
+                                     Web3.to_checksum_address(disputer))
+        return int(stake), bool(disputed)
 
     def ballot_of(self, run_id: int, validator: str) -> Ballot:
         prefix, epoch, status = self._call("ballotOf", run_id, Web3.to_checksum_address(validator))

@@ -17,38 +17,16 @@ from typing import Any
 
 import torch
 
-from base.report import ReportFormatError, WindowReport
-from contracts.client import unpack_weights
-from ipfs.errors import IpfsError, IpfsUnavailable
+from base.report import WindowReport
 from validator import canonical
-from validator.domain import ValidatorError
+from validator.ballot_audit import AuditError, Check, ReportUnfetchable, audit_ballot, fetch_report, publication
 from validator.loop import build_strategy, initial_model
-from validator.settlement import ballot_numbers
 from validator.strategy import ValidatorState
 from validator.window_inputs import (
     RunContext,
     gather_window,
     sorted_params,
 )
-
-REPORT_MAX_BYTES = 16 * 1024 * 1024
-
-
-class AuditError(ValidatorError):
-    """The audit cannot start: nothing published by that validator, or its report cannot be fetched/parsed."""
-
-
-@dataclass(frozen=True)
-class Check:
-    path: str  # e.g. "scores[0x…].s_i", "model_cid[window 3]"
-    published: Any
-    recomputed: Any
-    ok: bool
-
-    def line(self) -> str:
-        verdict = "match   " if self.ok else "MISMATCH"
-        detail = repr(self.published) if self.ok else f"published {self.published!r}, recomputed {self.recomputed!r}"
-        return f"{verdict} {self.path} = {detail}"
 
 
 @dataclass(frozen=True)
@@ -111,24 +89,9 @@ def compare_reports(published: WindowReport, recomputed: WindowReport, rtol: flo
 
 def first_published_window(ctx: RunContext, validator: str, up_to: int) -> int:
     for window in range(up_to + 1):
-        if _publication(ctx, window, validator) is not None:
+        if publication(ctx, window, validator) is not None:
             return window
     raise AuditError(f"validator {validator} published nothing in windows 0..{up_to}")
-
-
-def _publication(ctx: RunContext, window: int, validator: str) -> tuple[str, str | None] | None:
-    """(model CID, report CID) `validator` published for `window`; the report CID is None until revealed."""
-    for who, pub in ctx.views.publications(ctx.run_id, window).items():
-        if who.lower() == validator.lower():
-            return pub.model_cid, pub.report_cid
-    return None
-
-
-def fetch_report(ctx: RunContext, cid: str) -> WindowReport:
-    try:
-        return WindowReport.from_json(ctx.blobs.cat(cid, REPORT_MAX_BYTES))
-    except ReportFormatError as err:
-        raise AuditError(f"report {cid} is not a valid window report: {err}") from err
 
 
 def sole_publisher(ctx: RunContext, window: int) -> str:
@@ -141,7 +104,7 @@ def sole_publisher(ctx: RunContext, window: int) -> str:
 def audit_window(ctx: RunContext, window: int, validator: str, from_window: int | None = None,
                  rtol: float = 1e-9, atol: float = 1e-12, device: torch.device | str = "cpu") -> AuditResult:
     """Replay `validator`'s windows up to `window` and compare (see the module docstring)."""
-    published = _publication(ctx, window, validator)
+    published = publication(ctx, window, validator)
     if published is None:
         raise AuditError(f"validator {validator} published nothing for window {window}")
     if published[1] is None:
@@ -164,7 +127,7 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
         params = sorted_params(new_params)
         model_cid = ctx.blobs.add(ctx.payloads.encode_model(params, w, base.cid))
         own_cid = model_cid
-        on_chain = _publication(ctx, w, validator)
+        on_chain = publication(ctx, w, validator)
         if on_chain is not None and w < window:
             checks.append(Check(f"model_cid[window {w}]", on_chain[0], model_cid, on_chain[0] == model_cid))
         recomputed = WindowReport(**{**{f: getattr(result, f) for f in result.__dataclass_fields__},
@@ -173,37 +136,12 @@ def audit_window(ctx: RunContext, window: int, validator: str, from_window: int 
     checks.append(Check(f"model_cid[window {window}] on chain", published[0], recomputed.model_cid,
                         published[0] == recomputed.model_cid))
     checks += compare_reports(report, recomputed, rtol, atol)
-    checks += audit_ballot(ctx, window // ctx.views.get_run(ctx.run_id).windows_per_epoch, validator)
+    epoch = window // ctx.views.get_run(ctx.run_id).windows_per_epoch
+    try:
+        checks += audit_ballot(ctx, epoch, validator)
+    except ReportUnfetchable as err:  # nobody serves a revealed report: as good as none
+        checks.append(Check(f"ballot[epoch {epoch}] reports", str(err), "a readable report", False))
     return AuditResult(window, validator, start, tuple(checks))
-
-
-def audit_ballot(ctx: RunContext, epoch: int, validator: str) -> list[Check]:
-    """The ballot `validator` revealed for `epoch` (payout and weight vector) against the one its own revealed
-    reports of the epoch give (validator/settlement.ballot_numbers): a ballot that does not follow from the
-    validator's reports (copied, lagged or guessed) is a mismatch, and so is a report that is missing, sealed or
-    unreadable. Nothing to check before the ballot is revealed. Trainer slots are read as they were at the reveal."""
-    revealed = [r for r in ctx.views.revealed_weights(ctx.run_id, epoch) if r.validator.lower() == validator.lower()]
-    if not revealed:
-        return []
-    per_epoch = ctx.views.get_run(ctx.run_id).windows_per_epoch
-    reports = []
-    for w in range(epoch * per_epoch, (epoch + 1) * per_epoch):
-        published = _publication(ctx, w, validator)
-        if published is None or published[1] is None:  # a voter published every window of its epoch
-            state = "not published" if published is None else "sealed"
-            return [Check(f"ballot[epoch {epoch}] report of window {w}", state, "revealed", False)]
-        try:
-            reports.append(fetch_report(ctx, published[1]))
-        except IpfsUnavailable:
-            raise  # our own daemon is down: nothing is known about the report
-        except (AuditError, IpfsError) as err:  # unfetchable (a made-up CID times out), not a report, wrong bytes
-            return [Check(f"ballot[epoch {epoch}] report of window {w}", str(err), "a readable report", False)]
-    _, vector, payout = ballot_numbers(reports, ctx.views.trainers(ctx.run_id, block=revealed[0].block))
-    got_payout, got_vector = unpack_weights(revealed[0].weights)
-    size = max(len(vector), len(got_vector))  # trailing zero weights may be left out
-    want_vector, got_vector = vector + [0] * (size - len(vector)), got_vector + [0] * (size - len(got_vector))
-    return [Check(f"ballot[epoch {epoch}].payout", got_payout, payout, got_payout == payout),
-            Check(f"ballot[epoch {epoch}].weights", got_vector, want_vector, got_vector == want_vector)]
 
 
 def render(result: AuditResult, only_mismatches: bool = False) -> str:

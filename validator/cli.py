@@ -257,6 +257,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = f"unbonding until block {status['unbonding_at']}" if status["unbonding_at"] else "active"
     print(f"validator {me} in run {run_id} at block {status['block']}: stake {eth(status['stake_wei'])} ETH "
           f"({state}), claimable now {eth(status['claimable_wei'])} ETH")
+    held = status["held_credit"]
+    if held is not None and held["forfeited"]:
+        print(f"epoch {held['epoch']}: credit forfeited (validators holding more than half of the stake disputed "
+              "this validator's ballot: it did not follow from its own revealed reports)")
+    elif held is not None and held["disputable"]:
+        print(f"epoch {held['epoch']}: {eth(held['wei'])} ETH credited, held until epoch {held['epoch'] + 1} is "
+              "settled (its ballots can be disputed until then)")
     for w in status["windows"]:
         print(f"window {w['window']}: {'published' if w['published'] else 'not published by this validator'}"
               + (f" (model {w['model_cid']}, report {w['report_cid'] or 'sealed until its epoch settles'})"

@@ -106,6 +106,11 @@ def validator_status(client: TrainingRunClient, run_id: int, last: int) -> dict[
         "claimable_wei": client.claimable(run_id, me), "votes_from_epoch": info.from_epoch,
         "last_voted_epoch": info.served_plus_one - 1 if info.served_plus_one else None, "windows": [],
     }
+    held = client.held_credit(run_id, me)
+    # The credit of the last epoch it was credited for, held (not claimable) while that epoch's ballots can be
+    # disputed; 0 and forfeited when validators holding more than half of the stake disputed its ballot.
+    status["held_credit"] = {"epoch": held.epoch, "wei": held.amount, "disputable": held.disputable,
+                             "forfeited": held.forfeited} if held.amount or held.forfeited else None
     if not info.registered:
         return status
     current = client.window_of_block(run_id, block)

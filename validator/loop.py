@@ -7,7 +7,8 @@ over, strictly in window order. Per window:
   once, chain_io.py; the report stays off IPFS until it is revealed: sealed_reports.py).
 Per epoch, once its windows are published and its last reveal period is over: settlement.py commits the
 epoch's weight vector, reveals the epoch's reports then the vector, finalizes the epoch when the contract
-allows, and records the rewards.
+allows, and records the rewards; once it is settled, disputes.py audits the peers' ballots of it against their
+own reports and disputes those that do not follow.
 
 Crash safety: a window already recorded is never rescored; a recorded but unpublished window is published
 from what was stored; the outer optimiser state and the current model live in safetensors files beside the
@@ -39,6 +40,7 @@ from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
 from validator.chain_io import TxSender, send_pipelined
+from validator.disputes import BallotDisputes
 from validator.domain import ParamDict, ValidatorError
 from validator.sealed_reports import ReportRevealer, sealed_report_cid
 from validator.settlement import EpochSettler
@@ -123,6 +125,7 @@ class ValidatorLoop:
         reports = ReportRevealer(client, ctx.run_id, store, self.sender, ctx.blobs, self.report_bytes)
         self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report,
                                     reports)
+        self.disputes = BallotDisputes(ctx, client, self.sender)
         self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
         # Adopting the canonical model fetches it from IPFS: timed as the window's fetch stage.
         self.fetch_model = timed(canonical.ModelFetcher(ctx), self.stages, "fetch")
@@ -149,6 +152,10 @@ class ValidatorLoop:
         after a restart thus submits each epoch as soon as that epoch's windows are published."""
         for window in self.store.unpublished_windows():
             self.publish(window)
+            return True
+        # Before settling: this validator disputes the last settled epoch's failing ballots before it votes on the
+        # next epoch, whose settlement closes the dispute period (validator/disputes.py).
+        if self.disputes.step():
             return True
         began = time.perf_counter()
         if self.settler.settle():

@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # The commit's pending-tx kind; the reveal is TX_SUBMIT_WEIGHTS, confirmed with the epoch's recorded submission.
 TX_COMMIT_WEIGHTS = "commit_weights"
+# The contract's SEAL_EPOCHS: report seals older than this many epochs are overwritten and can no longer be revealed.
+SEAL_EPOCHS = 32
 # What the contract answers a ballot step that came after its phase: the epoch is settled, or the phase is over.
 LATE_FOR_BALLOT = ("EpochOutOfOrder", "CommitPhaseOver", "RevealPhaseOver")
 
@@ -95,6 +97,7 @@ class EpochSettler:
         self.report_of = report_of  # a recorded window's report
         self.reports = reports  # None: a settler that reveals no reports (tests of the ballot alone)
         self._explained: set[int] = set()  # epochs whose missing vote was logged
+        self._revealed_before = 0  # settled epochs before this one had their reports revealed (or nothing to reveal)
 
     @property
     def me(self) -> str:
@@ -110,10 +113,7 @@ class EpochSettler:
         self.record_settled_earlier(epoch)
         # Settled epochs' weights are all public: their windows' scores can no longer be copied into a ballot.
         self.store.make_public_before(epoch * run.windows_per_epoch)
-        if self.reports is not None and epoch > 0 and not self.reports.done(epoch - 1):
-            # Not revealed before the epoch was settled (this validator did not vote, or was down): reveal now,
-            # unpaid, so that trainers and auditors can read its reports.
-            self.reports.reveal(epoch - 1)
+        self.reveal_settled(epoch, run.windows_per_epoch)
         last = (epoch + 1) * run.windows_per_epoch - 1
         if last < self.start_window:
             return self.finalize(epoch)  # an epoch before this validator joined: settle it, vote on nothing
@@ -123,6 +123,19 @@ class EpochSettler:
         if not self.store.epoch_submitted(epoch):
             acted = self.vote(epoch)
         return self.finalize(epoch) or acted
+
+    def reveal_settled(self, next_epoch: int, windows_per_epoch: int) -> None:
+        """Reveal the reports of every settled epoch that are not revealed yet (this validator did not vote, or was
+        down for one epoch or several), unpaid, so that trainers and auditors can read them. The contract keeps a
+        validator's seals of its last SEAL_EPOCHS epochs; each settled epoch is tried once per process (an epoch
+        this validator did not publish in full has nothing to reveal)."""
+        if self.reports is None:
+            return
+        first = max(self.start_window // windows_per_epoch, next_epoch - SEAL_EPOCHS, self._revealed_before)
+        for epoch in range(first, next_epoch):
+            if not self.reports.done(epoch):
+                self.reports.reveal(epoch)
+            self._revealed_before = epoch + 1
 
     def record_settled_earlier(self, next_epoch: int) -> None:
         """A validator killed after its reveal was sent finds the epoch settled on restart (next_epoch moved on):

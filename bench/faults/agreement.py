@@ -46,8 +46,10 @@ def validator_lag(faults: int, rng: random.Random, workdir: Path) -> list[FaultO
 def copy_weights(faults: int, rng: random.Random, workdir: Path) -> list[FaultOutcome]:
     """Two honest validators and a copier of equal stake, two honest trainers; one epoch (two windows) per
     fault, the copier's strategy cycling through `report` (rebuild a ballot from the honest reports), `wait` and
-    `guess` (copy the revealed median)."""
-    settings = KillNetSettings(trainers=2, validators=2, copiers=1, copier_modes=("report", "wait", "guess"),
+    `guess` (copy the revealed median), and `lagged` (commit the previous epoch's consensus, reveal junk reports:
+    its credit must be forfeited by the honest validators' dispute)."""
+    settings = KillNetSettings(trainers=2, validators=2, copiers=1,
+                               copier_modes=("report", "wait", "guess", "lagged"),
                                windows=2 * faults, run_seed=rng.randrange(1, 2**31))
     net = KillNet(settings, workdir)
     with sigterm_unwinds():

@@ -212,6 +212,13 @@ def finalize(chain: Chain, run_id: int, epoch: int, after_deadline: bool = False
     chain.sponsor.finalize_epoch(run_id, epoch)
 
 
+def credited(chain: Chain, run_id: int, account: str) -> int:
+    """What `account` was credited and has not claimed: its claimable amount plus a validator's credit still held
+    while its epoch's ballots can be disputed (claimable once the next epoch is settled)."""
+    held = chain.sponsor.held_credit(run_id, account)
+    return chain.sponsor.claimable(run_id, account) + (held.amount if held.disputable else 0)
+
+
 @contextmanager
 def reverts(error_name: str, **expected_args: object) -> Iterator[pytest.ExceptionInfo[ContractReverted]]:
     """Assert that the block raises ContractReverted naming `error_name` (and, if given, these arguments)."""

@@ -65,6 +65,8 @@ GUARDED: dict[str, dict[str, str]] = {
                        "unbonding_validator": "Unbonding"},
     "withdrawStake": {"outsider": "NotMember", "sponsor": "NotMember", "other_trainer": "NotUnbonding",
                       "validator": "NotUnbonding"},
+    "disputeBallot": {"outsider": "NotDisputer", "sponsor": "NotDisputer", "trainer": "NotDisputer",
+                      "late_validator": "NotDisputer"},
     "claim": {"outsider": "NothingToClaim", "sponsor": "NothingToClaim", "other_trainer": "NothingToClaim"},
     "endRun": {"outsider": "NotSponsor", "trainer": "NotSponsor", "validator": "NotSponsor"},
     "reclaim": {"outsider": "NotSponsor", "trainer": "NotSponsor", "validator": "NotSponsor"},
@@ -154,6 +156,8 @@ def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
     check(roles, "revealWeights", lambda c: c.reveal_weights(rid, 0, weights, weight_salt(c, 0)), "validator", tried)
     leaving.reveal_weights(rid, 0, weights, weight_salt(leaving, 0))
     chain.sponsor.finalize_epoch(rid, 0)
+    accused = leaving.address_of_account  # a voter of epoch 0, disputed by the other one (half: no forfeit)
+    check(roles, "disputeBallot", lambda c: c.dispute_ballot(rid, 0, accused), "validator", tried)
     check(roles, "claim", lambda c: c.claim(rid), "trainer", tried)
     check(roles, "requestUnstake", lambda c: c.request_unstake(rid), "trainer", tried)
     chain.mine_to(chain.sponsor.trainer_info(rid, roles.by_name["unbonding_trainer"].address_of_account).unbonding_at)
@@ -162,5 +166,5 @@ def test_every_guarded_function_refuses_every_wrong_role(chain: Chain) -> None:
     settle_unvoted(chain, rid, chain.sponsor.get_run(rid).end_epoch)  # through the ended run's last epoch
     check(roles, "reclaim", lambda c: c.reclaim(rid), "sponsor", tried)
 
-    assert validator.validator_info(rid, validator.address_of_account).credit > 0
+    assert validator.claimable(rid, validator.address_of_account) > 0  # epoch 0's, released once epoch 1 settled
     assert tried == {name: set(wrong) for name, wrong in GUARDED.items()}

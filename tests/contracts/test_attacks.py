@@ -26,6 +26,7 @@ from .conftest import (
     ETH,
     Chain,
     commit_cid,
+    credited,
     finalize,
     make_run,
     publish_epoch,
@@ -276,8 +277,8 @@ def test_a_weight_copier_earns_no_validator_share(chain: Chain) -> None:
     publish_epoch(chain, rid, 0, [copier])
     attempt(lambda: vote(chain, rid, 0, {copier: median}))
     finalize(chain, rid, 0, after_deadline=True)
-    assert chain.sponsor.claimable(rid, copier.account.address) == 0
-    assert all(chain.sponsor.claimable(rid, v.account.address) > 0 for v in honest)
+    assert credited(chain, rid, copier.account.address) == 0
+    assert all(credited(chain, rid, v.account.address) > 0 for v in honest)
 
 
 def test_a_copier_that_commits_a_guess_cannot_reveal_the_copy(chain: Chain) -> None:

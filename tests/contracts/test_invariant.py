@@ -1,9 +1,9 @@
 """Stateful property on a real Anvil: random sequences of fund / register / add stake / commit / reveal / report /
-settle / claim / unstake / withdraw / leave, and after every step the run's books balance:
+settle / dispute / claim / unstake / withdraw / leave, and after every step the run's books balance:
 
-- the contract's balance = pool + stakes + everything claimable (no wei appears or vanishes);
-- pool = funded + slashed − credited (settlement and slashing only move value between these);
-- everything claimable = credited − claimed, stakes = deposited − slashed − withdrawn;
+- the contract's balance = pool + stakes + everything claimable or held in dispute (no wei appears or vanishes);
+- pool = funded + slashed − credited + forfeited (settlement, slashing and disputes only move value between these);
+- everything claimable or held = credited − forfeited − claimed, stakes = deposited − slashed − withdrawn;
 - a claim or a withdrawal (stake plus the rewards still due) pays exactly what was due to that account, the
   contract's balance drops by exactly that, and a second attempt is refused: no account takes out more than was
   credited (or staked) to it.
@@ -111,8 +111,9 @@ class RunBooks(RuleBasedStateMachine):
     def a_first_epoch_of_everything(self, data: st.DataObject, seed: int) -> None:
         """Every example starts with each kind of event the books must survive, then the random rules take over:
         both trainers commit, one of them (drawn) never reveals and is slashed when the epoch settles, the epoch
-        pays, someone who is owed claims, and a trainer (drawn) leaves the run with its stake and rewards. Hypothesis'
-        swarm testing leaves rules out of whole examples, so without this many examples only test refusals."""
+        pays, a second epoch settles (releasing the first one's validator credit), someone who is owed claims, and a
+        trainer (drawn) leaves the run with its stake and rewards. Hypothesis' swarm testing leaves rules out of
+        whole examples, so without this many examples only test refusals."""
         self.commit(count=2, cids=4)  # trainers 3 and 4
         silent = self.people[data.draw(st.sampled_from([3, 4]), label="never reveals")]
         self.chain.mine_to(self.chain.sponsor.window_bounds(self.rid, 0).end)
@@ -121,6 +122,7 @@ class RunBooks(RuleBasedStateMachine):
                 with contextlib.suppress(ContractReverted):
                     trainer.reveal(self.rid, window, content, salt)
         self._settle(seed, late=False)
+        self._settle(seed + 1, late=False)  # releases epoch 0's validator credit (held while it can be disputed)
         owed = self._owed()
         if owed:
             self._claim(self.people[data.draw(st.sampled_from(owed), label="claims")])
@@ -242,6 +244,16 @@ class RunBooks(RuleBasedStateMachine):
         with reverts("NothingToClaim"):  # a second claim takes nothing more
             client.claim(self.rid)
 
+    @rule(disputer=st.integers(0, 2), accused=st.integers(0, 2))
+    def dispute(self, disputer: int, accused: int) -> None:
+        """A validator disputes another's ballot of the last settled epoch (refused unless both voted on it and its
+        dispute period is open); a stake majority forfeits the accused's held credit to the pool."""
+        client, sponsor = self.people[disputer], self.chain.sponsor
+        epoch = sponsor.held_credit(self.rid, client.account.address).epoch
+        with contextlib.suppress(ContractReverted):  # NotDisputer, NothingToDispute, AlreadyDisputed, CreditForfeited
+            client.dispute_ballot(self.rid, epoch, self.people[accused].account.address)
+            self.happened["dispute"] += 1
+
     @rule(data=st.data())
     def unstake(self, data: st.DataObject) -> None:
         with contextlib.suppress(ContractReverted):
@@ -310,13 +322,16 @@ class RunBooks(RuleBasedStateMachine):
             address = self.people[who].account.address
             stakes += sponsor.trainer_info(rid, address).stake + sponsor.validator_info(rid, address).bond
             claimable += sponsor.claimable(rid, address)
+            held = sponsor.held_credit(rid, address)
+            claimable += held.amount if held.disputable else 0  # credited, claimable once its epoch's disputes close
         slashed = sum(int(e["args"]["amount"]) for e in self._events("TrainerSlashed"))
         slashed += sum(int(e["args"]["slashed"]) for e in self._events("ValidatorEjected"))
         credited = sum(int(e["args"]["trainerReward"]) + int(e["args"]["validatorReward"])
                        for e in self._events("EpochFinalized"))
+        forfeited = sum(int(e["args"]["amount"]) for e in self._events("ValidatorCreditForfeited"))
         assert self._held() == pool + stakes + claimable
-        assert pool == self.funded + slashed - credited
-        assert claimable == credited - self.claimed
+        assert pool == self.funded + slashed - credited + forfeited
+        assert claimable == credited - forfeited - self.claimed
         assert stakes == self.deposited - slashed - self.withdrawn
 
 
@@ -370,5 +385,6 @@ def test_rewards_voted_to_a_vacant_slot_stay_claimable(chain: Chain) -> None:
     stakes = sponsor.trainer_info(rid, stayer.account.address).stake + sponsor.validator_info(
         rid, validator.account.address).bond
     claims = sum(sponsor.claimable(rid, c.account.address) for c in (leaver, stayer, validator))
+    claims += sponsor.held_credit(rid, validator.account.address).amount  # held while the epoch can be disputed
     locked = held - sponsor.get_run(rid).pool - stakes - claims
     assert locked == 0, f"{locked} wei are in no pool, stake or claim"

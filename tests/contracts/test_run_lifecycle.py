@@ -9,6 +9,7 @@ from .conftest import (
     ETH,
     POOL,
     Chain,
+    credited,
     finalize,
     make_run,
     publish_epoch,
@@ -46,7 +47,7 @@ def test_the_sponsor_ends_the_run_and_reclaims_the_pool(chain: Chain, run_id: in
     to_epoch_end(chain, run_id, 2)
     with reverts("RunEnded"):
         sponsor.finalize_epoch(run_id, 2)
-    paid_out = sum(sponsor.claimable(run_id, c.account.address) for c in chain.trainers[:3] + voters)
+    paid_out = sum(credited(chain, run_id, c.account.address) for c in chain.trainers[:3] + voters)
     left = sponsor.get_run(run_id).pool
     assert left == POOL - paid_out and paid_out > 0
     before = chain.balance(sponsor)

@@ -11,6 +11,7 @@ from .conftest import (
     ETH,
     POOL,
     Chain,
+    credited,
     finalize,
     make_run,
     publish_epoch,
@@ -95,6 +96,8 @@ def test_a_reveal_must_match_its_own_commitments(chain: Chain) -> None:
         chain.validators[2].reveal_reports(rid, 0, mine)
     with reverts("InvalidCid", length=0):
         a.reveal_reports(rid, 0, [mine[0], ""])
+    with reverts("InvalidCid"):  # not a CID at all: refused before its commitment is even compared
+        a.reveal_reports(rid, 0, [mine[0], "not-a-cid-just-a-string"])
     a.reveal_reports(rid, 0, mine)
     with reverts("ReportsAlreadyRevealed"):
         a.reveal_reports(rid, 0, mine)
@@ -119,8 +122,8 @@ def test_a_copied_commitment_is_bound_to_its_publisher(chain: Chain) -> None:
     for client in (honest, copier):
         client.reveal_weights(rid, 0, [1, 1], weight_salt(client, 0))
     finalize(chain, rid, 0)
-    assert chain.sponsor.claimable(rid, copier.address_of_account) == 0
-    assert chain.sponsor.claimable(rid, honest.address_of_account) == VALIDATOR_SHARE // 2
+    assert credited(chain, rid, copier.address_of_account) == 0
+    assert credited(chain, rid, honest.address_of_account) == VALIDATOR_SHARE // 2
 
 
 def test_only_validators_that_revealed_their_reports_are_paid(chain: Chain) -> None:
@@ -134,12 +137,12 @@ def test_only_validators_that_revealed_their_reports_are_paid(chain: Chain) -> N
     for client in ballots:
         client.reveal_weights(rid, 0, [1, 1], weight_salt(client, 0))
     finalize(chain, rid, 0)  # every commit revealed: finalised early, before `late` revealed its reports
-    pay = [chain.sponsor.claimable(rid, v.address_of_account) for v in (revealed, unrevealed, late)]
+    pay = [credited(chain, rid, v.address_of_account) for v in (revealed, unrevealed, late)]
     assert pay == [VALIDATOR_SHARE // 3, 0, 0]  # equal stakes, full agreement: a third each, two thirds withheld
-    trainers = sum(chain.sponsor.claimable(rid, t.address_of_account) for t in chain.trainers[:2])
+    trainers = sum(credited(chain, rid, t.address_of_account) for t in chain.trainers[:2])
     assert chain.sponsor.get_run(rid).pool == POOL - trainers - VALIDATOR_SHARE // 3  # the rest stays in the pool
     reveal_reports(chain, rid, 0, late)  # after settlement: allowed (audits read them), paid nothing
-    assert chain.sponsor.claimable(rid, late.address_of_account) == 0
+    assert credited(chain, rid, late.address_of_account) == 0
     assert chain.sponsor.reports_revealed(rid, late.address_of_account, 0)
 
 

@@ -16,12 +16,14 @@ from .conftest import (
     ETH,
     POOL,
     Chain,
+    credited,
     finalize,
     make_run,
     publish_epoch,
     reverts,
     settle,
     to_epoch_end,
+    to_start,
     vote,
     weight_salt,
 )
@@ -44,7 +46,7 @@ def by_index(chain: Chain, weights: dict[int, list[int]]) -> dict[TrainingRunCli
 
 
 def claimable(chain: Chain, rid: int, clients: Sequence[TrainingRunClient]) -> list[int]:
-    return [chain.sponsor.claimable(rid, c.account.address) for c in clients]
+    return [credited(chain, rid, c.account.address) for c in clients]
 
 
 def assert_shares(amounts: list[int], expected: list[float], total: int) -> None:
@@ -254,12 +256,14 @@ def test_claim_pays_once_and_rejects_nothing_due(chain: Chain) -> None:
         trainer.claim(rid)  # claim twice
     with reverts("NothingToClaim"):
         chain.trainers[1].claim(rid)  # weight 0
+    with reverts("NothingToClaim"):  # a validator's credit is held while the epoch's ballots can be disputed
+        validator.claim(rid)
+    # a second epoch accumulates again, and releases the first one's validator credit
+    settle(chain, rid, 1, {validator: [1, 0, 1]})
+    assert trainer.claim(rid) == pytest.approx(due, rel=1e-9)
     assert validator.claim(rid) == VALIDATOR_SHARE
     with reverts("NothingToClaim"):
         validator.claim(rid)
-    # a second epoch accumulates again
-    settle(chain, rid, 1, {validator: [1, 0, 1]})
-    assert trainer.claim(rid) == pytest.approx(due, rel=1e-9)
 
 
 def test_claim_settles_several_epochs_at_once(chain: Chain) -> None:
@@ -278,3 +282,26 @@ def test_late_trainer_is_not_paid_for_earlier_epochs(chain: Chain) -> None:
     late.register_trainer(rid, ETH)
     assert chain.sponsor.trainer_info(rid, late.account.address).next_claim_epoch == 1
     assert late.claimable(rid, late.account.address) == 0
+
+
+def test_a_trainer_registering_while_an_ended_epoch_is_unsettled_is_not_paid_for_it(chain: Chain) -> None:
+    """Epoch 0 is over but not settled when a trainer registers (into a new slot here; a slot freed by a trainer
+    that left is the same case): it did no work in epoch 0, so even a ballot that gives its slot weight in epoch 0
+    pays it nothing; it is paid from the epoch it registered in."""
+    rid = setup_run(chain, [2 * ETH])
+    v = chain.validators[0]
+    to_start(chain, rid)
+    publish_epoch(chain, rid, 0, [v])
+    to_epoch_end(chain, rid, 0)  # epoch 1 is the current one
+    late = chain.trainers[3]
+    late.register_trainer(rid, ETH)
+    assert chain.sponsor.trainer_info(rid, late.account.address).next_claim_epoch == 1
+    assert late.claimable(rid, late.account.address) == 0
+    vote(chain, rid, 0, {v: [1, 1, 1, 1]})  # its slot (3) exists by now and is given weight in epoch 0
+    finalize(chain, rid, 0)
+    assert chain.sponsor.consensus_weight(rid, 0, 3) > 0
+    assert late.claimable(rid, late.account.address) == 0
+    with reverts("NothingToClaim"):
+        late.claim(rid)
+    settle(chain, rid, 1, {v: [1, 1, 1, 1]})
+    assert late.claimable(rid, late.account.address) > 0  # epoch 1, which it registered in

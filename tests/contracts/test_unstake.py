@@ -113,8 +113,14 @@ def test_a_validator_cannot_withdraw_before_the_epochs_it_votes_on_are_settled(c
     with reverts("EpochsNotSettled", untilEpoch=1, nextEpoch=0):
         validator.withdraw_stake(run_id)
     finalize(chain, run_id, 0)
+    credit = chain.sponsor.held_credit(run_id, validator.account.address).amount
+    with reverts("CreditHeld", epoch=0):  # until epoch 0's ballots can no longer be disputed
+        validator.withdraw_stake(run_id)
+    publish_epoch(chain, run_id, 1, voters[1:])
+    to_epoch_end(chain, run_id, 1)
+    vote(chain, run_id, 1, {voters[1]: [1, 1, 1]})
+    finalize(chain, run_id, 1)
     before = chain.balance(validator)
-    credit = chain.sponsor.validator_info(run_id, validator.account.address).credit
     receipt = validator.withdraw_stake(run_id)
     gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
     assert credit > 0 and chain.balance(validator) == before + 2 * ETH + credit - gas_cost

@@ -105,12 +105,14 @@ def test_a_weight_copier_earns_nothing_and_stalls_nothing(tmp_path: Path) -> Non
         net.close()
 
 
-def test_a_report_copier_earns_nothing_and_a_lagged_copier_is_measured(tmp_path: Path) -> None:
+def test_a_report_copier_earns_nothing_and_a_lagged_copier_is_disputed(tmp_path: Path) -> None:
     """`report`: the copier rebuilds an honest validator's ballot from its evaluation reports (before sealed
     reports, it was paid exactly an honest validator's share). Reports are sealed until the weight commits close,
     so it can commit nothing in time, and earns nothing. `lagged`: it commits the previous epoch's public
-    consensus without evaluating and reveals junk reports of its own; what that earns is recorded, not judged
-    (contracts/README.md, the weight-copier row)."""
+    consensus without evaluating and reveals junk reports of its own; its ballot is counted and credited (before
+    disputes it kept 89% of an honest validator's share), then both honest validators find that its ballot does
+    not follow from its reports and dispute it: their stake majority forfeits the credit before it is claimable,
+    and neither honest validator is disputed."""
     settings = KillNetSettings(trainers=2, validators=2, copiers=1, copier_modes=("report", "lagged"), windows=4,
                                run_seed=7)
     net = KillNet(settings, tmp_path).start()
@@ -135,11 +137,24 @@ def test_a_report_copier_earns_nothing_and_a_lagged_copier_is_measured(tmp_path:
             assert credited[(report_epoch, honest)]["amount"] > 0
             assert all(net.views.publications(net.run_id, w)[honest].report_cid
                        for w in range(report_epoch * wpe, (report_epoch + 1) * wpe))  # revealed, on chain
-        # lagged: its ballot and its (junk) reports were accepted; the detail carries its agreement and pay
+        # lagged: its ballot and its (junk) reports were accepted and credited, then the credit was forfeited
         lagged = [o.detail for o in outcomes if "lagged" in o.fault or "lagged" in o.detail]
         assert any("lagged copier agreement" in d for d in lagged), [o.detail for o in outcomes]
         assert net.views.reports_revealed(net.run_id, copier, lagged_epoch)
-        print(json.dumps({"lagged": lagged, "credited": {f"{e}:{v}": int(a["amount"]) for (e, v), a
-                                                         in credited.items()}}))
+        assert credited[(lagged_epoch, copier)]["amount"] > 0
+        forfeits = {(int(g["args"]["epoch"]), str(g["args"]["validator"])): int(g["args"]["amount"])
+                    for g in consensus.events(net, "ValidatorCreditForfeited")}
+        assert forfeits == {(lagged_epoch, copier): credited[(lagged_epoch, copier)]["amount"]}
+        disputes = {(str(g["args"]["disputer"]), str(g["args"]["accused"]))
+                    for g in consensus.events(net, "BallotDisputed")}
+        honest = {net.address(f"validator-{i}") for i in range(settings.validators)}
+        assert disputes == {(v, copier) for v in honest}  # both honest validators, against the copier only
+        for v in honest:
+            assert credited[(lagged_epoch, v)]["amount"] > 0
+        assert net.views.claimable(net.run_id, copier) == 0
+        held = net.views.held_credit(net.run_id, copier)
+        assert held.amount == 0 and held.forfeited
+        print(json.dumps({"lagged": lagged, "forfeited": {f"{e}:{v}": a for (e, v), a in forfeits.items()},
+                          "credited": {f"{e}:{v}": int(a["amount"]) for (e, v), a in credited.items()}}))
     finally:
         net.close()

@@ -138,7 +138,8 @@ def test_epoch_weights_are_submitted_once_and_the_epoch_finalized(played: Played
     stored = loop.store.window_report(0)
     assert stored is not None and net.sponsor.publications(net.run_id, 0)[me].report_cid == stored.report_cid
     assert net.blobs.cat(stored.report_cid, 1 << 20) == loop.report_bytes(0)
-    assert net.sponsor.claimable(net.run_id, me) > 0  # the validator share
+    held = net.sponsor.held_credit(net.run_id, me)  # the validator share, held while epoch 0 can be disputed
+    assert held.epoch == 0 and held.amount > 0 and held.disputable and not held.forfeited
     info = net.sponsor.epoch_info(net.run_id, 0)
     assert info.finalized and info.submissions == 1
     weights = loop.store.epoch_weights(0)

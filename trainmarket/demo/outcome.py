@@ -86,6 +86,10 @@ def collect_outcome(
     agree = all(len({(pub.model_cid, pub.report_cid) for pub in pubs.values()}) == 1 for pubs in publications)
     accounts = [p.address for p in people] + [v.address_of_account for v in validators]
     unclaimed = sum(views.claimable(run_id, a) for a in accounts)
+    # The last settled epoch's validator credit is held while its ballots can still be disputed: neither claimable
+    # nor in the pool yet.
+    held = [views.held_credit(run_id, v.address_of_account) for v in validators]
+    in_dispute = sum(h.amount for h in held if h.disputable)
     trainers = []
     for p in people:
         info = views.trainer_info(run_id, p.address)
@@ -111,6 +115,7 @@ def collect_outcome(
             "windows_published_by_every_validator": sum(len(p) == len(validators) for p in publications),
             "slashed_wei": sum(t.stake_at_start_wei - t.stake_left_wei for t in trainers),
             "unclaimed_after_claims_wei": unclaimed,
+            "validators_held_in_dispute_wei": in_dispute,
             "verdicts_by_validator": verdicts,
             "payout_by_epoch": payout_by_epoch(views, run_id, epochs, per_epoch),
             **sync_phase(views.get_run(run_id), publications, first),
