@@ -13,7 +13,7 @@ from web3.exceptions import Web3Exception
 
 from contracts.compile import load_artifact
 from contracts.errors import ChainUnreachable, DeploymentError
-from contracts.tx import send_transaction
+from contracts.sending import send_transaction
 
 
 @dataclass(frozen=True)

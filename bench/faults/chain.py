@@ -26,7 +26,8 @@ from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.errors import ChainError
-from contracts.tx import NONCES, ResendPolicy, send_transaction
+from contracts.sending import send_transaction
+from contracts.tx import NONCES, ResendPolicy
 from contracts.types import RunParams
 
 ETH = 10**18

@@ -23,7 +23,8 @@ from contracts.client import (
 )
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
-from contracts.tx import NONCES, ErrorDecoder, send_transaction
+from contracts.sending import send_transaction
+from contracts.tx import NONCES, ErrorDecoder
 from contracts.views import TrainingRunViews
 
 from .cids import cid
