@@ -25,20 +25,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Protocol, overload
+from typing import Protocol, overload
 
-import requests
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import (
-    BadResponseFormat,
     ContractCustomError,
     ContractLogicError,
     ContractPanicError,
-    TransactionNotFound,
     Web3Exception,
-    Web3RPCError,
 )
 from web3.types import TxParams, TxReceipt
 
@@ -51,19 +46,24 @@ from contracts.errors import (
     TransactionFailed,
     TransactionPending,
 )
+from contracts.receipts import (
+    CONNECTION_ERRORS,
+    NonceTaken,
+    StillPending,
+    TxState,
+    receipt_hash,
+    receipt_of,
+    settle,
+    transaction_of,
+    tx_state,
+)
 from contracts.tx import NONCES, ErrorDecoder, ResendPolicy, as_reverted, endpoint_of, nonce_of, tx_hash_of
+
+# Re-exported: the mined check and the receipt's hash belong to the send path's interface.
+__all__ = ["Once", "RecordedTx", "TxJournal", "TxState", "receipt_hash", "send_transaction", "tx_state"]
 
 NONCE_ATTEMPTS = 5
 CONFLICT_BACKOFF_S = 0.2
-# How nodes refuse the very same signed bytes again: this transaction is already in their pool.
-SAME_TX = ("already known", "known transaction")
-# How nodes (Anvil, Geth, Erigon, Besu) refuse a transaction whose nonce another one has taken. On a resend the
-# other one may be our own, mined meanwhile: the receipt lookup that follows tells.
-NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced", "nonce has already been used",
-               "replacement fee too low", "already imported")
-# No answer, a cut answer or a garbled one: whether a send reached the chain is unknown, and sending the same
-# signed bytes again is safe either way.
-CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout, OSError, ValueError, BadResponseFormat)
 
 
 @dataclass(frozen=True)
@@ -97,33 +97,7 @@ class Once:
     done: Callable[[], bool]
 
 
-class TxState(Enum):
-    SUCCEEDED = "mined, succeeded"
-    REVERTED = "mined, reverted"
-    PENDING = "in the mempool"
-    UNKNOWN = "unknown to the node"
-
-
-class _NonceTaken(Exception):
-    """Internal: another transaction of the account was mined with (or holds in the pool) this one's nonce."""
-
-
-class _StillPending(Exception):
-    """Internal: the receipt wait ran out while the transaction may still be mined."""
-
-
 Signer = Callable[[TxParams], bytes]
-
-
-def tx_state(web3: Web3, tx_hash: str) -> TxState:
-    """Where the transaction `tx_hash` stands; ChainUnreachable when the node does not answer."""
-    try:
-        receipt = _receipt(web3, tx_hash)
-        if receipt is not None:
-            return TxState.SUCCEEDED if receipt["status"] == 1 else TxState.REVERTED
-        return TxState.PENDING if _known(web3, tx_hash) else TxState.UNKNOWN
-    except (*CONNECTION_ERRORS, Web3Exception) as err:
-        raise ChainUnreachable(endpoint_of(web3), f"tx {tx_hash}: {err}") from err
 
 
 @overload
@@ -173,13 +147,13 @@ def send_transaction(web3: Web3, account: LocalAccount, tx: TxParams, function: 
         if once is not None:
             once.journal.record_sent(once.kind, once.key, tx_hash, nonce)
         try:
-            receipt = _settle(web3, me, function, tx_hash, nonce, policy, raw)
-        except _NonceTaken:
+            receipt = settle(web3, me, function, tx_hash, nonce, policy, raw)
+        except NonceTaken:
             NONCES.forget(web3, me)
             if once is None:
                 raise TransactionFailed(function, tx_hash, f"nonce {nonce} was used by another transaction") from None
             continue
-        except _StillPending:
+        except StillPending:
             NONCES.forget(web3, me)
             reason = f"not mined after {policy.receipt_timeout_s:.0f}s"
             if once is None:
@@ -203,21 +177,16 @@ def send_transaction(web3: Web3, account: LocalAccount, tx: TxParams, function: 
     raise SendConflict(function, tx_hash, f"another transaction of {me} took the nonce {attempts} times in a row")
 
 
-def receipt_hash(receipt: TxReceipt) -> str:
-    """The 0x-prefixed hash of the transaction a receipt is for."""
-    return "0x" + bytes(receipt["transactionHash"]).hex()
-
-
 def broadcast(web3: Web3, raw: bytes, sender: str, function: str, policy: ResendPolicy | None = None) -> TxReceipt:
     """Send the pre-signed `raw` and return its receipt (resent on connection failures and whenever the chain
     lost it); TransactionFailed when another transaction took its nonce or the receipt does not come."""
     policy = policy or _tx.RESEND_POLICY
     tx_hash, nonce = tx_hash_of(raw), nonce_of(raw)
     try:
-        return _settle(web3, sender, function, tx_hash, nonce, policy, raw)
-    except _NonceTaken:
+        return settle(web3, sender, function, tx_hash, nonce, policy, raw)
+    except NonceTaken:
         raise TransactionFailed(function, tx_hash, f"nonce {nonce} was used by another transaction") from None
-    except _StillPending:
+    except StillPending:
         raise TransactionFailed(function, tx_hash, f"not mined after {policy.receipt_timeout_s:.0f}s") from None
 
 
@@ -255,9 +224,9 @@ def send_batch(web3: Web3, account: LocalAccount, txs: Sequence[TxParams], funct
             signed.append(None)
     try:
         broadcast_all(web3, [raw for raw in signed if raw is not None])
-    except ChainUnreachable:
+    except (ChainUnreachable, Web3Exception) as err:
         NONCES.forget(web3, me)  # later nonces may never have been sent: sign them afresh next time
-        raise
+        raise ChainUnreachable(endpoint_of(web3), f"{function}: {err}") from err
     outcomes: list[bool] = []
     for raw in signed:
         if raw is None:
@@ -265,13 +234,15 @@ def send_batch(web3: Web3, account: LocalAccount, txs: Sequence[TxParams], funct
             continue
         tx_hash = tx_hash_of(raw)
         try:
-            receipt = _settle(web3, me, function, tx_hash, nonce_of(raw), policy, raw, sent=True)
-        except _NonceTaken:
+            receipt = settle(web3, me, function, tx_hash, nonce_of(raw), policy, raw, sent=True)
+        except NonceTaken:
             outcomes.append(False)
             continue
-        except _StillPending:
+        except StillPending:
             NONCES.forget(web3, me)
             raise TransactionPending(function, tx_hash, f"not mined after {policy.receipt_timeout_s:.0f}s") from None
+        except Web3Exception as err:
+            raise ChainUnreachable(endpoint_of(web3), f"{function} (tx {tx_hash}): {err}") from err
         outcomes.append(receipt["status"] == 1)
     if not all(outcomes):
         NONCES.forget(web3, me)
@@ -283,91 +254,17 @@ def _resume(web3: Web3, sender: str, function: str, recorded: RecordedTx, policy
     reverted or the chain does not hold it (never broadcast, or dropped): its effect is not ours to claim."""
     tx_hash = recorded.tx_hash
     try:
-        receipt = _receipt(web3, tx_hash)
+        receipt = receipt_of(web3, tx_hash)
         if receipt is None and not recorded.confirmed:
-            pending = _transaction(web3, tx_hash)
+            pending = transaction_of(web3, tx_hash)
             if pending is not None:
-                receipt = _settle(web3, sender, function, tx_hash, int(pending["nonce"]), policy, None)
-    except _NonceTaken:
+                receipt = settle(web3, sender, function, tx_hash, int(pending["nonce"]), policy, None)
+    except NonceTaken:
         return None
-    except _StillPending:
+    except StillPending:
         raise TransactionPending(function, tx_hash, f"still not mined after {policy.receipt_timeout_s:.0f}s") from None
     except (*CONNECTION_ERRORS, Web3Exception) as err:
         raise ChainUnreachable(endpoint_of(web3), f"{function} (tx {tx_hash}): {err}") from err
     return receipt if receipt is not None and receipt["status"] == 1 else None
 
 
-def _settle(web3: Web3, sender: str, function: str, tx_hash: str, nonce: int, policy: ResendPolicy,
-            raw: bytes | None, sent: bool = False) -> TxReceipt:
-    """Await the receipt of `tx_hash` (nonce `nonce` of `sender`), sending `raw` first unless `sent`, and again
-    after every connection failure and whenever the chain no longer knows it (restarted from a state saved
-    before it was mined). Without `raw` (a journalled hash from an earlier run) a lost transaction cannot be
-    resent: _NonceTaken then. Raises _NonceTaken / _StillPending / ChainUnreachable."""
-    began = time.monotonic()
-    checked = began
-    pause = policy.poll_s
-    failures = 0
-    must_send = raw is not None and not sent
-    resend = sent
-    while True:
-        try:
-            if must_send and raw is not None:
-                must_send = False
-                _send_raw(web3, raw, resend)
-                resend = True
-            receipt = _receipt(web3, tx_hash)
-            if receipt is not None:
-                return receipt
-            now = time.monotonic()
-            if now - checked >= policy.dropped_check_s:
-                checked = now
-                if not _known(web3, tx_hash):
-                    if raw is None or web3.eth.get_transaction_count(sender, "latest") > nonce:  # type: ignore[arg-type]
-                        raise _NonceTaken
-                    must_send = True  # lost with the mempool of a restarted chain: the same bytes, once more
-            failures = 0
-        except CONNECTION_ERRORS as err:
-            failures += 1
-            if failures > policy.retries:
-                raise ChainUnreachable(endpoint_of(web3), f"{function} (tx {tx_hash}): {err}") from err
-            must_send = raw is not None
-            resend = True  # the send may have reached the chain before the connection failed
-            time.sleep(min(policy.backoff_s * 2 ** (failures - 1), policy.max_backoff_s))
-            continue
-        if time.monotonic() - began > policy.receipt_timeout_s:
-            raise _StillPending
-        time.sleep(pause)
-        pause = min(policy.max_poll_s, pause * policy.poll_growth)
-
-
-def _send_raw(web3: Web3, raw: bytes, resend: bool) -> None:
-    try:
-        web3.eth.send_raw_transaction(raw)
-    except Web3RPCError as err:
-        text = str(err).lower()
-        if any(words in text for words in SAME_TX):
-            return  # in the pool already: the receipt lookup that follows waits for it
-        if any(words in text for words in NONCE_TAKEN):
-            if resend:
-                return  # maybe ours, mined meanwhile: the receipt lookup that follows says
-            raise _NonceTaken from None
-        raise
-
-
-def _receipt(web3: Web3, tx_hash: str) -> TxReceipt | None:
-    try:
-        return web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        return None
-
-
-def _transaction(web3: Web3, tx_hash: str) -> dict[str, Any] | None:
-    try:
-        return dict(web3.eth.get_transaction(tx_hash))  # type: ignore[arg-type]
-    except TransactionNotFound:
-        return None
-
-
-def _known(web3: Web3, tx_hash: str) -> bool:
-    """True if the node holds the transaction (pending or mined)."""
-    return _transaction(web3, tx_hash) is not None
