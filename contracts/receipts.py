@@ -72,16 +72,17 @@ def settle(web3: Web3, sender: str, function: str, tx_hash: str, nonce: int, pol
     pause = policy.poll_s
     failures = 0
     must_send = raw is not None and not sent
-    resend = sent
     while True:
         try:
+            refused = False
             if must_send and raw is not None:
                 must_send = False
-                _send_raw(web3, raw, resend)
-                resend = True
+                refused = _send_raw(web3, raw)
             receipt = receipt_of(web3, tx_hash)
             if receipt is not None:
                 return receipt
+            if refused and not _known(web3, tx_hash):
+                raise NonceTaken  # refused for its nonce, not ours mined nor ours in the pool: another one's
             now = time.monotonic()
             if now - checked >= policy.dropped_check_s:
                 checked = now
@@ -94,8 +95,7 @@ def settle(web3: Web3, sender: str, function: str, tx_hash: str, nonce: int, pol
             failures += 1
             if failures > policy.retries:
                 raise ChainUnreachable(endpoint_of(web3), f"{function} (tx {tx_hash}): {err}") from err
-            must_send = raw is not None
-            resend = True  # the send may have reached the chain before the connection failed
+            must_send = raw is not None  # whether the send reached the chain is unknown: the same bytes again
             time.sleep(min(policy.backoff_s * 2 ** (failures - 1), policy.max_backoff_s))
             continue
         if time.monotonic() - began > policy.receipt_timeout_s:
@@ -104,18 +104,20 @@ def settle(web3: Web3, sender: str, function: str, tx_hash: str, nonce: int, pol
         pause = min(policy.max_poll_s, pause * policy.poll_growth)
 
 
-def _send_raw(web3: Web3, raw: bytes, resend: bool) -> None:
+def _send_raw(web3: Web3, raw: bytes) -> bool:
+    """Hand `raw` to the node; True when it refused it for its nonce. Even a first send can meet its own bytes:
+    web3's provider retries a request that timed out (a stalled answer), so "nonce too low" may mean ours was
+    mined meanwhile, and only the receipt lookup that follows tells."""
     try:
         web3.eth.send_raw_transaction(raw)
     except Web3RPCError as err:
         text = str(err).lower()
         if any(words in text for words in SAME_TX):
-            return  # in the pool already: the receipt lookup that follows waits for it
+            return False  # in the pool already: the receipt lookup that follows waits for it
         if any(words in text for words in NONCE_TAKEN):
-            if resend:
-                return  # maybe ours, mined meanwhile: the receipt lookup that follows says
-            raise NonceTaken from None
+            return True
         raise
+    return False
 
 
 def receipt_of(web3: Web3, tx_hash: str) -> TxReceipt | None:
