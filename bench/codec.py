@@ -4,7 +4,7 @@ measured in the same run), relative error of the decoded estimate, encode/decode
     python -m bench.codec                    # the "base" preset (~100M params), every tensor
     python -m bench.codec --preset small     # quicker
 
-Bytes are exact: every codec encodes the full model into a real payload (ipfs.payload), and the ratio is
+Bytes are exact: every codec encodes the full model into a real payload (tensors.payload), and the ratio is
 dense bf16 bytes (2·numel, what a bf16 safetensors file holds besides its header) over payload bytes.
 The delta is synthetic (seeded Gaussian with a per-row scale spread, like real pseudo-gradients whose rows
 differ in magnitude), so the relative error is a property of the codec on unstructured data, not of a
@@ -25,9 +25,9 @@ import torch
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from ipfs.codecs import DEFAULT_CODEC, ChunkedTopK, Codec
-from ipfs.payload import Manifest, ModelSpec, decode_contribution, encode_contribution
-from node.model import GPT, preset_config
+from base.model import GPT, ModelSpec, preset_config
+from tensors.codecs import DEFAULT_CODEC, ChunkedTopK, Codec
+from tensors.payload import Manifest, decode_contribution, encode_contribution
 
 RESULTS = Path(__file__).resolve().parent / "results" / "codec.json"
 CODECS: list[ChunkedTopK] = [

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from base.model import build_model, evaluate_loss, select_device
+from base.run_config import RunConfig
 from bench.marketsim import Behaviour, Honest, Marketplace, SimContext, dense_bf16_bytes, trainer_address
 from node.data import Dataset, assigned_batches, build_dataset, heldout_batches
-from node.model import build_model, evaluate_loss, select_device
-from node.protocol import RunConfig
 from trainmarket.demo.network import demo_corpus
 
 RESULTS = Path(__file__).resolve().parent / "results"

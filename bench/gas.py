@@ -24,14 +24,9 @@ from eth_typing import HexStr
 from eth_utils import keccak
 from web3 import Web3
 
+from base.commitments import commitment_hash, report_commitment, weights_commitment
 from contracts.anvil import AnvilNode
-from contracts.client import (
-    TrainingRunClient,
-    commitment_hash,
-    pack_weights,
-    report_commitment,
-    weights_commitment,
-)
+from contracts.client import TrainingRunClient, pack_weights
 from contracts.deploy import deploy
 from contracts.sending import broadcast, broadcast_all
 from contracts.types import MAX_VALIDATORS, MAX_WEIGHT_ENTRIES, RunParams

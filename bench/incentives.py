@@ -42,13 +42,13 @@ from typing import Any
 
 import torch
 
+from base.model import select_device
+from base.report import WindowReport
 from bench.convergence import SMALL, Setup
 from bench.marketsim import Behaviour, Honest, Marketplace, trainer_address
 from bench.strategies import LIBRARY, Strategy
 from node.data import Dataset, build_dataset, heldout_batches
-from node.model import select_device
 from trainmarket.demo.network import demo_corpus
-from validator.domain import WindowReport
 from validator.scoring import payout_fraction
 
 RESULTS = Path(__file__).resolve().parent / "results"

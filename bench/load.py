@@ -54,10 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from base.run_config import RunConfig
 from bench.load_figures import gas_figures, measure_windows, validator_figures
 from contracts.client import TrainingRunClient
 from node.population import population_account
-from node.protocol import RunConfig
 from trainmarket.demo.network import Participant
 from trainmarket.demo.orchestrator import Demo, DemoFailed, DemoSettings
 

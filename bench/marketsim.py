@@ -19,14 +19,15 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ipfs.payload import decode_contribution
+from base.model import GPT, build_model, evaluate_loss, model_spec
+from base.report import WindowReport
+from base.run_config import RunConfig
 from node.carry import CarriedState
 from node.data import Dataset, assigned_batches
-from node.model import GPT, build_model, evaluate_loss, model_spec
 from node.payloads import RunPayloads
-from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
-from validator.domain import Contribution, ParamDict, WindowReport
+from tensors.payload import decode_contribution
+from validator.domain import Contribution, ParamDict
 from validator.eval_data import assignment_size, common_eval_rows, own_eval_rows
 from validator.loop import build_strategy
 from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs

@@ -28,6 +28,8 @@ from typing import Any
 from eth_account import Account
 from web3 import Web3
 
+from base.clock import WindowClock
+from base.units import ETH
 from bench.load import POPULATION_CONFIG, descendants, process_role
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
@@ -35,12 +37,10 @@ from contracts.deploy import deploy
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from node.chain_view import WindowClock
 from node.population import ObservingProvider, population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
 from trainmarket.demo.network import publish_run_config, run_params
-from trainmarket.units import ETH
 
 RESULTS = Path(__file__).resolve().parent / "results" / "reveals.json"
 WINDOW_BLOCKS = 400  # room for every identity to train and commit under automine (a block per transaction)

@@ -28,9 +28,9 @@ def measure(threads: int, contributions: int) -> dict[str, float]:
 
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    from node.model import build_model, model_spec
+    from base.model import build_model, model_spec
+    from base.run_config import RunConfig
     from node.payloads import RunPayloads
-    from node.protocol import RunConfig
     from validator.context import IpfsPayloadFormat
     from validator.evaluate import evaluate_contributions
 
@@ -51,7 +51,7 @@ def measure(threads: int, contributions: int) -> dict[str, float]:
     began = time.perf_counter()
     evaluate_contributions(model, deltas, own, rows, 1.0, "cpu", base=base)
     evaluate = time.perf_counter() - began
-    counts = torch.full((64,), 32)  # a 64×64 tile grid's index expansion, as ipfs/codecs.py once did it
+    counts = torch.full((64,), 32)  # a 64×64 tile grid's index expansion, as tensors/codecs.py once did it
     began = time.perf_counter()
     for _ in range(100):
         torch.repeat_interleave(torch.arange(64), counts)

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from base.model import GPT, autocast_context, preset_config, select_device
+from base.run_config import RunConfig
 from node.data import assigned_batches, build_dataset, collect_default_text
-from node.model import GPT, autocast_context, preset_config, select_device
-from node.protocol import RunConfig
 from node.train import ErrorFeedback, InnerLoopConfig, train_inner
 
 RESULTS = Path(__file__).resolve().parent / "results" / "trainer.json"
@@ -135,10 +135,10 @@ def measure_publish(
     model: nn.Module, batches: Tensor, cfg: InnerLoopConfig, device: torch.device, use_ipfs: bool
 ) -> dict[str, Any]:
     """One window: train, then time error feedback + compress + encode (+ IPFS add) of its Δ."""
-    from ipfs.codecs import DEFAULT_CODEC
-    from ipfs.payload import Manifest, encode_contribution
-    from node.model import model_spec
-    from node.protocol import RunConfig
+    from base.model import model_spec
+    from base.run_config import RunConfig
+    from tensors.codecs import DEFAULT_CODEC
+    from tensors.payload import Manifest, encode_contribution
 
     result = train_inner(model, batches, cfg, device)
     feedback = ErrorFeedback(RunConfig().error_feedback_decay)

@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 
 import validator.strategy as strategy_module
-from node.model import GPT, preset_config, select_device
-from node.protocol import RunConfig
+from base.model import GPT, preset_config, select_device
+from base.run_config import RunConfig
 from validator.domain import Contribution, ParamDict
 from validator.evaluate import (
     base_params,

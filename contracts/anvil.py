@@ -8,9 +8,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from base.paths import anvil_binary
+from base.process import LOOPBACK
 from contracts.localchain import DEV_CHAIN_ID, DEV_PRIVATE_KEYS, LocalChain
-from trainmarket.paths import anvil_binary
-from trainmarket.process import LOOPBACK
 
 
 class AnvilNode(LocalChain):

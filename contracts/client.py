@@ -9,14 +9,13 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-from eth_abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.logs import DISCARD
 from web3.types import TxParams, TxReceipt, Wei
 
+from base.commitments import report_commitment, weights_commitment
 from contracts.errors import TransactionFailed
 from contracts.sending import Once, send_batch, send_transaction
 from contracts.tx import sign_transaction
@@ -24,34 +23,6 @@ from contracts.types import RunParams
 from contracts.views import TrainingRunViews
 
 MAX_WEIGHT = 0xFFFF
-
-
-def commitment_hash(cid: str, salt: bytes, run_id: int, window: int, trainer: str) -> bytes:
-    """keccak256(abi.encodePacked(cid, salt, runId, window, trainer)): what `trainer` commits for `window` of
-    `run_id` before revealing `cid`. Binding the trainer, run and window makes a copied commitment useless."""
-    if len(salt) != 32:
-        raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
-    address = bytes.fromhex(trainer.removeprefix("0x"))
-    if len(address) != 20:
-        raise ValueError(f"trainer must be a 20-byte address, got {trainer!r}")
-    return keccak(cid.encode("utf-8") + salt + run_id.to_bytes(32, "big") + window.to_bytes(32, "big") + address)
-
-
-def weights_commitment(packed: bytes, salt: bytes, run_id: int, epoch: int, validator: str) -> bytes:
-    """keccak256(abi.encodePacked(weights, salt, runId, epoch, validator)): what `validator` commits for `epoch`
-    before revealing the packed weight vector `packed`."""
-    if len(salt) != 32:
-        raise ValueError(f"salt must be 32 bytes, got {len(salt)}")
-    address = bytes.fromhex(validator.removeprefix("0x"))
-    if len(address) != 20:
-        raise ValueError(f"validator must be a 20-byte address, got {validator!r}")
-    return keccak(packed + salt + run_id.to_bytes(32, "big") + epoch.to_bytes(32, "big") + address)
-
-
-def report_commitment(report_cid: str, validator: str) -> bytes:
-    """keccak256(abi.encode(reportCid, validator)): how `validator` seals a window's report CID at publication
-    (`revealReports` checks it). Binding the validator makes a copied commitment useless to anyone else."""
-    return keccak(abi_encode(["string", "address"], [report_cid, Web3.to_checksum_address(validator)]))
 
 
 def pack_weights(weights: Sequence[int], payout: int = MAX_WEIGHT) -> bytes:

@@ -14,9 +14,9 @@ from typing import Any
 import solcx
 from solcx.exceptions import SolcError
 
+from base.errors import ToolMissingError, TrainmarketError
+from base.paths import solc_wrapper
 from contracts.errors import CompileError
-from trainmarket.errors import ToolMissingError, TrainmarketError
-from trainmarket.paths import solc_wrapper
 
 CONTRACTS_DIR = Path(__file__).resolve().parent
 SOURCE_PATH = CONTRACTS_DIR / "TrainingRun.sol"

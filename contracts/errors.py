@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 
 class ChainError(TrainmarketError):

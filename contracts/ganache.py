@@ -11,11 +11,11 @@ import shutil
 import threading
 from pathlib import Path
 
+from base.errors import ToolMissingError
+from base.paths import ganache_cli
+from base.process import LOOPBACK
 from contracts.errors import ChainUnreachable
 from contracts.localchain import DEV_CHAIN_ID, DEV_PRIVATE_KEYS, LocalChain
-from trainmarket.errors import ToolMissingError
-from trainmarket.paths import ganache_cli
-from trainmarket.process import LOOPBACK
 
 DEV_MNEMONIC = "test test test test test test test test test test test junk"  # Anvil's: the same ten keys
 

@@ -12,10 +12,10 @@ from typing import Any, Literal, Self
 
 import httpx
 
+from base.errors import ToolMissingError
+from base.paths import state_dir
+from base.process import LOOPBACK, ManagedProcess, free_port, port_open
 from contracts.errors import ChainUnreachable
-from trainmarket.errors import ToolMissingError
-from trainmarket.paths import state_dir
-from trainmarket.process import LOOPBACK, ManagedProcess, free_port, port_open
 
 ChainKind = Literal["anvil", "ganache"]
 CHAIN_KINDS: tuple[ChainKind, ...] = ("anvil", "ganache")

@@ -47,7 +47,7 @@ class ResendPolicy:
     `dropped_check_s`. Polling at a flat 50 ms with both checks each time cost 3 RPCs per 50 ms per waiting
     transaction: 256 trainers waiting on 1-second blocks made ~15,000 RPCs/s, which an RPC provider rate-limits
     and which took ~120 ms of client CPU per transaction (web3.py, 4 ms per call measured under load); with the
-    backoff it is 6-7 calls per second (measured on the trainer's sender, node/txs.py, whose polling this is)."""
+    backoff it is 6-7 calls per second (measured on the trainer's sender, then node/txs.py, whose polling this is)."""
 
     retries: int = 8
     backoff_s: float = 0.25

@@ -1,1 +1,1 @@
-"""Everything about bytes that leave a machine: IPFS daemon and client, payload format, codecs, CIDs."""
+"""Storage: the IPFS daemon manager, the verified client and CIDs."""

@@ -13,9 +13,9 @@ from types import TracebackType
 
 import httpx
 
-from trainmarket.errors import ProcessStartError, ToolMissingError
-from trainmarket.paths import jsipfs_cli
-from trainmarket.process import LOOPBACK, ManagedProcess, free_port
+from base.errors import ProcessStartError, ToolMissingError
+from base.paths import jsipfs_cli
+from base.process import LOOPBACK, ManagedProcess, free_port
 
 API_ENV = "TRAINMARKET_IPFS_API"
 

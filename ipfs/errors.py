@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 
 class IpfsError(TrainmarketError):

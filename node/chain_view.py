@@ -11,45 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from contracts.errors import DeploymentError
-from contracts.types import RunInfo
 from contracts.views import TrainingRunViews
 
 MAX_LOOKBACK = 64  # windows a node looks back for a canonical model before falling back to the initial one
-
-
-@dataclass(frozen=True)
-class WindowClock:
-    """Window `w` accepts commits in blocks [start + w·window_blocks, +window_blocks) and reveals in the
-    `reveal_blocks` after it — the same arithmetic as the contract's windowOfBlock / windowBounds."""
-
-    start_block: int
-    window_blocks: int
-    reveal_blocks: int
-
-    @classmethod
-    def of(cls, run: RunInfo) -> WindowClock:
-        return cls(run.start_block, run.window_blocks, run.reveal_blocks)
-
-    def window_of(self, block: int) -> int:
-        """The window `block` belongs to; blocks before the run's start count as window 0 not yet open."""
-        return max(0, (block - self.start_block) // self.window_blocks)
-
-    def start(self, window: int) -> int:
-        return self.start_block + window * self.window_blocks
-
-    def end(self, window: int) -> int:
-        """First block after the commit period = first block of the reveal period."""
-        return self.start(window + 1)
-
-    def reveal_end(self, window: int) -> int:
-        """First block in which a reveal of `window` is refused."""
-        return self.end(window) + self.reveal_blocks
-
-    def can_commit(self, window: int, block: int) -> bool:
-        return self.start(window) <= block < self.end(window)
-
-    def can_reveal(self, window: int, block: int) -> bool:
-        return self.end(window) <= block < self.reveal_end(window)
 
 
 def base_model_for(published: Mapping[int, str], initial_cid: str, window: int) -> tuple[str, int | None]:

@@ -11,8 +11,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from trainmarket import env
-from trainmarket.units import parse_eth
+from base import env
+from base.units import parse_eth
 
 Handler = Callable[[argparse.Namespace], int]
 POLICY_HELP = "update policy: honest (default); the others are the adversaries of the tests and the demo"

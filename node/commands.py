@@ -22,9 +22,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from base.clock import WindowClock
+from base.paths import state_dir
+from base.units import eth
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
-from node.chain_view import WindowClock
 from node.data import fetch_dataset
 from node.ddp import Cluster, follow, join_cluster, leave_cluster
 from node.journal import ProcessLock, TrainerJournal
@@ -45,8 +47,6 @@ from node.session import (
     resolve_target,
 )
 from node.status import TrainerStatus, epoch_sentence, trainer_status
-from trainmarket.paths import state_dir
-from trainmarket.units import eth
 
 Handler = Callable[[argparse.Namespace], int]
 # Piped output is not cut to 80 columns: lines stay whole for grep and logs, tables get room.

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from ipfs.jsonguard import loads as bounded_json
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
+from base.jsonguard import loads as bounded_json
 
 INDEX_FORMAT = "trainmarket-dataset/1"
 DEFAULT_SHARD_BYTES = 1 << 20

@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from node.model import GPT, build_model, select_device
-from node.protocol import RunConfig
+from base.errors import TrainmarketError
+from base.model import GPT, build_model, select_device
+from base.run_config import RunConfig
 from node.train import InnerLoopConfig, InnerOptimizerState, InnerResult, ProgressFn, train_inner
-from trainmarket.errors import TrainmarketError
 
 
 class ClusterError(TrainmarketError):

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from base.errors import TrainmarketError
 from contracts.sending import RecordedTx
-from trainmarket.errors import TrainmarketError
 
 SCHEMA_VERSION = 1
 # The kinds of transaction the trainer sends through contracts.sending, keyed by window.

@@ -16,7 +16,7 @@ from typing import Literal
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 PRIVATE_KEY_ENV = "TRAINMARKET_PRIVATE_KEY"
 PASSPHRASE_ENV = "TRAINMARKET_KEY_PASSPHRASE"

@@ -1,4 +1,4 @@
-"""The trainer's side of the payload format (ipfs/payload.py, ipfs/codecs.py): encode a contribution
+"""The trainer's side of the payload format (tensors/payload.py, tensors/codecs.py): encode a contribution
 with the run's codec, decode a global model fetched by CID, and the CID a payload will have before it is
 published (so the commitment can go on chain first)."""
 
@@ -8,12 +8,11 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from base.model import ModelSpec
+from base.run_config import RunConfig
 from ipfs.cid import content_cid
-from ipfs.codecs import codec_from
-from ipfs.payload import Manifest, decode_model, encode_contribution, encode_model
-from node.protocol import RunConfig
-
-ModelSpec = dict[str, tuple[tuple[int, ...], str]]
+from tensors.codecs import codec_from
+from tensors.payload import Manifest, decode_model, encode_contribution, encode_model
 
 
 @dataclass(frozen=True)

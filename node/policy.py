@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from base.model import GPT
+from base.run_config import RunConfig
 from contracts.views import TrainingRunViews
 from node.chain_view import base_model_for
 from node.data import BlobStore
 from node.ddp import Cluster, lead_window
-from node.model import GPT
-from node.protocol import RunConfig
 from node.train import InnerLoopConfig, InnerOptimizerState, ProgressFn, train_inner
 
 

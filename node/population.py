@@ -41,12 +41,12 @@ from web3.types import RPCEndpoint, RPCResponse, TxParams
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable
+from contracts.rpc import CACHED_FOREVER
 from contracts.types import CanonicalModel, Commit, CommitStatus, Publication, RunInfo, ValidatorInfo
 from contracts.views import TrainingRunViews
 from node.journal import WindowEntry
 from node.policy import TrainingContext, UpdatePolicy
 from node.runner import SilentObserver, TrainerNode
-from trainmarket.rpc import CACHED_FOREVER
 
 BLOCK_TTL_S = 0.1  # how long a block number read serves every identity
 COMMITMENT_OF = keccak(text="commitmentOf(uint256,uint256,address)")[:4]

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from web3 import Web3
 
+from base.errors import TrainmarketError, is_temporary
+from base.run_config import RunConfig
 from contracts.views import TrainingRunViews
 from ipfs.client import IpfsClient
 from node.data import fetch_dataset
@@ -32,10 +34,8 @@ from node.population import (
     SyncLog,
     population_account,
 )
-from node.protocol import RunConfig
 from node.runner import NodeSetup, TrainerNode
 from node.session import CONFIG_MAX_BYTES, NodeTarget, resolve_target
-from trainmarket.errors import TrainmarketError, is_temporary
 
 POLL_S = 0.2
 log = logging.getLogger("population")

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from node.chain_view import WindowClock
+from base.clock import WindowClock
+from base.errors import TrainmarketError
 from node.journal import WindowEntry
-from trainmarket.errors import TrainmarketError
 
 SLOW_HINT = ("this machine needs more time than a window gives: ask for longer windows (`trainmarket devnet "
              "--window-blocks`, or a slower --block-time), or give the node more CPU (--threads)")

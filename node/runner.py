@@ -11,7 +11,7 @@ was computed on (no publish lag). That model exists only once w−1's reveals ar
 scored and published it, early in window w (after w−1's reveal period, which a run keeps short). The node
 waits for it until the latest block at which its training can still finish inside the window (its own
 training time in blocks, measured); past that it trains from the newest model it has, and the payload names
-that base, so the staleness is explicit. Measured idle fractions and the alternatives: node/protocol.py.
+that base, so the staleness is explicit. Measured idle fractions and the alternatives: base/run_config.py.
 
 Every state change is journalled before the transaction it enables, and the chain's own commit record is
 checked before acting, so a node killed at any point restarts without committing a window twice or losing a
@@ -28,19 +28,21 @@ from typing import Protocol
 
 import torch
 
-from contracts.client import TrainingRunClient, commitment_hash
+from base.clock import WindowClock
+from base.commitments import commitment_hash
+from base.errors import TrainmarketError, is_temporary
+from base.model import build_model, model_spec
+from base.run_config import RunConfig
+from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted, RevertedOnChain, SendConflict
 from contracts.sending import Once
 from contracts.types import CommitStatus
 from node.carry import CarriedState
-from node.chain_view import WindowClock, canonical_models, canonical_settled
+from node.chain_view import canonical_models, canonical_settled
 from node.data import Dataset, assigned_batches
 from node.journal import TX_COMMIT, TX_REVEAL, TrainerJournal, WindowEntry
-from node.model import build_model, model_spec
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
-from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError, is_temporary
 
 COMMIT_MARGIN_BLOCKS = 2  # blocks kept between the end of training and the window's end, for the commit to land
 MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up

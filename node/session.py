@@ -11,17 +11,17 @@ from typing import Any
 from eth_account.signers.local import LocalAccount
 from web3.exceptions import Web3Exception
 
+from base.errors import TrainmarketError
+from base.paths import state_dir
+from base.run_config import RunConfig
+from base.units import eth
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable, ContractReverted
+from contracts.rpc import http_web3
 from contracts.types import TrainerInfo
 from ipfs.client import IpfsClient
 from ipfs.daemon import ipfs_api_from_env
 from node.chain_view import NodeDeployment, read_deployment
-from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import state_dir
-from trainmarket.rpc import http_web3
-from trainmarket.units import eth
 
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"
 CONFIG_MAX_BYTES = 1024 * 1024

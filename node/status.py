@@ -9,15 +9,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from base.errors import TrainmarketError
+from base.units import eth
 from contracts.types import RunInfo, TrainerInfo
 from contracts.views import TrainingRunViews
 from node.data import BlobStore
 from node.journal import WindowEntry
-from trainmarket.errors import TrainmarketError
-from trainmarket.units import eth
 
 if TYPE_CHECKING:
-    from validator.domain import ContributionScore, WindowReport
+    from base.report import ContributionScore, WindowReport
 
 REPORT_MAX_BYTES = 16 * 1024 * 1024
 BPS = 10_000
@@ -53,7 +53,7 @@ def window_verdicts(
     views: TrainingRunViews, blobs: BlobStore, run_id: int, trainer: str, entries: Iterable[WindowEntry]
 ) -> list[WindowVerdict]:
     """Per journalled window, one row per validator report (or one row saying no report exists yet)."""
-    from validator.domain import WindowReport  # the report's shape is owned by the validator
+    from base.report import WindowReport  # a shared wire type (base/report.py)
 
     me = trainer.lower()
     rows: list[WindowVerdict] = []

@@ -6,7 +6,7 @@ The AdamW moments persist across windows (as in DiLoCo, SparseLoCo and Templar):
 the new global model, but the moments still describe the loss surface well, since the model moved by one
 outer step. A fresh AdamW every window moves each coordinate by about lr·sign(g) in its first steps and
 estimates the second moment from a handful of batches; measured on `bench.convergence --small`, dropping the
-state each window costs most of what collaboration gains (see node/protocol.py)."""
+state each window costs most of what collaboration gains (see base/run_config.py)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from node.model import autocast_context
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
+from base.model import autocast_context
 
 if TYPE_CHECKING:
     from node.ddp import Cluster

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from base import env
+from base.paths import REPO_ROOT
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from trainmarket import env
-from trainmarket.paths import REPO_ROOT
 
 # A test that does not choose a state folder writes to the checkout's ignored .trainmarket/, never to the
 # user's ~/.trainmarket (logs of the chains the tests start, dataset caches). Subprocesses inherit it.

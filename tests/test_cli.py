@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from trainmarket import env
+from base import env
+from base.paths import REPO_ROOT, state_dir
+from base.units import ETH, eth, parse_eth
 from trainmarket.cli import build_parser, version
-from trainmarket.paths import REPO_ROOT, state_dir
-from trainmarket.units import ETH, eth, parse_eth
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:

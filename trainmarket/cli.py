@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 # Modules that define `add_commands(subparsers: argparse._SubParsersAction) -> None`.
 COMMAND_MODULES: list[str] = [

@@ -19,6 +19,11 @@ from eth_account.signers.local import LocalAccount
 from web3 import Web3
 from web3.exceptions import Web3Exception
 
+from base import env
+from base.errors import TrainmarketError
+from base.paths import state_dir
+from base.run_config import RunConfig
+from base.units import ETH, eth
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.compile import load_artifact
@@ -27,11 +32,6 @@ from contracts.errors import ChainUnreachable
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
-from node.protocol import RunConfig
-from trainmarket import env
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import state_dir
-from trainmarket.units import ETH, eth
 
 CORPUS_BYTES = 4_000_000
 # Gas of createRun, bounded from above (it cannot be estimated before the contract exists). Measured on Anvil

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from trainmarket import env
-from trainmarket.errors import TrainmarketError
-from trainmarket.units import ETH, eth, parse_eth
+from base import env
+from base.errors import TrainmarketError
+from base.units import ETH, eth, parse_eth
 
 if TYPE_CHECKING:
     from trainmarket.devnet import Devnet

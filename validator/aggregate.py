@@ -15,7 +15,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from validator.domain import AggregateInfo, Contribution, ParamDict
+from base.report import AggregateInfo
+from validator.domain import Contribution, ParamDict
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
+from base.report import ReportFormatError, WindowReport
 from contracts.client import unpack_weights
 from ipfs.errors import IpfsError, IpfsUnavailable
 from validator import canonical
-from validator.domain import ReportFormatError, ValidatorError, WindowReport
+from validator.domain import ValidatorError
 from validator.loop import build_strategy, initial_model
 from validator.settlement import ballot_numbers
 from validator.strategy import ValidatorState

@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from trainmarket import env
-from trainmarket.units import eth, parse_eth
+from base import env
+from base.units import eth, parse_eth
 
 KEY_ENV = env.VALIDATOR_KEY
 RPC_ENV = env.RPC_URL
@@ -157,7 +157,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 
 
 def _loop(args: argparse.Namespace, cluster: Any) -> Any:
-    from node.model import select_device
+    from base.model import select_device
     from validator.context import require_validator, validator_home
     from validator.distributed import DistributedEvaluate
     from validator.loop import ValidatorLoop, configure_determinism

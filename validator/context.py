@@ -8,18 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from base.model import ModelSpec, build_model, model_spec
+from base.paths import state_dir
+from base.run_config import RunConfig
+from base.units import eth
 from contracts.client import TrainingRunClient
 from contracts.errors import DeploymentError
+from contracts.rpc import http_web3
 from contracts.types import ValidatorInfo
 from node.data import BlobStore, fetch_dataset
 from node.keys import KeySourceError, account_from_hex
-from node.model import build_model, model_spec
-from node.protocol import RunConfig
-from trainmarket.paths import state_dir
-from trainmarket.rpc import http_web3
-from trainmarket.units import eth
 from validator.domain import ParamDict, ValidatorError
-from validator.window_inputs import DecodedPayload, ModelSpec, PayloadFormat, RunContext, RunStore
+from validator.window_inputs import DecodedPayload, PayloadFormat, RunContext, RunStore
 
 CONFIG_MAX_BYTES = 1024 * 1024
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
@@ -60,12 +60,12 @@ def read_deployment(path: Path) -> DeploymentInfo:
 
 
 class IpfsPayloadFormat:
-    """The loop's `PayloadFormat` over ipfs/payload.py, bound to one run (its id and model spec go into every
+    """The loop's `PayloadFormat` over tensors/payload.py, bound to one run (its id and model spec go into every
     manifest, so two validators encode the same model to the same bytes and CID)."""
 
     def __init__(self, run_id: int, config: RunConfig, spec: ModelSpec) -> None:
-        from ipfs import payload
         from node.payloads import RunPayloads
+        from tensors import payload
 
         self._payload = payload
         self.run_id = run_id
@@ -162,7 +162,7 @@ def load_run_config(client: TrainingRunClient, run_id: int, blobs: BlobStore, co
 
 def open_run(client: TrainingRunClient, run_id: int, blobs: RunStore, config: RunConfig,
              cache_dir: Path | None = None, payloads: PayloadFormat | None = None) -> RunContext:
-    """The run's context; `payloads` defaults to the real payload format (ipfs/payload.py)."""
+    """The run's context; `payloads` defaults to the real payload format (tensors/payload.py)."""
     dataset = fetch_dataset(blobs, config.dataset_cid, cache_dir or state_dir() / "datasets")
     spec = model_spec(build_model(config))
     return RunContext(views=client, run_id=run_id, config=config, dataset=dataset, blobs=blobs,

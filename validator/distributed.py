@@ -31,9 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from base.model import GPT, build_model
+from base.run_config import RunConfig
 from node.ddp import Cluster, ClusterError, join_cluster
-from node.model import GPT, build_model
-from node.protocol import RunConfig
 from validator.domain import ParamDict
 from validator.evaluate import RowLosses, evaluate_rows
 from validator.loop import configure_determinism

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from base.run_config import RunConfig
 from node.data import Dataset, assigned_batches, assignment_offsets, heldout_batches
-from node.protocol import RunConfig
 
 DOMAIN = b"trainmarket/eval-rows/v1|"
 HELDOUT_OWNER = ""  # owner tag of held-out rows: nobody's assignment

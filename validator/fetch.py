@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from base.errors import TrainmarketError
 from ipfs.errors import InvalidCid, IpfsUnavailable, PayloadTooLarge
-from trainmarket.errors import TrainmarketError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from validator.domain import Contribution, Rejection, RejectReason
+from base.report import Rejection, RejectReason
+from validator.domain import Contribution
 
 
 @dataclass(frozen=True)

@@ -29,16 +29,17 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from base.errors import TrainmarketError, is_temporary
+from base.model import build_model, evaluate_loss
+from base.report import RejectReason, WindowReport
+from base.run_config import RunConfig
 from contracts.client import TrainingRunClient
 from contracts.errors import TransactionFailed
 from contracts.sending import Once, receipt_hash
 from contracts.types import CommitStatus
-from node.model import build_model, evaluate_loss
-from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError, is_temporary
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
-from validator.domain import ParamDict, RejectReason, ValidatorError, WindowReport
+from validator.domain import ParamDict, ValidatorError
 from validator.sealed_reports import ReportRevealer, sealed_report_cid
 from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, ValidatorStore

@@ -8,7 +8,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from validator.domain import Contribution, ValuationInfo
+from base.report import ValuationInfo
+from validator.domain import Contribution
 from validator.scoring import (
     Standing,
     effort_factor,

@@ -60,7 +60,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from validator.domain import ScoringError, WindowReport
+from base.report import WindowReport
+from validator.domain import ScoringError
 
 BINARY_DECAY = 0.95
 U16_MAX = 65535

@@ -32,9 +32,9 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import state_dir
-from trainmarket.process import LOOPBACK
+from base.errors import TrainmarketError
+from base.paths import state_dir
+from base.process import LOOPBACK
 from validator.store import ValidatorStore
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"

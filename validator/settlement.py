@@ -25,11 +25,11 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from base.report import WindowReport
 from contracts.client import TrainingRunClient, pack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.sending import Once, TxState, receipt_hash, tx_state
 from contracts.types import CommitStatus
-from validator.domain import WindowReport
 from validator.scoring import epoch_payout, epoch_weights, to_u16, to_u16_weights
 from validator.sealed_reports import ReportRevealer
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 SCHEMA_VERSION = 1
 

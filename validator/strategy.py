@@ -16,16 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from base.report import ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.aggregate import Aggregator, MedianNormClipMean, median_clip_scales, support_norm
-from validator.domain import (
-    Contribution,
-    ContributionScore,
-    ParamDict,
-    Rejection,
-    RejectReason,
-    WindowReport,
-    WindowReportInputs,
-)
+from validator.domain import Contribution, ParamDict
 from validator.evaluate import RowLosses, evaluate_rows
 from validator.filters import (
     Filter,

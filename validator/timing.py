@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from base.report import Rejection
 from validator.aggregate import AggregateResult, Aggregator, Shares
-from validator.domain import Contribution, ParamDict, Rejection
+from validator.domain import Contribution, ParamDict
 from validator.evaluate import evaluate_rows
 from validator.filters import Filter, FilterContext
 from validator.valuation import value_window

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from base.report import ValuationInfo
 from validator.aggregate import Shares
-from validator.domain import Contribution, ParamDict, ValuationInfo
+from validator.domain import Contribution, ParamDict
 from validator.evaluate import RowLosses
 from validator.filters import UpdateFingerprint, layout_offsets
 from validator.marginal import Specificity, attribute, midpoint_row_losses, public_residual, specificity

@@ -16,16 +16,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from base.model import ModelSpec
+from base.report import Rejection, RejectReason
+from base.run_config import RunConfig
 from contracts.views import TrainingRunViews
 from node.data import BlobStore, Dataset, heldout_batches
-from node.protocol import RunConfig
-from validator.domain import Contribution, ParamDict, Rejection, RejectReason
+from validator.domain import Contribution, ParamDict
 from validator.eval_data import common_eval_rows, own_eval_rows
 from validator.fetch import Failure, Fetched, PayloadSource, fetch_payloads
 from validator.strategy import WindowInputs
 from validator.timing import StageClock
 
-ModelSpec = Mapping[str, tuple[tuple[int, ...], str]]
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +44,7 @@ class DecodedPayload:
 
 
 class PayloadFormat(Protocol):
-    """The payload and model codecs (ipfs/payload.py); a Protocol so the loop does not fix their module layout."""
+    """The payload and model codecs (tensors/payload.py); a Protocol so the loop does not fix their module layout."""
 
     errors: tuple[type[Exception], ...]  # what decoding raises on a bad payload
 

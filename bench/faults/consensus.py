@@ -19,9 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from base.report import WindowReport
 from contracts.client import unpack_weights
 from contracts.types import Publication
-from validator.domain import WindowReport
 
 if TYPE_CHECKING:
     from bench.faults.killnet import KillNet

@@ -26,13 +26,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from base.errors import TrainmarketError
+from base.report import WindowReport
 from contracts.client import TrainingRunClient, unpack_weights
 from contracts.errors import ContractReverted, TransactionFailed
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
-from trainmarket.errors import TrainmarketError
 from validator.context import chain_client, read_deployment
-from validator.domain import WindowReport
 from validator.scoring import epoch_weights, to_u16_weights
 from validator.settlement import weight_vector
 

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 from eth_utils import keccak
 
+from base.errors import TrainmarketError
 from contracts.client import TrainingRunClient
 from contracts.types import CommitStatus, Settlement
 from trainmarket.demo.network import Participant
-from trainmarket.errors import TrainmarketError
 
 if TYPE_CHECKING:
     from bench.faults.killnet import KillNet

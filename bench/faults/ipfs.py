@@ -16,13 +16,13 @@ import threading
 import time
 from pathlib import Path
 
+from base.errors import ProcessStartError
 from bench.faults import FaultOutcome, ScenarioFn
 from bench.faults.proxy import Fault, FaultPlan, FaultProxy
 from ipfs.cid import content_cid
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from ipfs.errors import IpfsError
-from trainmarket.errors import ProcessStartError
 
 PAYLOAD_BYTES = 600_000  # three 256 KiB leaves: a real DAG, verified by DagVerifier
 WORKER_PAYLOAD_BYTES = 300_000  # two leaves; the restart worker adds many, and every fault re-reads them all

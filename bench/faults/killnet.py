@@ -21,18 +21,18 @@ from urllib.parse import urlsplit
 import httpx
 from eth_account import Account
 
+from base.clock import WindowClock
+from base.errors import TrainmarketError
+from base.process import ManagedProcess, free_port, port_open
+from base.run_config import RunConfig
 from bench.faults.copier import COPIER_KEY_ENV
 from bench.faults.gated_clock import GatedClock
 from bench.faults.proxy import FaultProxy
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
-from node.chain_view import WindowClock
 from node.data import fetch_dataset
-from node.protocol import RunConfig
 from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.orchestrator import Demo, DemoSettings, trainer_argv, validator_argv
-from trainmarket.errors import TrainmarketError
-from trainmarket.process import ManagedProcess, free_port, port_open
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH

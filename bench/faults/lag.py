@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass
 from functools import partial
 
+from base.report import RejectReason
 from bench.faults import FaultOutcome, consensus
 from bench.faults.killnet import FaultRunError, KillNet
-from validator.domain import RejectReason
 
 SCENARIO = "validator_lag"
 REFERENCE, VICTIM = "validator-0", "validator-2"

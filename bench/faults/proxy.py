@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 
-from trainmarket.process import LOOPBACK, free_port
+from base.process import LOOPBACK, free_port
 
 MAX_STALL_S = 120.0  # a stalled exchange is closed after this long even if the client never gives up
 IO_TIMEOUT_S = 60.0  # the proxy's own bound on reading a request or the upstream's response

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from base.report import RejectReason, WindowReport
 from bench.faults import FaultOutcome, consensus
 from bench.faults.killnet import FaultRunError, KillNet
 from bench.faults.proxy import Fault, FaultPlan
-from validator.domain import RejectReason, WindowReport
 
 SCENARIO = "withhold"
 VICTIM = "honest-0"
@@ -49,7 +49,7 @@ def schedule(first: int, faults: int) -> list[Withheld]:
 
 
 def payload_manifest(body: bytes) -> dict[str, Any] | None:
-    """The manifest of a safetensors payload (ipfs/payload.py), or None for anything else; never raises."""
+    """The manifest of a safetensors payload (tensors/payload.py), or None for anything else; never raises."""
     if len(body) < 8:
         return None
     length = int.from_bytes(body[:8], "little")

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from base.model import PRESETS, build_model
 from bench.convergence import GPU, dry_run, main, parallel_efficiency
-from node.model import PRESETS, build_model
 
 TOP_LEVEL = ("loss_ratio", "loss_ratio_adversarial", "parallel_efficiency", "single_node_loss", "compression_ratio",
              "device", "params", "tokens", "dense_loss_ratio", "bytes_per_trainer_window", "dense_bf16_bytes", "wall_s")

@@ -16,8 +16,9 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
+from base.commitments import commitment_hash
 from contracts.anvil import AnvilNode
-from contracts.client import MAX_WEIGHT, TrainingRunClient, commitment_hash
+from contracts.client import MAX_WEIGHT, TrainingRunClient
 from contracts.deploy import Deployment, deploy
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES

@@ -9,6 +9,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.types import TxParams, Wei
 
+from base.errors import ToolMissingError
+from base.process import free_port, port_open
 from contracts import tx
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
@@ -17,8 +19,6 @@ from contracts.errors import ChainUnreachable, DeploymentError
 from contracts.localchain import DEV_PRIVATE_KEYS
 from contracts.sending import broadcast, send_transaction
 from contracts.tx import ResendPolicy, nonce_of, sign_transaction
-from trainmarket.errors import ToolMissingError
-from trainmarket.process import free_port, port_open
 
 from .conftest import Chain
 

@@ -13,14 +13,8 @@ from eth_utils import keccak, to_checksum_address
 from eth_utils.abi import abi_to_signature, function_abi_to_4byte_selector
 from web3.exceptions import Web3RPCError
 
-from contracts.client import (
-    TrainingRunClient,
-    commitment_hash,
-    pack_weights,
-    report_commitment,
-    unpack_weights,
-    weights_commitment,
-)
+from base.commitments import commitment_hash, report_commitment, weights_commitment
+from contracts.client import TrainingRunClient, pack_weights, unpack_weights
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
 from contracts.sending import send_transaction

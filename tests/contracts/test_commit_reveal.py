@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.client import commitment_hash
+from base.commitments import commitment_hash
 from contracts.errors import ContractReverted
 from contracts.types import CommitStatus
 

@@ -16,16 +16,16 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
+from base.paths import REPO_ROOT
+from base.process import port_open
+from base.run_config import RunConfig
+from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.deploy import Deployment
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
-from node.protocol import RunConfig
 from trainmarket.cli import main
 from trainmarket.devnet import DevnetSettings, start_devnet
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import port_open
-from trainmarket.units import ETH
 
 
 def test_devnet_command_deploys_a_funded_run_and_stops(

@@ -9,11 +9,11 @@ from pathlib import Path
 from eth_account import Account
 from web3 import Web3
 
+from base.process import port_open
 from contracts.deploy import deploy
 from contracts.localchain import DEV_PRIVATE_KEYS, start_local_chain
 from contracts.sending import broadcast
 from contracts.tx import ResendPolicy
-from trainmarket.process import port_open
 
 
 def test_ganache_runs_the_contract_with_the_dev_keys_and_a_block_clock(tmp_path: Path) -> None:

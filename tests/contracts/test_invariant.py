@@ -25,7 +25,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from contracts.client import TrainingRunClient, commitment_hash
+from base.commitments import commitment_hash
+from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
 from contracts.tx import NONCES
 

@@ -4,7 +4,8 @@ binds (cid, salt, run, window, trainer), so all of them fail and the honest trai
 
 from __future__ import annotations
 
-from contracts.client import TrainingRunClient, commitment_hash
+from base.commitments import commitment_hash
+from contracts.client import TrainingRunClient
 from contracts.types import CommitStatus
 
 from .cids import cid

@@ -4,7 +4,7 @@ its ballot from another's reports; the validator share of an epoch pays only tho
 
 from __future__ import annotations
 
-from contracts.client import report_commitment
+from base.commitments import report_commitment
 
 from .cids import cid
 from .conftest import (

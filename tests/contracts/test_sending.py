@@ -18,11 +18,11 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.types import TxParams, TxReceipt, Wei
 
+from base.errors import is_temporary
 from contracts import sending
 from contracts.errors import SendConflict, TransactionFailed, TransactionPending
 from contracts.sending import Once, RecordedTx, TxState, receipt_hash, send_transaction, tx_state
 from contracts.tx import NONCES, ResendPolicy, sign_transaction
-from trainmarket.errors import is_temporary
 
 from .conftest import Chain
 

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from contracts.client import TrainingRunClient, pack_weights, report_commitment
+from base.commitments import report_commitment
+from contracts.client import TrainingRunClient, pack_weights
 from contracts.types import CommitStatus
 
 from .cids import cid

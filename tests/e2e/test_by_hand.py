@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 from web3 import Web3
 
+from base import env
+from base.paths import REPO_ROOT
+from base.process import free_port
 from contracts.views import TrainingRunViews
-from trainmarket import env
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from base.process import port_open
 from trainmarket.demo.orchestrator import DemoSettings, run_demo
-from trainmarket.process import port_open
 
 pytestmark = pytest.mark.slow
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from base.run_config import RunConfig
 from bench.faults.consensus import charge
 from bench.faults.copier import revealed_median
 from bench.faults.proxy import Fault, FaultPlan, FaultProxy
@@ -15,7 +16,6 @@ from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from ipfs.errors import IpfsTimeout
 from node.payloads import RunPayloads
-from node.protocol import RunConfig
 
 VICTIM = "0x00000000000000000000000000000000000000aa"
 OTHER = "0x00000000000000000000000000000000000000bb"

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from base.process import free_port, port_open
 from ipfs.cid import CHUNK_SIZE, DagVerifier, content_cid, parse_cid, raw_cid
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from ipfs.errors import CidMismatch, InvalidCid, IpfsTimeout, IpfsUnavailable, PayloadTooLarge
-from trainmarket.process import free_port, port_open
 
 
 def test_version_answers(ipfs_client: IpfsClient) -> None:

@@ -8,9 +8,9 @@ import os
 import torch
 from safetensors.torch import save_file
 
+from base.model import GPT, preset_config
+from base.run_config import RunConfig
 from node.ddp import follow, join_cluster, lead_window, leave_cluster
-from node.model import GPT, preset_config
-from node.protocol import RunConfig
 from node.train import InnerLoopConfig
 
 CONFIG = RunConfig(model_preset="tiny", seq_len=16, inner_steps=3, seqs_per_step=4)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from base.process import free_port
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -16,7 +17,6 @@ from ipfs.daemon import IpfsDaemon
 from node.keys import PRIVATE_KEY_ENV
 from tests.node.test_runner_integration import ETH, DevRun, start_dev_run, tiny_config
 from trainmarket.cli import main
-from trainmarket.process import free_port
 
 UNREGISTERED = 7  # dev key never registered in these tests
 REGISTERED = 8

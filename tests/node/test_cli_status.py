@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from base.report import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -19,7 +20,6 @@ from node.payloads import RunPayloads
 from node.runner import TrainerNode
 from tests.node.test_runner_integration import ETH, DevRun, node_setup, start_dev_run
 from trainmarket.cli import main
-from validator.domain import AggregateInfo, ContributionScore, WindowReport, WindowReportInputs
 
 TRAINER = 4
 VALIDATOR = 1

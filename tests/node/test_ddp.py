@@ -19,6 +19,8 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from base.paths import REPO_ROOT
+from base.process import free_port
 from contracts.anvil import AnvilNode
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
@@ -28,8 +30,6 @@ from node.keys import PRIVATE_KEY_ENV
 from node.train import InnerLoopError, train_inner
 from tests.node.ddp_worker import INNER, model, rank_main, window_batches
 from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import free_port
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ import pytest
 from eth_account import Account
 from web3 import Web3
 
+from base.process import free_port, port_open
+from base.run_config import RunConfig
 from contracts.anvil import AnvilNode
 from contracts.deploy import Deployment
 from contracts.tx import NONCES
@@ -22,9 +24,7 @@ from contracts.views import TrainingRunViews
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from node.keys import PASSPHRASE_ENV, write_keystore
-from node.protocol import RunConfig
 from trainmarket.cli import main
-from trainmarket.process import free_port, port_open
 
 PASSPHRASE = "external-endpoints-test"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from base.paths import REPO_ROOT
 from node.keys import PASSPHRASE_ENV, PRIVATE_KEY_ENV, KeySourceError, load_account, new_keystore, write_keystore
 from trainmarket.cli import main
-from trainmarket.paths import REPO_ROOT
 
 KEY = "0x" + "11" * 32
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from node.model import (
+from base.model import (
     GPT,
     PRESETS,
     GPTConfig,

@@ -17,10 +17,10 @@ from contracts.tx import NONCES
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from ipfs.payload import decode_contribution
 from node.population import population_account
 from node.population_host import Population, load_identities
 from node.session import NodeTarget
+from tensors.payload import decode_contribution
 from tests.node.test_runner_integration import ETH, DevRun, start_dev_run
 
 IDENTITIES = 4

@@ -3,8 +3,9 @@ plain sentences for decoded reverts."""
 
 from __future__ import annotations
 
+from base.clock import WindowClock
 from contracts.errors import ContractReverted
-from node.chain_view import WindowClock, base_model_for
+from node.chain_view import base_model_for
 from node.session import explain_revert
 
 

@@ -20,6 +20,10 @@ import torch
 from eth_account import Account
 from web3 import Web3
 
+from base.clock import WindowClock
+from base.model import build_model, model_spec
+from base.paths import REPO_ROOT
+from base.run_config import RunConfig
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import Deployment, deploy
@@ -27,16 +31,12 @@ from contracts.tx import NONCES
 from contracts.types import CommitStatus, RunParams
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
-from ipfs.payload import decode_contribution
-from node.chain_view import WindowClock
 from node.data import build_dataset, fetch_dataset, publish_dataset
 from node.journal import TrainerJournal
 from node.keys import PRIVATE_KEY_ENV
-from node.model import build_model, model_spec
 from node.payloads import RunPayloads
-from node.protocol import RunConfig
 from node.runner import NodeSetup, TrainerNode
-from trainmarket.paths import REPO_ROOT
+from tensors.payload import decode_contribution
 
 ETH = 10**18
 

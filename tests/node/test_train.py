@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from base.model import GPT, PRESETS, evaluate_loss
 from node.carry import CarriedState
-from node.model import GPT, PRESETS, evaluate_loss
 from node.train import (
     ErrorFeedback,
     InnerLoopConfig,

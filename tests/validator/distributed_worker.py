@@ -11,9 +11,9 @@ import os
 
 import torch
 
+from base.model import GPT, build_model
+from base.run_config import RunConfig
 from node.ddp import leave_cluster
-from node.model import GPT, build_model
-from node.protocol import RunConfig
 from tests.validator.pipeline_fixtures import (
     BASE_CID,
     contribution,

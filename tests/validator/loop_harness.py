@@ -15,15 +15,16 @@ from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
+from base.commitments import commitment_hash
+from base.model import build_model, model_spec
+from base.run_config import RunConfig
 from contracts.anvil import AnvilNode
-from contracts.client import TrainingRunClient, commitment_hash
+from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from node.data import Dataset, assigned_batches, build_dataset, fetch_dataset, publish_dataset
-from node.model import build_model, model_spec
 from node.payloads import RunPayloads, payload_cid
-from node.protocol import RunConfig
 from node.train import InnerLoopConfig, train_inner
 from validator.context import IpfsPayloadFormat
 from validator.domain import ParamDict

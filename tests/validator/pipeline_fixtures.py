@@ -1,4 +1,4 @@
-"""Shared builders for the scoring-pipeline tests: a very small GPT from node.model, real text (CPython's own
+"""Shared builders for the scoring-pipeline tests: a very small GPT from base.model, real text (CPython's own
 sources, no download), honest updates trained on a trainer's own rows, and the adversaries' updates."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from node.model import GPT, GPTConfig
+from base.model import GPT, GPTConfig
 from validator.domain import Contribution, ParamDict
 from validator.evaluate import base_params
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from base.report import WindowReport
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.loop_harness import Net, play_window, publish_initial_model, reveal_reports, start_net
 from trainmarket.cli import main
 from validator.audit import audit_window, render
-from validator.domain import WindowReport
 from validator.loop import configure_determinism
 
 

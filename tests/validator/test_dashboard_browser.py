@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from base.process import free_port
 from tests.validator.test_service import LOSSES, TRAINERS, seed_store
-from trainmarket.process import free_port
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore
 

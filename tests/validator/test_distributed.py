@@ -21,14 +21,14 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from contracts.client import report_commitment
+from base.commitments import report_commitment
+from base.paths import REPO_ROOT
+from base.process import free_port
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.distributed_worker import CONTRIBUTIONS, model, rank_main, rows_json, score_two_windows, window
 from tests.validator.loop_harness import play_window, publish_initial_model, start_net
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import free_port
 from validator.distributed import pack_delta, rank_slice, unpack_delta
 from validator.evaluate import evaluate_rows
 from validator.loop import configure_determinism

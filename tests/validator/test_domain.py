@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from validator.domain import (
+from base.report import (
     AggregateInfo,
-    Contribution,
     ContributionScore,
     Rejection,
     RejectReason,
@@ -17,6 +16,7 @@ from validator.domain import (
     WindowReport,
     WindowReportInputs,
 )
+from validator.domain import Contribution
 
 
 def _report(final: float = 0.25) -> WindowReport:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from base.run_config import RunConfig
 from node.data import Dataset, assigned_batches, build_dataset
-from node.protocol import RunConfig
 from trainmarket.demo.network import demo_corpus
 from validator.eval_data import HELDOUT_OWNER, assignment_size, common_eval_rows, own_eval_rows, seeded_sample
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from node.model import evaluate_loss
+from base.model import evaluate_loss
 from tests.validator.pipeline_fixtures import (
     corpus,
     make_model,

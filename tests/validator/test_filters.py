@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from base.report import RejectReason
 from tests.validator.pipeline_fixtures import contribution as make_contribution
 from tests.validator.pipeline_fixtures import (
     corpus,
@@ -17,7 +18,7 @@ from tests.validator.pipeline_fixtures import (
     sparsify,
     train_delta,
 )
-from validator.domain import Contribution, ParamDict, RejectReason
+from validator.domain import Contribution, ParamDict
 from validator.evaluate import base_params
 from validator.filters import (
     CopyOfEarlierFilter,

@@ -21,7 +21,8 @@ from eth_account import Account
 from web3 import Web3
 from web3.types import Wei
 
-from contracts.client import report_commitment
+from base.commitments import report_commitment
+from base.report import RejectReason, WindowReport
 from contracts.errors import TransactionFailed
 from contracts.sending import broadcast_all
 from contracts.tx import NONCES, sign_transaction
@@ -29,7 +30,6 @@ from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
 from tests.validator.loop_harness import ETH, Net, initial_params, play_window, publish_initial_model, start_net
-from validator.domain import RejectReason, WindowReport
 from validator.fetch import Failure, fetch_payloads
 from validator.loop import ValidatorLoop, configure_determinism
 from validator.store import TX_PUBLISH
@@ -221,7 +221,7 @@ def test_serve_runs_the_loop_beside_the_api(played: Played) -> None:
     """What `validator serve` does: the loop in the app's background thread, the state over HTTP."""
     import httpx
 
-    from trainmarket.process import free_port
+    from base.process import free_port
     from validator.service import ServiceSettings, create_app, running_service
 
     loop = played.loop

@@ -9,11 +9,11 @@ import pytest
 import torch
 from eth_account import Account
 
+from base.report import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
+from base.run_config import RunConfig
 from contracts.tx import nonce_of, tx_hash_of
 from node.data import build_dataset
-from node.protocol import RunConfig
 from validator.audit import AuditResult, compare_reports, render
-from validator.domain import AggregateInfo, ContributionScore, Rejection, RejectReason, WindowReport, WindowReportInputs
 from validator.scoring import ScoringError, epoch_payout, epoch_weights, to_u16
 from validator.settlement import ballot_numbers, weight_vector
 from validator.window_inputs import MONITOR_SEQS, base_models, current_base_model, monitor_batch

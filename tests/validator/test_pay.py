@@ -11,7 +11,8 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from validator.domain import Contribution, ValuationInfo
+from base.report import ValuationInfo
+from validator.domain import Contribution
 from validator.filters import UpdateFingerprint
 from validator.marginal import Specificity
 from validator.pay import PayConfig, cluster_shares, pay_window

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from trainmarket.errors import TrainmarketError
-from trainmarket.process import free_port
+from base.errors import TrainmarketError
+from base.process import free_port
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore
 

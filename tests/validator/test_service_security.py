@@ -22,11 +22,11 @@ from fastapi.routing import APIRoute
 from pydantic import ValidationError
 from starlette.routing import Mount, Route
 
+from base.errors import TrainmarketError
+from base.paths import REPO_ROOT
+from base.process import free_port
 from contracts import tx
 from contracts.tx import ResendPolicy
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import REPO_ROOT
-from trainmarket.process import free_port
 from validator.context import chain_client
 from validator.service import ServiceSettings, create_app, running_service
 from validator.store import ValidatorStore

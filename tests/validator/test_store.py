@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from validator.domain import ContributionScore, Rejection, RejectReason
+from base.report import ContributionScore, Rejection, RejectReason
 from validator.store import (
     SCHEMA_VERSION,
     TX_PUBLISH,

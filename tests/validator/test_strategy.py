@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
+from base.report import Rejection, RejectReason, WindowReport
 from tests.validator.pipeline_fixtures import (
     contribution,
     corpus,
@@ -21,7 +22,7 @@ from tests.validator.pipeline_fixtures import (
     zero_update,
 )
 from validator.aggregate import MeanAggregator
-from validator.domain import ParamDict, Rejection, RejectReason, WindowReport
+from validator.domain import ParamDict
 from validator.evaluate import base_params
 from validator.strategy import ScoringStrategy, ValidatorState, WindowInputs
 
@@ -102,7 +103,7 @@ def test_only_improving_updates_are_aggregated(run: TwoWindows) -> None:
 
 
 def test_global_model_improves_over_the_windows(run: TwoWindows) -> None:
-    from node.model import evaluate_loss
+    from base.model import evaluate_loss
 
     held_out = random_rows(corpus(), 64, seed=999)
     losses = []

@@ -10,10 +10,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from base.errors import TrainmarketError
 from node.data import assigned_batches, fetch_dataset
 from node.policy import TrainingContext, UpdatePolicy
 from node.train import train_inner
-from trainmarket.errors import TrainmarketError
 
 
 class CopierPolicy(UpdatePolicy):
@@ -27,8 +27,8 @@ class CopierPolicy(UpdatePolicy):
         self.noise = noise
 
     def make_delta(self, ctx: TrainingContext) -> dict[str, Tensor] | None:
-        from ipfs.payload import decode_contribution  # the copier decodes like a validator would
-        from node.model import model_spec
+        from base.model import model_spec
+        from tensors.payload import decode_contribution  # the copier decodes like a validator would
 
         for window in range(ctx.window - 1, -1, -1):
             reveals = [r for r in ctx.views.reveals(ctx.run_id, window) if r.trainer.lower() != ctx.trainer.lower()]

@@ -12,12 +12,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
+from base.model import build_model, model_spec
+from base.run_config import RunConfig
 from contracts.types import RunParams
 from ipfs.client import IpfsClient
 from node.data import build_dataset, collect_text, publish_dataset
-from node.model import build_model, model_spec
 from node.payloads import RunPayloads
-from node.protocol import RunConfig
 
 ETH = 10**18
 ADVERSARY_ROLES = ("copier", "noise", "zero", "freerider", "stale", "poisoner", "malformed")

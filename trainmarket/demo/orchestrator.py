@@ -19,18 +19,18 @@ from typing import Any
 import httpx
 from web3 import Web3
 
+from base.errors import TrainmarketError
+from base.process import ManagedProcess, free_port, port_open
+from base.run_config import RunConfig
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.localchain import ChainKind, LocalChain, start_local_chain
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon, ipfs_api_from_env
 from node.data import fetch_dataset
-from node.protocol import RunConfig
 from trainmarket.demo.network import ETH, Participant, participants, publish_run_config, run_params, write_deployment
 from trainmarket.demo.outcome import collect_outcome
 from trainmarket.demo.report import write_report
-from trainmarket.errors import TrainmarketError
-from trainmarket.process import ManagedProcess, free_port, port_open
 
 POOL = 200 * ETH
 TRAINER_STAKE = 2 * ETH

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from base.errors import TrainmarketError
 from node.data import fetch_dataset
 from node.population import SyncLog
 from node.runner import NodeSetup, TrainerNode
 from trainmarket.demo.adversaries import adversary
-from trainmarket.errors import TrainmarketError
 from validator.context import chain_client, ipfs_client, load_run_config, read_deployment
 
 KEY_ENV = "TRAINMARKET_PRIVATE_KEY"

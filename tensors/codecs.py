@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ipfs.errors import IpfsError
+from base.errors import TrainmarketError
 
 CompressedTensor = dict[str, Tensor]
 Shape = tuple[int, ...]
@@ -49,7 +49,7 @@ CPU = torch.device("cpu")
 MAX_CHUNK = 128  # caps the per-tile work a hostile manifest can ask for (chunk_size <= 16384, 14-bit indices)
 
 
-class PayloadError(IpfsError):
+class PayloadError(TrainmarketError):
     """Root of every reason a payload (or one compressed tensor in it) is refused."""
 
 

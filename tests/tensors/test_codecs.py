@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
 
+from base.model import GPT, PRESETS, model_spec
 from ipfs.cid import raw_cid  # single-block payloads: the CID `ipfs add` gives them
-from ipfs.codecs import (
+from tensors.codecs import (
     DEFAULT_CODEC,
     BadIndices,
     ChunkedTopK,
@@ -27,7 +28,6 @@ from ipfs.codecs import (
     packed_len,
     unpack_bits,
 )
-from node.model import GPT, PRESETS, model_spec
 
 SHAPES = [(256, 64), (100, 70), (64,), (5000,), (3, 4, 5), (1,), ()]
 # One chunk per index width 6..12: ceil(log2(chunk²)) == width.
@@ -228,7 +228,7 @@ def test_decoding_refuses_hostile_compressed_tensors() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=0, max_size=64), st.binary(min_size=0, max_size=64))
 def test_random_compressed_bytes_decode_or_raise_a_payload_error(idx: bytes, val: bytes) -> None:
-    from ipfs.codecs import PayloadError
+    from tensors.codecs import PayloadError
 
     c = {"idx": torch.frombuffer(bytearray(idx), dtype=torch.uint8) if idx else torch.empty(0, dtype=torch.uint8),
          "val": torch.frombuffer(bytearray(val), dtype=torch.uint8) if val else torch.empty(0, dtype=torch.uint8),

@@ -27,7 +27,7 @@ from typing import Any
 from eth_utils import keccak
 from pydantic import BaseModel, ConfigDict, Field
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 PROTOCOL_VERSION = 1
 

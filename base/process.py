@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from trainmarket.errors import ProcessStartError
+from base.errors import ProcessStartError
 
 LOOPBACK = "127.0.0.1"
 
@@ -77,16 +77,21 @@ class ManagedProcess:
                 cwd=self.cwd,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            code = self.proc.poll()
-            if code is not None:
-                raise ProcessStartError(self.name, f"exited with code {code}", tail(self.log_path))
-            if self.ready():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise ProcessStartError(self.name, f"not ready after {self.start_timeout:.0f}s", tail(self.log_path))
+        # A start cut short (not ready in time, or Ctrl-C / SIGTERM while waiting, before the caller holds a
+        # handle to stop) stops the process here, so it is never left running as an orphan.
+        try:
+            deadline = time.monotonic() + self.start_timeout
+            while time.monotonic() < deadline:
+                code = self.proc.poll()
+                if code is not None:
+                    raise ProcessStartError(self.name, f"exited with code {code}", tail(self.log_path))
+                if self.ready():
+                    return self
+                time.sleep(0.05)
+            raise ProcessStartError(self.name, f"not ready after {self.start_timeout:.0f}s", tail(self.log_path))
+        except BaseException:
+            self.stop()
+            raise
 
     @property
     def running(self) -> bool:

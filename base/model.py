@@ -17,12 +17,14 @@ import torch.nn.functional as F
 from eth_utils import keccak
 from torch import Tensor, nn
 
-from trainmarket.errors import TrainmarketError
+from base.errors import TrainmarketError
 
 if TYPE_CHECKING:
-    from node.protocol import RunConfig
+    from base.run_config import RunConfig
 
 BYTE_VOCAB = 256
+# Tensor name -> (shape, dtype name): what a payload must hold for this model (tensors/payload.py checks it).
+ModelSpec = dict[str, tuple[tuple[int, ...], str]]
 INIT_STD = 0.02
 
 
@@ -188,7 +190,7 @@ class GPT(nn.Module):
         return logits, loss
 
 
-def model_spec(model: nn.Module) -> dict[str, tuple[tuple[int, ...], str]]:
+def model_spec(model: nn.Module) -> ModelSpec:
     """Parameter name -> (shape, dtype name). Tied weights appear once, under their first name."""
     return {name: (tuple(p.shape), str(p.dtype).removeprefix("torch.")) for name, p in model.named_parameters()}
 

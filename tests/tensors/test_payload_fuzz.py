@@ -23,12 +23,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from base.errors import TrainmarketError
+from base.jsonguard import JsonTooDeep
+from base.jsonguard import loads as bounded_json
+from base.model import GPT, PRESETS
+from base.paths import REPO_ROOT
+from base.report import WindowReport
+from base.run_config import RunConfig
 from ipfs.cid import parse_cid
-from ipfs.codecs import MAX_CHUNK, ChunkedTopK
-from ipfs.errors import IpfsError
-from ipfs.jsonguard import JsonTooDeep
-from ipfs.jsonguard import loads as bounded_json
-from ipfs.payload import (
+from node.data import parse_index
+from tensors.codecs import MAX_CHUNK, ChunkedTopK
+from tensors.payload import (
     MAX_HEADER_BYTES,
     GarbagePayload,
     Manifest,
@@ -38,14 +43,8 @@ from ipfs.payload import (
     decode_model,
     encode_model,
 )
-from node.data import parse_index
-from node.model import GPT, PRESETS
-from node.protocol import RunConfig
-from trainmarket.errors import TrainmarketError
-from trainmarket.paths import REPO_ROOT
-from validator.domain import WindowReport
 
-from .payload_bombs import LIMIT, SPEC, contribution, header_bytes
+from .payload_bombs import LIMIT, REFUSED, SPEC, contribution, header_bytes
 
 GUARD_SECONDS = 20  # far above any honest decode of these sizes; only a hang gets near it
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,12 +78,12 @@ def decodes_or_refuses(data: bytes) -> None:
     with no_hang():
         try:
             decoded = decode_contribution(data, SPEC, LIMIT)
-        except IpfsError:  # PayloadError subclasses and PayloadTooLarge
+        except REFUSED:
             pass
         else:
             assert all(bool(torch.isfinite(t).all()) for t in decoded.delta.values())
             assert {n: tuple(t.shape) for n, t in decoded.delta.items()} == {n: s for n, (s, _) in SPEC.items()}
-        with suppress(IpfsError):
+        with suppress(*REFUSED):
             decode_model(data, SPEC, LIMIT)
 
 
@@ -192,10 +191,10 @@ def test_deeply_nested_json_is_refused_not_a_recursion_error() -> None:
 DEEP_IN_A_RAISED_RECURSION_LIMIT = """
 import json, struct, sys
 sys.setrecursionlimit(10**6)  # as under hypothesis or torch.compile: the C scanner then overflowed the C stack
-from ipfs.payload import Manifest, decode_contribution, PayloadError
+from tensors.payload import Manifest, decode_contribution, PayloadError
 from node.data import parse_index, DatasetError
-from validator.domain import WindowReport, ReportFormatError
-from node.model import GPT, PRESETS, model_spec
+from base.report import WindowReport, ReportFormatError
+from base.model import GPT, PRESETS, model_spec
 deep = "[" * 1_000_000
 header = deep.encode()
 for call, error in [
@@ -239,11 +238,11 @@ def test_a_header_of_huge_dimensions_is_refused_before_multiplying_them() -> Non
 
 
 def test_bombs_stay_bounded_in_time_and_memory() -> None:
-    """The bombs of tests/ipfs/payload_bombs.py, decoded in a fresh interpreter whose address space is capped
+    """The bombs of tests/tensors/payload_bombs.py, decoded in a fresh interpreter whose address space is capped
     (RLIMIT_AS) at what it holds after setup plus 2× the dense model and 32 MiB: every bomb is refused with the
     project's error, the honest but most expanding payload decodes to exactly the caller's model size, and
     nothing ran out of memory or hung."""
-    done = subprocess.run([sys.executable, "-m", "tests.ipfs.payload_bombs"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "tests.tensors.payload_bombs"], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=600)
     assert done.returncode == 0, f"exit {done.returncode} (-14: hung past the guard): {done.stderr[-2000:]}"
     result = json.loads(done.stdout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trainmarket import env
+from base import env
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NODE_MODULES = Path(os.environ.get("TRAINMARKET_NODE_MODULES", REPO_ROOT / "node_modules"))

@@ -15,17 +15,17 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from base.model import GPT, PRESETS, ModelSpec, model_spec
 from ipfs.cid import raw_cid
-from ipfs.codecs import DEFAULT_CODEC, ChunkedTopK, Codec, index_bits, pack_bits, unpack_bits
 from ipfs.errors import PayloadTooLarge
-from ipfs.payload import (
+from tensors.codecs import DEFAULT_CODEC, ChunkedTopK, Codec, index_bits, pack_bits, unpack_bits
+from tensors.payload import (
     FORMAT_VERSION,
     BadIndices,
     FormatVersionMismatch,
     GarbagePayload,
     Manifest,
     ManifestMismatch,
-    ModelSpec,
     NonFiniteValues,
     PayloadError,
     ShapeMismatch,
@@ -36,7 +36,6 @@ from ipfs.payload import (
     encode_contribution,
     encode_model,
 )
-from node.model import GPT, PRESETS, model_spec
 
 TRAINER = "0x" + "AB" * 20
 LIMIT = 1 << 24

@@ -1,6 +1,6 @@
 """Payload bombs decoded under a hard memory bound, in a fresh interpreter:
 
-    python -m tests.ipfs.payload_bombs [BUDGET_BYTES]   # one JSON object; run by tests/ipfs/test_payload_fuzz.py
+    python -m tests.tensors.payload_bombs [BUDGET_BYTES]   # one JSON object; run by tests/tensors/test_payload_fuzz.py
 
 Bombs are inputs small on the wire and enormous if believed: a terabyte tensor, 100k empty tensors, a header at
 the size limit, a max-size zero payload, and the most expanding codec (one coefficient per 128×128 tile, 2-bit
@@ -27,20 +27,23 @@ from typing import Any
 
 import torch
 
-from ipfs.codecs import MAX_CHUNK, ChunkedTopK
-from ipfs.errors import IpfsError
-from ipfs.payload import MAX_HEADER_BYTES, Manifest, ModelSpec, decode_contribution, encode_contribution
-from node.model import GPT, PRESETS, model_spec
+from base.model import GPT, PRESETS, ModelSpec, model_spec
+from ipfs.errors import PayloadTooLarge
+from tensors.codecs import MAX_CHUNK, ChunkedTopK, PayloadError
+from tensors.payload import MAX_HEADER_BYTES, Manifest, decode_contribution, encode_contribution
 
 LIMIT = 1 << 24  # the run's payload cap the bombs are decoded under
 SPEC: ModelSpec = model_spec(GPT(PRESETS["tiny"]))
 GUARD_SECONDS = 60  # far above an honest decode of these sizes; SIGALRM's default action ends a hung child
-# The budget over the address space after setup. Measured (python -m tests.ipfs.payload_bombs BUDGET, three runs
+# The budget over the address space after setup. Measured (python -m tests.tensors.payload_bombs BUDGET, three runs
 # each, on the 2-core dev machine): the honest expanding decode of the 29 MB "small" model ran out of memory at
 # 20 MB 3/3, at 30 MB 2/3, and decoded at 40, 60 and 80 MB 3/3 (and at this budget, 92 MB, 5/5). Twice the dense
 # model plus 32 MiB leaves it more than twice the most it needed and fails a decoder that holds three dense copies.
 DENSE_FACTOR = 2
 HEADROOM = 32 << 20
+
+# Every way a decoder may refuse hostile bytes: a format error or the size cap.
+REFUSED = (PayloadError, PayloadTooLarge)
 
 
 def contribution(codec: ChunkedTopK, spec: ModelSpec = SPEC, seed: int = 0) -> bytes:
@@ -67,7 +70,7 @@ def address_space() -> int:
 def outcome(decode: Any) -> str:
     try:
         decode()
-    except IpfsError as err:
+    except REFUSED as err:
         return f"refused: {type(err).__name__}"
     except (MemoryError, RuntimeError) as err:  # an allocation past the cap
         return f"out of memory: {type(err).__name__}: {str(err)[:200]}"

@@ -21,7 +21,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from ipfs.codecs import (
+from base.jsonguard import loads as bounded_json
+from base.model import ModelSpec
+from ipfs.errors import PayloadTooLarge
+from tensors.codecs import (
     BadIndices,
     Codec,
     GarbagePayload,
@@ -31,8 +34,6 @@ from ipfs.codecs import (
     UnknownCodec,
     codec_from,
 )
-from ipfs.errors import PayloadTooLarge
-from ipfs.jsonguard import loads as bounded_json
 
 __all__ = [
     "FORMAT_VERSION", "BadIndices", "DecodedContribution", "EncodedContribution", "FormatVersionMismatch",
@@ -44,7 +45,6 @@ __all__ = [
 FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 1 << 20
 MAX_TENSOR_DIMS = 8  # our tensors are 1-D (packed codes) or 2-D (weights)
-ModelSpec = dict[str, tuple[tuple[int, ...], str]]
 Kind = Literal["contribution", "model"]
 _ITEMSIZE = {"U8": 1, "F32": 4}
 _CONTRIBUTION_DTYPES = {"U8", "F32"}
