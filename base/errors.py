@@ -5,7 +5,18 @@ from __future__ import annotations
 
 
 class TrainmarketError(Exception):
-    """Root of every error this project raises on purpose."""
+    """Root of every error this project raises on purpose.
+
+    `temporary` marks the errors a long-running loop (the trainer's, the validator's) waits out and retries
+    from its stored state: the chain or IPFS did not answer, answered garbage, or a transaction is still in
+    flight. Everything else ends the loop. The one list of them is the set of subclasses that say True."""
+
+    temporary: bool = False
+
+
+def is_temporary(err: BaseException) -> bool:
+    """True for an error a loop should wait out and retry (see `TrainmarketError.temporary`)."""
+    return isinstance(err, TrainmarketError) and err.temporary
 
 
 class ToolMissingError(TrainmarketError):

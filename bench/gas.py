@@ -21,6 +21,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_typing import HexStr
 from eth_utils import keccak
 from web3 import Web3
 
@@ -29,6 +30,7 @@ from base.units import ETH
 from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient, pack_weights
 from contracts.deploy import deploy
+from contracts.sending import broadcast, broadcast_all
 from contracts.types import MAX_VALIDATORS, MAX_WEIGHT_ENTRIES, RunParams
 from ipfs.cid import RAW, cid_bytes, cid_string
 
@@ -56,10 +58,10 @@ def content_cid(label: str) -> str:
 def _batch(node: AnvilNode, web3: Web3, raws: list[bytes]) -> list[Any]:
     """Send pre-signed transactions with automine off, mine until all are in, return their receipts."""
     node.set_automine(False)
-    hashes = [web3.eth.send_raw_transaction(raw) for raw in raws]
+    hashes = broadcast_all(web3, raws)
     node.set_automine(True)
     node.mine(1)
-    receipts = [web3.eth.get_transaction_receipt(h) for h in hashes]
+    receipts = [web3.eth.get_transaction_receipt(HexStr(h)) for h in hashes]
     failed = [r for r in receipts if r["status"] != 1]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(receipts)} batched transactions reverted")
@@ -151,13 +153,13 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
     vectors = [[max(0, min(65535, w + rng.randint(-500, 500))) for w in honest] for _ in range(2)]
     vectors.append(sorted(honest, reverse=True))
     settled = settle_epoch(node, sponsor, validators, run_id, epoch, vectors)
-    claim_receipt = web3.eth.wait_for_transaction_receipt(
-        web3.eth.send_raw_transaction(clients[1].signed(fn.claim(run_id), "claim"))
-    )
+    claim_receipt = broadcast(web3, clients[1].signed(fn.claim(run_id), "claim"), clients[1].address_of_account,
+                              "claim")
     # the two others dispute the third validator's ballot: the first dispute, then the one that reaches a stake
     # majority and forfeits its held credit (not part of settlement: only a ballot that fails the audit costs it)
     accused = validators[2].address
     disputes = [sponsor.with_account(v).dispute_ballot(run_id, epoch, accused) for v in validators[:2]]
+    assert all(r is not None for r in disputes)  # sent without `once`: always a receipt
     settlement = (sum(settled["commit_weights"]) + sum(settled["reveal_reports"]) + sum(settled["reveal_weights"])
                   + settled["finalize"])
     return {
@@ -165,7 +167,7 @@ def measure_epoch(node: AnvilNode, sponsor: TrainingRunClient, validators: list[
         "reveal": int(statistics.median(r["gasUsed"] for r in reveals)),
         **settled,
         "claim": int(claim_receipt["gasUsed"]),
-        "dispute_ballot": [int(r["gasUsed"]) for r in disputes],  # [first dispute, the forfeiting one]
+        "dispute_ballot": [int(r["gasUsed"]) for r in disputes if r is not None],  # [first dispute, the forfeiting one]
         "settlement_total": settlement,
         "settlement_per_trainer": settlement // trainers,
     }

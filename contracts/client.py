@@ -1,6 +1,8 @@
 """The typed Python client of the TrainingRun contract, used by trainers, validators, the demo and the tests.
-Transactions are signed locally with the client's account (see contracts/tx.py); reverts come back as
-`ContractReverted` naming the custom error and its arguments. Read-only views live in contracts/views.py."""
+Transactions are signed locally with the client's account (contracts/tx.py) and sent by contracts/sending.py;
+reverts come back as `ContractReverted` naming the custom error and its arguments. The steps a role must take
+at most once (commit, reveal, publish, the ballot) take `once=`: see contracts/sending.py. Read-only views live
+in contracts/views.py."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from web3.types import TxParams, TxReceipt, Wei
 
 from base.commitments import report_commitment, weights_commitment
 from contracts.errors import TransactionFailed
-from contracts.tx import send_transaction, sign_transaction
+from contracts.sending import Once, send_batch, send_transaction
+from contracts.tx import sign_transaction
 from contracts.types import RunParams
 from contracts.views import TrainingRunViews
 
@@ -62,7 +65,21 @@ class TrainingRunClient(TrainingRunViews):
     # ------------------------------------------------------------------ plumbing
 
     def _tx(self, call: ContractFunction, name: str, value: int = 0) -> TxReceipt:
-        return send_transaction(self.web3, self.account, self._params(call, value), name, self.decoder)
+        return send_transaction(self.web3, self.account, self._params(call, value), name, self.decoder,
+                                sign=lambda params: self._sign(params, name))
+
+    def _tx_once(self, call: ContractFunction, name: str, once: Once | None) -> TxReceipt | None:
+        """`_tx`, or with `once` at most once across crashes; None when the effect was on chain already."""
+        if once is None:
+            return self._tx(call, name)
+        return send_transaction(self.web3, self.account, self._params(call, 0), name, self.decoder, once=once,
+                                sign=lambda params: self._sign(params, name))
+
+    def send_batch(self, calls: Sequence[ContractFunction], name: str, skip: Sequence[str] = ()) -> list[bool]:
+        """Send all of `calls` together and await them (contracts.sending.send_batch): per call, whether it was
+        mined and succeeded; a call whose estimate reverts with an error named in `skip` is not sent."""
+        return send_batch(self.web3, self.account, [self._params(c, 0) for c in calls], name, self.decoder, skip,
+                          sign=lambda params: self._sign(params, name))
 
     def _params(self, call: ContractFunction, value: int) -> TxParams:
         params: TxParams = {"to": self.contract.address, "data": call._encode_transaction_data()}
@@ -76,6 +93,10 @@ class TrainingRunClient(TrainingRunViews):
         params = self._params(call, value)
         if gas is not None:
             params["gas"] = gas
+        return self._sign(params, name)
+
+    def _sign(self, params: TxParams, name: str) -> bytes:
+        """Every transaction of this client is signed here (a subclass observes the chain head at signing)."""
         return sign_transaction(self.web3, self.account, params, name, self.decoder)
 
     def _event_arg(self, receipt: TxReceipt, event: str, arg: str) -> int:
@@ -123,11 +144,11 @@ class TrainingRunClient(TrainingRunViews):
 
     # ------------------------------------------------------------------ commit–reveal
 
-    def commit(self, run_id: int, window: int, commitment: bytes) -> TxReceipt:
-        return self._tx(self.contract.functions.commit(run_id, window, commitment), "commit")
+    def commit(self, run_id: int, window: int, commitment: bytes, once: Once | None = None) -> TxReceipt | None:
+        return self._tx_once(self.contract.functions.commit(run_id, window, commitment), "commit", once)
 
-    def reveal(self, run_id: int, window: int, cid: str, salt: bytes) -> TxReceipt:
-        return self._tx(self.contract.functions.reveal(run_id, window, cid, salt), "reveal")
+    def reveal(self, run_id: int, window: int, cid: str, salt: bytes, once: Once | None = None) -> TxReceipt | None:
+        return self._tx_once(self.contract.functions.reveal(run_id, window, cid, salt), "reveal", once)
 
     def report_missed_reveal(self, run_id: int, window: int, trainer: str) -> TxReceipt:
         call = self.contract.functions.reportMissedReveal(run_id, window, Web3.to_checksum_address(trainer))
@@ -137,40 +158,56 @@ class TrainingRunClient(TrainingRunViews):
         call = self.contract.functions.reportUnavailable(run_id, window, Web3.to_checksum_address(trainer))
         return self._tx(call, "reportUnavailable")
 
+    def report_missed_reveals(self, run_id: int, window: int, trainers: Sequence[str],
+                              skip: Sequence[str] = ()) -> list[bool]:
+        """`report_missed_reveal` for each of `trainers`, sent together (see `send_batch`)."""
+        calls = [self.contract.functions.reportMissedReveal(run_id, window, Web3.to_checksum_address(t))
+                 for t in trainers]
+        return self.send_batch(calls, "reportMissedReveal", skip)
+
+    def report_unavailable_all(self, run_id: int, window: int, trainers: Sequence[str],
+                               skip: Sequence[str] = ()) -> list[bool]:
+        """`report_unavailable` for each of `trainers`, sent together (see `send_batch`)."""
+        calls = [self.contract.functions.reportUnavailable(run_id, window, Web3.to_checksum_address(t))
+                 for t in trainers]
+        return self.send_batch(calls, "reportUnavailable", skip)
+
     # ------------------------------------------------------------------ validators and settlement
 
-    def publish_window(self, run_id: int, window: int, model_cid: str, report_cid: str) -> TxReceipt:
+    def publish_window(self, run_id: int, window: int, model_cid: str, report_cid: str,
+                       once: Once | None = None) -> TxReceipt | None:
         """Publish `model_cid` and seal `report_cid` (only its commitment goes on chain; see `reveal_reports`)."""
         commitment = report_commitment(report_cid, self.address_of_account)
         call = self.contract.functions.publishWindow(run_id, window, model_cid, commitment)
-        return self._tx(call, "publishWindow")
+        return self._tx_once(call, "publishWindow", once)
 
-    def reveal_reports(self, run_id: int, epoch: int, report_cids: Sequence[str]) -> TxReceipt:
+    def reveal_reports(self, run_id: int, epoch: int, report_cids: Sequence[str],
+                       once: Once | None = None) -> TxReceipt | None:
         """Reveal the report CIDs sealed for every window of `epoch`, in window order."""
         call = self.contract.functions.revealReports(run_id, epoch, list(report_cids))
-        return self._tx(call, "revealReports")
+        return self._tx_once(call, "revealReports", once)
 
     def commit_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes,
-                       payout: int = MAX_WEIGHT) -> TxReceipt:
+                       payout: int = MAX_WEIGHT, once: Once | None = None) -> TxReceipt | None:
         """Commit to uint16 weights indexed by trainer slot (any scale: the contract normalises) and a payout."""
         packed = pack_weights(weights, payout)
         commitment = weights_commitment(packed, salt, run_id, epoch, self.address_of_account)
-        return self._tx(self.contract.functions.commitWeights(run_id, epoch, commitment), "commitWeights")
+        return self._tx_once(self.contract.functions.commitWeights(run_id, epoch, commitment), "commitWeights", once)
 
     def reveal_weights(self, run_id: int, epoch: int, weights: Sequence[int], salt: bytes,
-                       payout: int = MAX_WEIGHT) -> TxReceipt:
+                       payout: int = MAX_WEIGHT, once: Once | None = None) -> TxReceipt | None:
         call = self.contract.functions.revealWeights(run_id, epoch, pack_weights(weights, payout), salt)
-        return self._tx(call, "revealWeights")
+        return self._tx_once(call, "revealWeights", once)
 
     def finalize_epoch(self, run_id: int, epoch: int) -> TxReceipt:
         """Settle `epoch` with the vectors revealed for it (read from the WeightsRevealed events)."""
         vectors = [r.weights for r in self.revealed_weights(run_id, epoch)]
         return self._tx(self.contract.functions.finalizeEpoch(run_id, epoch, vectors), "finalizeEpoch")
 
-    def dispute_ballot(self, run_id: int, epoch: int, accused: str) -> TxReceipt:
+    def dispute_ballot(self, run_id: int, epoch: int, accused: str, once: Once | None = None) -> TxReceipt | None:
         """Say `accused`'s ballot for settled `epoch` does not follow from its own revealed reports."""
         call = self.contract.functions.disputeBallot(run_id, epoch, Web3.to_checksum_address(accused))
-        return self._tx(call, "disputeBallot")
+        return self._tx_once(call, "disputeBallot", once)
 
     def skip_epoch(self, run_id: int, epoch: int) -> TxReceipt:
         return self._tx(self.contract.functions.skipEpoch(run_id, epoch), "skipEpoch")

@@ -15,7 +15,7 @@ from web3.exceptions import Web3Exception
 from base.paths import state_dir
 from contracts.compile import load_artifact
 from contracts.errors import ChainUnreachable, DeploymentError
-from contracts.tx import send_transaction
+from contracts.sending import send_transaction
 
 DEFAULT_IPFS_API = "http://127.0.0.1:5001"  # a local Kubo's, when neither a flag, the environment nor the file say
 

@@ -18,6 +18,8 @@ class CompileError(ChainError):
 class ChainUnreachable(ChainError):
     """The JSON-RPC endpoint did not answer."""
 
+    temporary = True
+
     def __init__(self, rpc_url: str, reason: str = "") -> None:
         self.rpc_url = rpc_url
         self.reason = reason
@@ -37,9 +39,29 @@ class TransactionFailed(ChainError):
         super().__init__(f"{function} failed (tx {tx_hash}): {reason}")
 
 
-class TransactionPending(TransactionFailed):
-    """A transaction was broadcast but not mined within the wait; it may still be mined. Senders that recorded
-    its hash treat this as transient: the next attempt waits for that transaction instead of sending another."""
+class RevertedOnChain(TransactionFailed):
+    """Passed estimation, reverted when mined: the state moved in between (e.g. a window boundary passed, or a
+    rival's transaction did the same thing first in the same block)."""
+
+
+class SendConflict(TransactionFailed):
+    """Another transaction of the same account took the nonce at every attempt (the user's own wallet or `node
+    claim` sending from the key meanwhile). Temporary: the effect is not on chain, and a later try may land."""
+
+    temporary = True
+
+
+class TransactionPending(ChainError):
+    """A journalled transaction was broadcast but not mined within the wait; it may still be mined. Not a
+    failure: the journal holds its hash, so the next attempt waits for that transaction instead of sending
+    another. Temporary."""
+
+    temporary = True
+
+    def __init__(self, function: str, tx_hash: str, reason: str) -> None:
+        self.function = function
+        self.tx_hash = tx_hash
+        super().__init__(f"{function} is pending (tx {tx_hash}): {reason}")
 
 
 class ContractReverted(ChainError):

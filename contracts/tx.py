@@ -1,11 +1,7 @@
-"""Sending locally signed transactions and decoding reverts. Every transaction is estimated first (a revert
-surfaces there with its custom error), signed with eth-account, sent raw, and awaited.
-
-Idempotent by nonce: a transaction is signed once; after a lost response, a dropped connection or a chain
-restarted from saved state, the *same signed bytes* are sent again and the receipt is looked up by hash, so at
-most one transaction of that nonce can ever be mined (a resend of a mined one is refused as "nonce too low" or
-"already known"). Bounded: RESEND_POLICY says how many connection failures in a row and how long a receipt
-wait are tolerated before ChainUnreachable / TransactionFailed."""
+"""Signing transactions and decoding reverts. Every transaction is estimated first (a revert surfaces there with
+its custom error), given its nonce, gas and price, and signed with eth-account; contracts/sending.py sends it.
+RESEND_POLICY bounds both: how many connection failures in a row are retried, and how long a receipt is
+awaited."""
 
 from __future__ import annotations
 
@@ -25,11 +21,9 @@ from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
     ContractPanicError,
-    TransactionNotFound,
     Web3Exception,
-    Web3RPCError,
 )
-from web3.types import Nonce, TxParams, TxReceipt
+from web3.types import Nonce, TxParams
 
 from contracts.errors import ChainUnreachable, ContractReverted, TransactionFailed
 
@@ -40,21 +34,29 @@ from contracts.errors import ChainUnreachable, ContractReverted, TransactionFail
 GAS_HEADROOM = 1.25
 GAS_HEADROOM_FIXED = 25_000
 RECEIPT_TIMEOUT_S = 60.0
-# What a node answers when the same signed transaction reaches it again: it is pending or already mined.
-ALREADY_SENT = ("already known", "already imported", "nonce too low", "known transaction")
 
 
 @dataclass(frozen=True)
 class ResendPolicy:
     """How long a send survives a flaky RPC: `retries` connection failures in a row (each followed by a wait of
     `backoff_s`·2^n, at most `max_backoff_s`: about 20 s of outage with the defaults), and `receipt_timeout_s`
-    of waiting for the receipt in all."""
+    of waiting for the receipt in all.
+
+    Receipt polling: the first poll comes after `poll_s` (a block may already be due), later ones back off by
+    `poll_growth` to `max_poll_s`, and the "was it dropped?" check (two more RPCs) runs at most every
+    `dropped_check_s`. Polling at a flat 50 ms with both checks each time cost 3 RPCs per 50 ms per waiting
+    transaction: 256 trainers waiting on 1-second blocks made ~15,000 RPCs/s, which an RPC provider rate-limits
+    and which took ~120 ms of client CPU per transaction (web3.py, 4 ms per call measured under load); with the
+    backoff it is 6-7 calls per second (measured on the trainer's sender, then node/txs.py, whose polling this is)."""
 
     retries: int = 8
     backoff_s: float = 0.25
     max_backoff_s: float = 4.0
     receipt_timeout_s: float = RECEIPT_TIMEOUT_S
-    poll_s: float = 0.02
+    poll_s: float = 0.05
+    max_poll_s: float = 0.5
+    poll_growth: float = 1.5
+    dropped_check_s: float = 1.0
 
 
 RESEND_POLICY = ResendPolicy()
@@ -129,7 +131,7 @@ class NonceTracker:
         """The next nonce: the chain's pending count, or more when this process signed transactions it has not
         sent yet (batches). Read every time: another process (the user's `claim` beside a running node) may
         have sent from the same account since."""
-        key = (_endpoint(web3), address)
+        key = (endpoint_of(web3), address)
         # Read outside the lock: one lock serves every account of the process, so an RPC under it queues
         # unrelated accounts behind each other (a population host's 64 identities revealing at once: take() was
         # where the profiled reveal phase waited longest). A read older than a nonce handed out meanwhile is
@@ -142,7 +144,7 @@ class NonceTracker:
 
     def forget(self, web3: Web3, address: str) -> None:
         with self._lock:
-            self._next.pop((_endpoint(web3), address), None)
+            self._next.pop((endpoint_of(web3), address), None)
 
     def reset(self) -> None:
         """Forget every account (after evm_revert the chain's nonces go back)."""
@@ -150,7 +152,7 @@ class NonceTracker:
             self._next.clear()
 
 
-def _endpoint(web3: Web3) -> str:
+def endpoint_of(web3: Web3) -> str:
     return str(getattr(web3.provider, "endpoint_uri", id(web3.provider)))
 
 
@@ -158,13 +160,16 @@ NONCES = NonceTracker()
 
 
 def sign_transaction(
-    web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None
+    web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None,
+    policy: ResendPolicy | None = None,
 ) -> bytes:
-    """Estimate (surfacing reverts), fill nonce/gas/price, sign; returns the raw signed transaction."""
-    endpoint = _endpoint(web3)
+    """Estimate (surfacing reverts), fill nonce/gas/price, sign; returns the raw signed transaction. Connection
+    failures are retried under `policy` (the module's RESEND_POLICY when None, read at call time)."""
+    policy = policy or RESEND_POLICY
+    endpoint = endpoint_of(web3)
     tx = dict(tx)  # type: ignore[assignment]
     tx["from"] = account.address
-    for failures in range(RESEND_POLICY.retries + 1):
+    for failures in range(policy.retries + 1):
         try:
             if "gas" not in tx:
                 tx["gas"] = int(web3.eth.estimate_gas(tx, "pending") * GAS_HEADROOM) + GAS_HEADROOM_FIXED
@@ -178,36 +183,14 @@ def sign_transaction(
             raise as_reverted(err, function, decoder) from None
         except (requests.ConnectionError, requests.Timeout, OSError, BadResponseFormat) as err:
             # Nothing was sent yet (the nonce is taken last): reading again after a blip is safe.
-            if failures == RESEND_POLICY.retries:
+            if failures == policy.retries:
                 raise ChainUnreachable(endpoint, str(err)) from err
-            time.sleep(min(RESEND_POLICY.backoff_s * 2**failures, RESEND_POLICY.max_backoff_s))
+            time.sleep(min(policy.backoff_s * 2**failures, policy.max_backoff_s))
         except Web3Exception as err:  # e.g. insufficient funds for the value + gas
             raise TransactionFailed(function, "(not sent)", str(err)) from err
     tx.pop("from", None)
     signed = account.sign_transaction(tx)  # type: ignore[arg-type]
     return bytes(signed.raw_transaction)
-
-
-def send_transaction(
-    web3: Web3, account: LocalAccount, tx: TxParams, function: str, decoder: ErrorDecoder | None = None,
-    policy: ResendPolicy = RESEND_POLICY,
-) -> TxReceipt:
-    """Sign, send and await one transaction; raises ContractReverted / TransactionFailed / ChainUnreachable."""
-    raw = sign_transaction(web3, account, tx, function, decoder)
-    try:
-        receipt = broadcast(web3, raw, account.address, function, policy)
-    except (ContractCustomError, ContractPanicError, ContractLogicError) as err:
-        NONCES.forget(web3, account.address)
-        raise as_reverted(err, function, decoder) from None
-    except (ChainUnreachable, TransactionFailed):
-        NONCES.forget(web3, account.address)
-        raise
-    except Web3Exception as err:  # refused for another reason (e.g. funds): never sent, the nonce is free again
-        NONCES.forget(web3, account.address)
-        raise TransactionFailed(function, "(not sent)", str(err)) from err
-    if receipt["status"] != 1:
-        raise TransactionFailed(function, receipt["transactionHash"].hex(), "reverted after estimation")
-    return receipt
 
 
 def nonce_of(raw: bytes) -> int:
@@ -220,66 +203,3 @@ def nonce_of(raw: bytes) -> int:
 def tx_hash_of(raw: bytes) -> str:
     """The 0x-prefixed hash a node will know the signed transaction `raw` by."""
     return "0x" + keccak(raw).hex()
-
-
-def broadcast(
-    web3: Web3, raw: bytes, sender: str, function: str, policy: ResendPolicy = RESEND_POLICY
-) -> TxReceipt:
-    """Send the signed `raw` and return its receipt, re-sending the same bytes after every connection failure
-    and whenever the chain no longer knows it (restarted from a state saved before it was mined)."""
-    tx_hash = tx_hash_of(raw)
-    nonce = nonce_of(raw)
-    endpoint = _endpoint(web3)
-    deadline = time.monotonic() + policy.receipt_timeout_s
-    failures = 0
-    must_send = True
-    while True:
-        try:
-            if must_send:
-                _send_raw(web3, raw)
-                must_send = False
-            receipt = _receipt(web3, tx_hash)
-            if receipt is not None:
-                return receipt
-            if not _known(web3, tx_hash):
-                if web3.eth.get_transaction_count(sender, "latest") > nonce:  # type: ignore[arg-type]
-                    raise TransactionFailed(function, tx_hash, f"nonce {nonce} was used by another transaction")
-                must_send = True  # lost with the mempool of a restarted chain: the same bytes, once more
-            failures = 0
-        except (requests.ConnectionError, requests.Timeout, OSError, ValueError, BadResponseFormat) as err:
-            # No answer, a cut answer or a garbled one: whether the send reached the chain is unknown, and
-            # sending the same signed bytes again is safe either way.
-            failures += 1
-            if failures > policy.retries:
-                raise ChainUnreachable(endpoint, f"{function} (tx {tx_hash}): {err}") from err
-            must_send = True
-            time.sleep(min(policy.backoff_s * 2 ** (failures - 1), policy.max_backoff_s))
-            continue
-        if time.monotonic() > deadline:
-            raise TransactionFailed(function, tx_hash, f"not mined after {policy.receipt_timeout_s:.0f}s")
-        time.sleep(policy.poll_s)
-
-
-def _send_raw(web3: Web3, raw: bytes) -> None:
-    try:
-        web3.eth.send_raw_transaction(raw)
-    except Web3RPCError as err:
-        if not any(words in str(err).lower() for words in ALREADY_SENT):
-            raise
-        # Sent before (this is a resend): the receipt lookup that follows says whether it was mined.
-
-
-def _receipt(web3: Web3, tx_hash: str) -> TxReceipt | None:
-    try:
-        return web3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        return None
-
-
-def _known(web3: Web3, tx_hash: str) -> bool:
-    """True if the node holds the transaction (pending or mined)."""
-    try:
-        web3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
-    except TransactionNotFound:
-        return False
-    return True

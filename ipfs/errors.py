@@ -12,6 +12,8 @@ class IpfsError(TrainmarketError):
 class IpfsUnavailable(IpfsError):
     """The daemon's RPC API cannot be reached."""
 
+    temporary = True
+
     def __init__(self, api_url: str, reason: str) -> None:
         self.api_url = api_url
         self.reason = reason
@@ -20,6 +22,8 @@ class IpfsUnavailable(IpfsError):
 
 class IpfsTimeout(IpfsError):
     """The daemon did not answer in time (e.g. an offline daemon asked for a block it does not have)."""
+
+    temporary = True
 
     def __init__(self, api_url: str, what: str, seconds: float) -> None:
         self.api_url = api_url
@@ -31,6 +35,8 @@ class IpfsTimeout(IpfsError):
 class IpfsRequestFailed(IpfsError):
     """The daemon answered with an error status."""
 
+    temporary = True
+
     def __init__(self, what: str, status: int, body: str) -> None:
         self.what = what
         self.status = status
@@ -39,6 +45,8 @@ class IpfsRequestFailed(IpfsError):
 
 class CidMismatch(IpfsError):
     """Bytes do not hash to the CID they were fetched by."""
+
+    temporary = True
 
     def __init__(self, expected: str, actual: str) -> None:
         self.expected = expected
@@ -67,6 +75,8 @@ class PayloadTooLarge(IpfsError):
 class IpfsBadResponse(IpfsError):
     """The daemon (or something between it and us) answered 200 with a body that is not what the API returns
     (cut, garbled, oversized JSON)."""
+
+    temporary = True
 
     def __init__(self, api_url: str, what: str, reason: str) -> None:
         self.api_url = api_url

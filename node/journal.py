@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import IO
 
 from base.errors import TrainmarketError
+from contracts.sending import RecordedTx
 
 SCHEMA_VERSION = 1
+# The kinds of transaction the trainer sends through contracts.sending, keyed by window.
+TX_COMMIT = "commit"
+TX_REVEAL = "reveal"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -186,6 +190,28 @@ class TrainerJournal:
             if cur.rowcount != 1:
                 raise JournalError(f"window {window} is not in the journal")
 
+    # -- the send path's journal (contracts.sending.TxJournal): kind TX_COMMIT or TX_REVEAL, key the window --------
+
+    def recorded(self, kind: str, key: str) -> RecordedTx | None:
+        entry = self.get(int(key))
+        tx_hash = None if entry is None else entry.commit_tx if _kind(kind) == TX_COMMIT else entry.reveal_tx
+        # Never `confirmed`: the sender looks the hash up on chain, which is what the runner trusts (it reads its
+        # commit record before every step), not the journal's flags.
+        return None if tx_hash is None else RecordedTx(tx_hash, confirmed=False)
+
+    def record_sent(self, kind: str, key: str, tx_hash: str, nonce: int) -> None:
+        """The hash only: the nonce is inside the signed transaction, which the chain returns while it is pending."""
+        if _kind(kind) == TX_COMMIT:
+            self.mark_commit_sent(int(key), tx_hash)
+        else:
+            self.mark_reveal_sent(int(key), tx_hash)
+
+    def record_confirmed(self, kind: str, key: str, tx_hash: str) -> None:
+        if _kind(kind) == TX_COMMIT:
+            self.mark_committed(int(key))
+        else:
+            self.mark_revealed(int(key))
+
     def get(self, window: int) -> WindowEntry | None:
         with self._lock:
             row = self._db.execute(_SELECT + " WHERE window = ?", (window,)).fetchone()
@@ -209,6 +235,12 @@ class TrainerJournal:
 
     def close(self) -> None:
         self._db.close()
+
+
+def _kind(kind: str) -> str:
+    if kind not in (TX_COMMIT, TX_REVEAL):
+        raise JournalError(f"the trainer's journal records no {kind!r} transactions")
+    return kind
 
 
 _SELECT = (

@@ -37,8 +37,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak, to_checksum_address
 from torch import Tensor
 from web3 import HTTPProvider, Web3
-from web3.contract.contract import ContractFunction
-from web3.types import RPCEndpoint, RPCResponse
+from web3.types import RPCEndpoint, RPCResponse, TxParams
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ChainUnreachable
@@ -210,10 +209,10 @@ class PopulationClient(TrainingRunClient):
             return super().commitment_of(run_id, window, trainer)
         return mine
 
-    def signed(self, call: ContractFunction, name: str, value: int = 0, gas: int | None = None) -> bytes:
+    def _sign(self, params: TxParams, name: str) -> bytes:
         # The true head (not the shared, possibly 0.1 s old one): the transaction lands after it.
         self._signed_at = self.shared.observe(TrainingRunViews.block_number(self))
-        return super().signed(call, name, value, gas)
+        return super()._sign(params, name)
 
 
 class SerialTraining(UpdatePolicy):

@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 from web3 import Web3
 
-from base.errors import TrainmarketError
+from base.errors import TrainmarketError, is_temporary
 from base.run_config import load_run_config
-from contracts.errors import ChainUnreachable, TransactionPending
 from contracts.views import TrainingRunViews
 from ipfs.client import IpfsClient
-from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.data import fetch_dataset
 from node.population import (
     ObservingProvider,
@@ -40,8 +38,6 @@ from node.runner import NodeSetup, TrainerNode
 from node.session import NodeTarget, resolve_target
 
 POLL_S = 0.2
-TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch,
-             TransactionPending)
 log = logging.getLogger("population")
 
 
@@ -80,11 +76,12 @@ class Population:
                 if not did:
                     break
                 did_any = True
-        except TRANSIENT as err:  # what TrainerNode.run() waits out: the next block retries
-            log.warning("identity %s: %s (retried)", node.trainer, err)
-        except TrainmarketError as err:  # what ends a node's run ends this identity, not its neighbours
-            log.error("identity %s stops: %s", node.trainer, err)
-            self.failed[index] = str(err)
+        except TrainmarketError as err:
+            if is_temporary(err):  # what TrainerNode.run() waits out: the next block retries
+                log.warning("identity %s: %s (retried)", node.trainer, err)
+            else:  # what ends a node's run ends this identity, not its neighbours
+                log.error("identity %s stops: %s", node.trainer, err)
+                self.failed[index] = str(err)
         return did_any
 
     def run(self, stop: threading.Event, last_window: int) -> None:

@@ -30,20 +30,19 @@ import torch
 
 from base.clock import WindowClock
 from base.commitments import commitment_hash
-from base.errors import TrainmarketError
+from base.errors import TrainmarketError, is_temporary
 from base.model import build_model, model_spec
 from base.run_config import RunConfig
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, ContractReverted, TransactionPending
+from contracts.errors import ContractReverted, RevertedOnChain, SendConflict
+from contracts.sending import Once
 from contracts.types import CommitStatus
-from ipfs.errors import CidMismatch, IpfsBadResponse, IpfsRequestFailed, IpfsTimeout, IpfsUnavailable
 from node.carry import CarriedState
 from node.chain_view import canonical_models, canonical_settled
 from node.data import Dataset, assigned_batches
-from node.journal import TrainerJournal, WindowEntry
+from node.journal import TX_COMMIT, TX_REVEAL, TrainerJournal, WindowEntry
 from node.payloads import RunPayloads, payload_cid
 from node.policy import TrainingContext, UpdatePolicy
-from node.txs import RevertedOnChain, SendConflict, send_recorded, tx_in_flight
 
 COMMIT_MARGIN_BLOCKS = 2  # blocks kept between the end of training and the window's end, for the commit to land
 MAX_OUTAGE_POLLS = 120  # consecutive failed polls, OUTAGE_WAIT_S apart, before run() gives up
@@ -164,11 +163,13 @@ class TrainerNode:
                     until_window is None or self.clock.window_of(next_block) <= until_window
                 )
                 did, new_window = self.step(train=want_more)
-            except (ChainUnreachable, IpfsUnavailable, IpfsTimeout, IpfsBadResponse, IpfsRequestFailed, CidMismatch,
-                    TransactionPending):  # a tx slow to mine is journalled: the next poll waits for it
-                # The client already retried within its bounds; nothing was revealed for a payload not pinned (add
-                # comes before reveal), and a reveal period that closes meanwhile is journalled as missed. A blip
-                # (daemon restart, busy chain) should cost a poll, not the run; a long outage ends it.
+            except TrainmarketError as err:
+                # Temporary: the client already retried within its bounds; nothing was revealed for a payload not
+                # pinned (add comes before reveal), a reveal period that closes meanwhile is journalled as missed,
+                # and a tx slow to mine is journalled (the next poll waits for it). A blip (daemon restart, busy
+                # chain) should cost a poll, not the run; a long outage ends it.
+                if not is_temporary(err):
+                    raise
                 outage += 1
                 if outage > MAX_OUTAGE_POLLS:
                     raise
@@ -322,32 +323,30 @@ class TrainerNode:
             return False
 
     def _commit(self, entry: WindowEntry, next_block: int) -> bool:
+        """Commit (at most once: a commit journalled before a restart is found on chain, or waited for while it is
+        in the mempool, before anything is sent; contracts/sending.py)."""
         window = entry.window
-        if entry.commit_tx and tx_in_flight(self.client, entry.commit_tx):
-            return False  # a commit sent before a restart is still in the mempool: wait for it
         if not self.clock.can_commit(window, next_block):
-            if next_block >= self.clock.end(window):
+            if next_block >= self.clock.end(window):  # a commit still in flight can no longer land either
                 self._missed(window, "window closed before the commit was sent")
                 return True
             return False
-        call = self.client.contract.functions.commit(self.run_id, window, bytes.fromhex(entry.commitment_hex))
-        send_recorded(self.client, call, "commit", lambda tx: self.journal.mark_commit_sent(window, tx))
+        once = Once(self.journal, TX_COMMIT, str(window), lambda: self._chain_status(window) != CommitStatus.NONE)
+        self.client.commit(self.run_id, window, bytes.fromhex(entry.commitment_hex), once=once)
         self.journal.mark_committed(window)
         self.observer.committed(self._entry(window))
         return True
 
     def _reveal(self, entry: WindowEntry) -> bool:
         window = entry.window
-        if entry.reveal_tx and tx_in_flight(self.client, entry.reveal_tx):
-            return False  # a reveal sent before a restart (or a slow one) is still in the mempool: wait for it
         data = self.journal.read_payload(window)
         # `pin=True` pins it in the same request (Kubo and js-ipfs alike): a second `pin/add` was one more daemon
         # request per reveal (js-ipfs CPU 12.5-13.0 ms per reveal with it, 10.3-10.5 ms without: bench.reveals).
         cid = self.setup.blobs.add(data, pin=True)
         if cid != entry.cid:
             raise RunnerError(f"window {window}: IPFS stored the payload as {cid}, the commitment is for {entry.cid}")
-        call = self.client.contract.functions.reveal(self.run_id, window, cid, bytes.fromhex(entry.salt_hex))
-        send_recorded(self.client, call, "reveal", lambda tx: self.journal.mark_reveal_sent(window, tx))
+        once = Once(self.journal, TX_REVEAL, str(window), lambda: self._chain_status(window) == CommitStatus.REVEALED)
+        self.client.reveal(self.run_id, window, cid, bytes.fromhex(entry.salt_hex), once=once)
         self.journal.mark_revealed(window)
         self.observer.revealed(self._entry(window))
         return True

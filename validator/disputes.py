@@ -16,20 +16,18 @@ counts as a mismatch only once the next epoch's settlement can open, when the di
 it is retried once per window's blocks. The loop runs this before its own settlement step, so this validator
 disputes before it votes on the next epoch (whose settlement closes the period).
 
-Crash safety: `send_dispute` goes through `TxSender.send_once` keyed by (epoch, peer) with the contract's
-`disputeOf` as the done() check, so a restart never disputes twice."""
+Crash safety: `send_dispute` sends through the one send path (contracts/sending.py), journalled in the store
+under (epoch, peer) with the contract's `disputeOf` as the done() check, so a restart never disputes twice."""
 
 from __future__ import annotations
 
 import logging
 
-from web3 import Web3
-
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted, TransactionFailed
+from contracts.sending import Once, TxJournal
 from ipfs.errors import IpfsUnavailable
 from validator.ballot_audit import Check, ReportUnfetchable, audit_ballot
-from validator.chain_io import TxSender
 from validator.window_inputs import RunContext
 
 log = logging.getLogger(__name__)
@@ -47,14 +45,12 @@ def dispute_done(client: TrainingRunClient, run_id: int, epoch: int, accused: st
     return disputed or held.forfeited or held.epoch != epoch or not held.disputable
 
 
-def send_dispute(client: TrainingRunClient, sender: TxSender, run_id: int, epoch: int, accused: str) -> bool:
-    """Dispute `accused`'s ballot for `epoch`, at most once across crashes; True if this call sent it. The one
-    place a dispute is sent (a single send path can replace `sender` here)."""
-    call = client.contract.functions.disputeBallot(run_id, epoch, Web3.to_checksum_address(accused))
-    key = f"{epoch}:{accused.lower()}"
+def send_dispute(client: TrainingRunClient, txs: TxJournal, run_id: int, epoch: int, accused: str) -> bool:
+    """Dispute `accused`'s ballot for `epoch`, at most once across crashes; True if the dispute is on chain
+    through this validator's transaction (sent now or found from before a restart)."""
+    once = Once(txs, TX_DISPUTE, f"{epoch}:{accused.lower()}", lambda: dispute_done(client, run_id, epoch, accused))
     try:
-        sent = sender.send_once(TX_DISPUTE, key, call, "disputeBallot",
-                                lambda: dispute_done(client, run_id, epoch, accused))
+        receipt = client.dispute_ballot(run_id, epoch, accused, once=once)
     except ContractReverted as err:
         if err.error_name not in MOOT:
             raise
@@ -64,18 +60,16 @@ def send_dispute(client: TrainingRunClient, sender: TxSender, run_id: int, epoch
         if not dispute_done(client, run_id, epoch, accused):
             raise
         return False
-    if sent is not None:
-        sender.store.confirm_tx(TX_DISPUTE, key)
-    return sent is not None and not sent.resumed
+    return receipt is not None
 
 
 class BallotDisputes:
     """Audits the peers' ballots of the epoch whose dispute period is open and disputes those that fail."""
 
-    def __init__(self, ctx: RunContext, client: TrainingRunClient, sender: TxSender) -> None:
+    def __init__(self, ctx: RunContext, client: TrainingRunClient, txs: TxJournal) -> None:
         self.ctx = ctx
         self.client = client
-        self.sender = sender
+        self.txs = txs
         self._judged: set[tuple[int, str]] = set()  # (epoch, peer): found to follow, disputed, or nothing to take
         self._retry_at: dict[tuple[int, str], int] = {}  # (epoch, peer) → block from which to fetch again
         self._revealers: dict[int, list[str]] = {}  # epoch → its revealers (final once the epoch is settled)
@@ -110,7 +104,7 @@ class BallotDisputes:
             if failed:
                 log.warning("epoch %d: disputing the ballot of %s: %s", epoch, peer,
                             "; ".join(c.line() for c in failed[:3]))
-                sent = send_dispute(self.client, self.sender, run_id, epoch, peer) or sent
+                sent = send_dispute(self.client, self.txs, run_id, epoch, peer) or sent
             self._judged.add(key)
         return sent
 

@@ -4,7 +4,8 @@ The chain is the clock: the loop polls the block number and processes window w o
 over, strictly in window order. Per window:
   gather inputs (window_inputs.py) → score (pure) → model to IPFS → model/state files → record the window
   and its report in SQLite (one transaction) → publish the model CID and the sealed report on chain (at most
-  once, chain_io.py; the report stays off IPFS until it is revealed: sealed_reports.py).
+  once: contracts/sending.py, journalled in the store by tx_journal.py; the report stays off IPFS until it is
+  revealed: sealed_reports.py).
 Per epoch, once its windows are published and its last reveal period is over: settlement.py commits the
 epoch's weight vector, reveals the epoch's reports then the vector, finalizes the epoch when the contract
 allows, and records the rewards; once it is settled, disputes.py audits the peers' ballots of it against their
@@ -27,19 +28,17 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
-from web3 import Web3
 
-from base.commitments import report_commitment
+from base.errors import TrainmarketError, is_temporary
 from base.model import build_model, evaluate_loss
 from base.report import RejectReason, WindowReport
 from base.run_config import RunConfig
 from contracts.client import TrainingRunClient
-from contracts.errors import ChainUnreachable, TransactionFailed, TransactionPending
+from contracts.errors import TransactionFailed
+from contracts.sending import Once, receipt_hash
 from contracts.types import CommitStatus
-from ipfs.errors import IpfsTimeout, IpfsUnavailable
 from validator import canonical
 from validator.aggregate import MedianNormClipMean
-from validator.chain_io import TxSender, send_pipelined
 from validator.disputes import BallotDisputes
 from validator.domain import ParamDict, ValidatorError
 from validator.sealed_reports import ReportRevealer, sealed_report_cid
@@ -47,6 +46,7 @@ from validator.settlement import EpochSettler
 from validator.store import TX_PUBLISH, RatingRecord, ValidatorStore, WindowRecord
 from validator.strategy import Evaluate, ScoringStrategy, StrategyConfig, ValidatorState
 from validator.timing import StageClock, instrument, split_scoring, timed
+from validator.tx_journal import StoreTxJournal
 from validator.window_inputs import (
     GatheredWindow,
     RunContext,
@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 # its descheduled second thread. A validator scales out with processes instead (torchrun, validator/distributed.py).
 EVAL_THREADS = 1
 KEEP_STATE_FILES = 3
-TRANSIENT = (ChainUnreachable, IpfsUnavailable, IpfsTimeout, TransactionPending)
 
 
 class LoopError(ValidatorError):
@@ -113,7 +112,7 @@ class ValidatorLoop:
         self.strategy = build_strategy(ctx.config, self.device, evaluate)
         self.stages = StageClock()  # seconds per stage of each window, stored with it (validator/timing.py)
         instrument(self.strategy, self.stages)
-        self.sender = TxSender(client, store)
+        self.txs = StoreTxJournal(store)
         if store.get_value("start_window") is None:
             store.set_value("start_window", str(start_window))
         self.start_window = int(store.get_value("start_window") or 0)
@@ -122,10 +121,10 @@ class ValidatorLoop:
             init, _ = initial_model(ctx)
             store.set_value("initial_model_cid", init)
         self.initial_cid = init
-        reports = ReportRevealer(client, ctx.run_id, store, self.sender, ctx.blobs, self.report_bytes)
-        self.settler = EpochSettler(client, ctx.run_id, store, self.sender, self.start_window, self.stored_report,
+        reports = ReportRevealer(client, ctx.run_id, store, self.txs, ctx.blobs, self.report_bytes)
+        self.settler = EpochSettler(client, ctx.run_id, store, self.txs, self.start_window, self.stored_report,
                                     reports)
-        self.disputes = BallotDisputes(ctx, client, self.sender)
+        self.disputes = BallotDisputes(ctx, client, self.txs)
         self.monitor_batch = monitor_batch(ctx.dataset, ctx.config)
         # Adopting the canonical model fetches it from IPFS: timed as the window's fetch stage.
         self.fetch_model = timed(canonical.ModelFetcher(ctx), self.stages, "fetch")
@@ -138,7 +137,9 @@ class ValidatorLoop:
         while not stop.is_set():
             try:
                 busy = self.step()
-            except TRANSIENT as err:
+            except TrainmarketError as err:
+                if not is_temporary(err):
+                    raise
                 log.warning("retrying after a transient failure: %s", err)
                 busy = False
             if not busy:
@@ -254,11 +255,10 @@ class ValidatorLoop:
 
     def report_missed(self, window: int, gathered: GatheredWindow) -> None:
         """Tell the contract about missed reveals (it counts and slashes them); someone else may have done it.
-        All of the window's reports go out together (chain_io.send_pipelined)."""
+        All of the window's reports go out together (contracts.sending.send_batch)."""
         def report(trainers: list[str]) -> list[bool]:
-            calls = [self.client.contract.functions.reportMissedReveal(self.ctx.run_id, window,
-                                                                       Web3.to_checksum_address(t)) for t in trainers]
-            return send_pipelined(self.client, calls, "reportMissedReveal", skip=("AlreadyRevealed", "NoCommitment"))
+            return self.client.report_missed_reveals(self.ctx.run_id, window, trainers,
+                                                     skip=("AlreadyRevealed", "NoCommitment"))
 
         trainers = list(gathered.missed_reveals)
         landed = report(trainers)
@@ -294,10 +294,8 @@ class ValidatorLoop:
         got there, the trainer's slot moved on) or "not ours to report" (this validator does not vote on the
         window's epoch) are expected, and so is a report that reverts on chain because another landed first."""
         trainers = list(gathered.unavailable)
-        calls = [self.client.contract.functions.reportUnavailable(self.ctx.run_id, window,
-                                                                  Web3.to_checksum_address(t)) for t in trainers]
-        landed = send_pipelined(self.client, calls, "reportUnavailable",
-                                skip=("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"))
+        landed = self.client.report_unavailable_all(
+            self.ctx.run_id, window, trainers, skip=("AlreadyReported", "NotRevealed", "NoCommitment", "NotEligible"))
         for trainer, ok in zip(trainers, landed, strict=True):
             if not ok:
                 log.info("window %d: unavailability report on %s refused or raced", window, trainer)
@@ -316,15 +314,14 @@ class ValidatorLoop:
             raise LoopError(f"window {window}: stored model encodes to {model_cid}, report says {report.model_cid}")
         report_cid = sealed_report_cid(self.ctx.blobs, report.to_json().encode())
         me = self.client.address_of_account.lower()
-        call = self.client.contract.functions.publishWindow(self.ctx.run_id, window, model_cid,
-                                                            report_commitment(report_cid, me))
 
         def done() -> bool:
             return any(v.lower() == me for v in self.client.publications(self.ctx.run_id, window, reports=False))
 
-        sent = self.sender.send_once(TX_PUBLISH, str(window), call, "publishWindow", done)
-        tx_hash = sent.tx_hash if sent else ""
-        self.store.mark_published(window, model_cid, report_cid, tx_hash or "(published earlier)")
+        receipt = self.client.publish_window(self.ctx.run_id, window, model_cid, report_cid,
+                                             once=Once(self.txs, TX_PUBLISH, str(window), done))
+        tx_hash = receipt_hash(receipt) if receipt is not None else "(published earlier)"
+        self.store.mark_published(window, model_cid, report_cid, tx_hash)
         log.info("window %d published: model %s report %s", window, model_cid, report_cid)
 
     # -- state files -------------------------------------------------------------------------------------

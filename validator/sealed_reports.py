@@ -14,7 +14,7 @@ commits are closed:
   every later call until it succeeds);
 - the service (validator/service.py) serves a window's scores only from then on (`ValidatorStore.public_before`).
 Crash safety: the report bytes are in the store before the publication is sent and are re-encoded identically
-(the publication's CID is checked against them); the reveal goes through `TxSender.send_once` keyed by the epoch,
+(the publication's CID is checked against them); the reveal is sent `once=` keyed by the epoch (contracts/sending.py),
 so a validator killed between publication and reveal reveals after its restart, once."""
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from collections.abc import Callable
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted
+from contracts.sending import Once
 from ipfs.errors import IpfsError
-from validator.chain_io import TxSender
 from validator.domain import ValidatorError
 from validator.store import ValidatorStore
+from validator.tx_journal import StoreTxJournal
 from validator.window_inputs import RunStore
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ def sealed_report_cid(blobs: RunStore, data: bytes) -> str:
 class ReportRevealer:
     """Reveals this validator's report CIDs of an epoch once, when the contract allows it."""
 
-    def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, sender: TxSender,
+    def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, txs: StoreTxJournal,
                  blobs: RunStore, report_bytes: Callable[[int], bytes]) -> None:
         self.client = client
         self.run_id = run_id
         self.store = store
-        self.sender = sender
+        self.txs = txs
         self.blobs = blobs
         self.report_bytes = report_bytes  # a published window's report, byte for byte as its CID was sealed
 
@@ -83,10 +84,10 @@ class ReportRevealer:
             return False  # not (yet) published in full: the contract holds no complete seal to open
         me = self.client.address_of_account
         cids = [str(self._sealed_cid(w)) for w in windows]
-        call = self.client.contract.functions.revealReports(self.run_id, epoch, cids)
-        try:
-            sent = self.sender.send_once(TX_REVEAL_REPORTS, str(epoch), call, "revealReports",
-                                         lambda: self.client.reports_revealed(self.run_id, me, epoch))
+        once = Once(self.txs, TX_REVEAL_REPORTS, str(epoch),
+                    lambda: self.client.reports_revealed(self.run_id, me, epoch))
+        try:  # the journal confirms the reveal once it is mined
+            self.client.reveal_reports(self.run_id, epoch, cids, once=once)
         except ContractReverted as err:
             if err.error_name == "ReportsSealed":
                 return False
@@ -95,8 +96,6 @@ class ReportRevealer:
             log.warning("epoch %d: reports can no longer be revealed (%s)", epoch, err)
             self.store.set_value(self._key(epoch), "given up")
             return False
-        if sent is not None:
-            self.store.confirm_tx(TX_REVEAL_REPORTS, str(epoch))
         self.store.set_value(self._key(epoch), "revealed")
         self.store.make_public_before(windows.stop)
         log.info("epoch %d reports revealed: %s", epoch, cids)

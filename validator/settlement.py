@@ -13,7 +13,8 @@ reveals once every vote is committed or the commit phase is over. The epoch's re
 are revealed just before the vector (validator/sealed_reports.py): the validator share pays only validators
 whose reports are revealed when the epoch is finalised. Crash safety: the vector and a fresh random
 salt are stored *before* the commit is sent, so a restarted validator reveals exactly what it committed; each
-transaction goes through `TxSender.send_once` keyed by the epoch, so none is sent twice. The contract settles
+transaction is sent `once=` keyed by the epoch (contracts/sending.py, journalled by tx_journal.py), so none is
+sent twice. The contract settles
 epochs strictly in order, so the epoch looked at is always the run's `next_epoch`."""
 
 from __future__ import annotations
@@ -24,15 +25,15 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from base.commitments import weights_commitment
 from base.report import WindowReport
 from contracts.client import TrainingRunClient, pack_weights
 from contracts.errors import ContractReverted, TransactionFailed
+from contracts.sending import Once, TxState, receipt_hash, tx_state
 from contracts.types import CommitStatus
-from validator.chain_io import TxSender
 from validator.scoring import epoch_payout, epoch_weights, to_u16, to_u16_weights
 from validator.sealed_reports import ReportRevealer
 from validator.store import TX_SUBMIT_WEIGHTS, ValidatorStore
+from validator.tx_journal import StoreTxJournal
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +87,13 @@ class EpochBallot:
 
 
 class EpochSettler:
-    def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, sender: TxSender,
+    def __init__(self, client: TrainingRunClient, run_id: int, store: ValidatorStore, txs: StoreTxJournal,
                  start_window: int, report_of: Callable[[int], WindowReport],
                  reports: ReportRevealer | None = None) -> None:
         self.client = client
         self.run_id = run_id
         self.store = store
-        self.sender = sender
+        self.txs = txs
         self.start_window = start_window
         self.report_of = report_of  # a recorded window's report
         self.reports = reports  # None: a settler that reveals no reports (tests of the ballot alone)
@@ -144,7 +145,7 @@ class EpochSettler:
             epoch = int(tx.key)
             if tx.kind not in (TX_SUBMIT_WEIGHTS, TX_COMMIT_WEIGHTS) or epoch >= next_epoch:
                 continue
-            if self.sender.mined(tx.tx_hash) is not True:
+            if tx_state(self.client.web3, tx.tx_hash) is not TxState.SUCCEEDED:
                 continue  # our tx never landed (the epoch was settled without us): nothing to record
             if tx.kind == TX_COMMIT_WEIGHTS:
                 self.store.confirm_tx(TX_COMMIT_WEIGHTS, tx.key)
@@ -182,24 +183,21 @@ class EpochSettler:
         acted = False
         pending = self.store.pending_tx(TX_COMMIT_WEIGHTS, str(epoch))
         if (status != CommitStatus.NONE and pending is not None and pending.status != "confirmed"
-                and self.sender.mined(pending.tx_hash) is True):  # killed between the commit and recording it
+                and tx_state(self.client.web3, pending.tx_hash) is TxState.SUCCEEDED):  # killed before recording it
             self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
         if status == CommitStatus.NONE:
             # Outside the commit phase nothing can be committed (an earlier commit still in flight then fails too).
             if not state.commits_open(next_block) or not self.can_vote(epoch):
                 return False
             ballot = self.ballot(epoch)  # stored before the commit is sent
-            commitment = weights_commitment(ballot.packed, ballot.salt, self.run_id, epoch, self.me)
-            call = self.client.contract.functions.commitWeights(self.run_id, epoch, commitment)
-            try:
-                sent = self.sender.send_once(TX_COMMIT_WEIGHTS, str(epoch), call, "commitWeights",
-                                             lambda: self._ballot_status(epoch) != CommitStatus.NONE)
+            once = Once(self.txs, TX_COMMIT_WEIGHTS, str(epoch),
+                        lambda: self._ballot_status(epoch) != CommitStatus.NONE)
+            try:  # the journal confirms the commit once it is mined
+                self.client.commit_weights(self.run_id, epoch, ballot.vector, ballot.salt, ballot.payout, once=once)
             except (ContractReverted, TransactionFailed) as err:
                 if not self._too_late(epoch, "commit", err):
                     raise
                 return False
-            if sent is not None:
-                self.store.confirm_tx(TX_COMMIT_WEIGHTS, str(epoch))
             log.info("epoch %d weights committed", epoch)
             acted = True
             next_block = self.client.block_number() + 1
@@ -215,15 +213,17 @@ class EpochSettler:
         if self.reports is not None:
             self.reports.reveal(epoch)  # first: an epoch finalised early pays only validators with reports revealed
         ballot = self.ballot(epoch)
-        call = self.client.contract.functions.revealWeights(self.run_id, epoch, ballot.packed, ballot.salt)
+        once = Once(self.txs, TX_SUBMIT_WEIGHTS, str(epoch),
+                    lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
         try:
-            sent = self.sender.send_once(TX_SUBMIT_WEIGHTS, str(epoch), call, "revealWeights",
-                                         lambda: self._ballot_status(epoch) == CommitStatus.REVEALED)
+            receipt = self.client.reveal_weights(self.run_id, epoch, ballot.vector, ballot.salt, ballot.payout,
+                                                 once=once)
         except (ContractReverted, TransactionFailed) as err:
             if not self._too_late(epoch, "reveal", err):
                 raise
             return acted
-        self.store.record_epoch_submission(epoch, ballot.weights, sent.tx_hash if sent else "(submitted earlier)")
+        tx_hash = receipt_hash(receipt) if receipt is not None else "(submitted earlier)"
+        self.store.record_epoch_submission(epoch, ballot.weights, tx_hash)
         log.info("epoch %d weights revealed: payout %d/65535, %s", epoch, ballot.payout, ballot.vector)
         return True
 

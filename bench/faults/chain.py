@@ -27,7 +27,8 @@ from contracts.anvil import AnvilNode
 from contracts.client import TrainingRunClient
 from contracts.deploy import deploy
 from contracts.errors import ChainError
-from contracts.tx import NONCES, ResendPolicy, send_transaction
+from contracts.sending import send_transaction
+from contracts.tx import NONCES, ResendPolicy
 from contracts.types import RunParams
 
 PARAMS = RunParams.dev(keccak(b"faults"), grace_period_blocks=8, miss_threshold=2, min_validator_stake=2 * ETH,

@@ -17,7 +17,8 @@ from contracts.client import TrainingRunClient
 from contracts.deploy import Deployment
 from contracts.errors import ChainUnreachable, DeploymentError
 from contracts.localchain import DEV_PRIVATE_KEYS
-from contracts.tx import ResendPolicy, broadcast, nonce_of, send_transaction, sign_transaction
+from contracts.sending import broadcast, send_transaction
+from contracts.tx import ResendPolicy, nonce_of, sign_transaction
 
 from .conftest import Chain
 

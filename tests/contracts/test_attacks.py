@@ -21,6 +21,7 @@ from eth_utils import keccak
 
 from contracts.client import TrainingRunClient
 from contracts.errors import ContractReverted, TransactionFailed
+from contracts.sending import broadcast_all
 
 from .conftest import (
     ETH,
@@ -67,7 +68,7 @@ def register_trainers(chain: Chain, rid: int, clients: list[TrainingRunClient], 
         raws = [c.account.sign_transaction(common).raw_transaction for c in clients[start:start + 128]]
         chain.node.set_automine(False)
         try:
-            hashes = [chain.web3.eth.send_raw_transaction(raw) for raw in raws]
+            hashes = broadcast_all(chain.web3, raws)
         finally:
             chain.node.set_automine(True)
         for _ in range(len(hashes)):  # as many blocks as the block gas limit needs

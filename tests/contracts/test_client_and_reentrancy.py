@@ -17,7 +17,8 @@ from base.commitments import commitment_hash, report_commitment, weights_commitm
 from contracts.client import TrainingRunClient, pack_weights, unpack_weights
 from contracts.compile import compile_artifact, load_artifact
 from contracts.errors import ContractReverted
-from contracts.tx import NONCES, ErrorDecoder, send_transaction
+from contracts.sending import send_transaction
+from contracts.tx import NONCES, ErrorDecoder
 from contracts.views import TrainingRunViews
 
 from .cids import cid

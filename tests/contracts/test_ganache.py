@@ -12,6 +12,8 @@ from web3 import Web3
 from base.process import port_open
 from contracts.deploy import deploy
 from contracts.localchain import DEV_PRIVATE_KEYS, start_local_chain
+from contracts.sending import broadcast
+from contracts.tx import ResendPolicy
 
 
 def test_ganache_runs_the_contract_with_the_dev_keys_and_a_block_clock(tmp_path: Path) -> None:
@@ -39,8 +41,8 @@ def test_ganache_runs_the_contract_with_the_dev_keys_and_a_block_clock(tmp_path:
             "to": "0x" + "22" * 20, "value": 1, "gas": 21_000, "gasPrice": web3.eth.gas_price,
             "nonce": web3.eth.get_transaction_count(sponsor.address), "chainId": web3.eth.chain_id,
         })
-        receipt = web3.eth.wait_for_transaction_receipt(web3.eth.send_raw_transaction(signed.raw_transaction),
-                                                        timeout=10)
+        receipt = broadcast(web3, bytes(signed.raw_transaction), sponsor.address, "transfer",
+                            ResendPolicy(receipt_timeout_s=10))
         assert receipt["status"] == 1  # the miner is stopped: only the clock's blocks take transactions
         time.sleep(1.5)
         assert chain.block_number() >= clocked + 2  # and blocks keep coming with no transactions

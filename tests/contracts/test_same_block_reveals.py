@@ -8,8 +8,11 @@ stopped on the failed transaction."""
 
 from __future__ import annotations
 
+from eth_typing import HexStr
+
 from base.units import ETH
 from contracts.client import pack_weights
+from contracts.sending import broadcast_all
 
 from .conftest import Chain, finalize, make_run, publish_epoch, to_epoch_end, to_start, weight_salt
 
@@ -39,7 +42,7 @@ def test_two_weight_reveals_in_one_block_both_land_when_one_takes_a_fresh_slot(c
                      "revealWeights") for v in voters]
     chain.node.set_automine(False)
     try:
-        hashes = [chain.web3.eth.send_raw_transaction(raw) for raw in raws]
+        hashes = [HexStr(h) for h in broadcast_all(chain.web3, raws)]
         chain.node.mine(1)
     finally:
         chain.node.set_automine(True)

@@ -14,6 +14,7 @@ from web3.exceptions import Web3RPCError
 
 from base.units import ETH
 from contracts.anvil import AnvilNode
+from contracts.sending import broadcast_all
 from contracts.tx import NONCES
 from ipfs.client import IpfsClient
 from ipfs.daemon import IpfsDaemon
@@ -43,7 +44,7 @@ def test_the_node_survives_its_users_own_transactions(ipfs_daemon: IpfsDaemon, t
                 tx = {"to": account.address, "value": 0, "gas": 21_000, "gasPrice": web3.eth.gas_price,
                       "nonce": nonce, "chainId": web3.eth.chain_id}
                 try:
-                    web3.eth.send_raw_transaction(account.sign_transaction(tx).raw_transaction)
+                    broadcast_all(web3, [bytes(account.sign_transaction(tx).raw_transaction)])
                     sent.append(nonce)
                 except Web3RPCError as err:  # the node took this nonce first: the user's wallet would retry too
                     refused.append(str(err))

@@ -69,8 +69,8 @@ def test_a_ballot_that_does_not_follow_from_its_reports_is_disputed_and_forfeite
         assert held.epoch == 0 and held.amount == credited[v] > 0 and not held.forfeited
     assert network.sponsor.held_credit(network.run_id, accused).forfeited
 
-    # a restarted validator audits again and sends nothing: the chain shows its dispute (send_once's done())
-    restarted = BallotDisputes(loops[0].ctx, loops[0].client, loops[0].sender)
+    # a restarted validator audits again and sends nothing: the chain shows its dispute (the send path's done())
+    restarted = BallotDisputes(loops[0].ctx, loops[0].client, loops[0].txs)
     assert restarted.step() is False
     assert len(logs(network, "BallotDisputed")) == 2
     assert not [tx for tx in loops[0].store.unconfirmed_txs() if tx.kind == TX_DISPUTE]

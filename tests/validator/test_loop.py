@@ -25,6 +25,7 @@ from base.commitments import report_commitment
 from base.report import RejectReason, WindowReport
 from base.units import ETH
 from contracts.errors import TransactionFailed
+from contracts.sending import broadcast_all
 from contracts.tx import NONCES, sign_transaction
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
@@ -286,7 +287,7 @@ def test_losing_a_finalize_race_is_not_an_error(played: Played) -> None:
         sent = web3.eth.get_transaction_count(me.address, "pending")
         ours = pool.submit(settler.finalize, epoch)
         _pending(web3, me.address, sent + 1)  # ours passed estimation too and waits in the mempool
-        web3.eth.send_raw_transaction(rival_raw)
+        broadcast_all(web3, [rival_raw])
         net.node.mine(1)
         assert ours.result(timeout=120) is True
         block = web3.eth.get_block("latest", full_transactions=True)
@@ -302,7 +303,7 @@ def test_losing_a_finalize_race_is_not_an_error(played: Played) -> None:
         _pending(web3, me.address, sent + 1)
         displacing = me.sign_transaction({"to": me.address, "value": 0, "gas": 21_000, "nonce": sent,
                                           "gasPrice": 2 * web3.eth.gas_price, "chainId": web3.eth.chain_id})
-        web3.eth.send_raw_transaction(displacing.raw_transaction)
+        broadcast_all(web3, [bytes(displacing.raw_transaction)])
         net.node.mine(1)
         with pytest.raises(TransactionFailed, match=f"nonce {sent} was used by another transaction"):
             ours.result(timeout=120)

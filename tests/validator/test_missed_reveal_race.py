@@ -19,6 +19,7 @@ import pytest
 from web3 import Web3
 
 from contracts.client import TrainingRunClient
+from contracts.sending import broadcast_all
 from contracts.tx import NONCES, tx_hash_of
 from contracts.types import CommitStatus
 from ipfs.client import IpfsClient
@@ -74,7 +75,7 @@ def send_report(reporter: TrainingRunClient, net: Net, trainer: str) -> str:
     """The other validator's reportMissedReveal, signed (estimated) and broadcast: pending until a block is mined."""
     call = reporter.contract.functions.reportMissedReveal(net.run_id, 0, Web3.to_checksum_address(trainer))
     raw = reporter.signed(call, "reportMissedReveal")
-    reporter.web3.eth.send_raw_transaction(raw)
+    broadcast_all(reporter.web3, [raw])
     return tx_hash_of(raw)
 
 

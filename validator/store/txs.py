@@ -1,5 +1,6 @@
 """The validator's transaction journal: a tx is recorded *before* it is broadcast, so a restart sees a tx that
-may be in flight and waits for it instead of sending it twice (validator/chain_io.py reads and writes it)."""
+may be in flight and waits for it instead of sending it twice (validator/tx_journal.py lends it to
+contracts/sending.py)."""
 
 from __future__ import annotations
 
