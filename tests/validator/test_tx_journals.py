@@ -91,20 +91,37 @@ def die_after(role: Role, method: str) -> None:
     setattr(role.journal, method, dying)
 
 
-@pytest.mark.parametrize("name", ROLES)
-def test_killed_after_journalling_resends_only_while_not_done(chain: AnvilNode, tmp_path: Path, name: str) -> None:
-    make, confirms = ROLES[name]
+@dataclass
+class Restarted:
+    """A role killed right after `method` of its journal during a transfer, then started again."""
+
+    web3: Web3
+    account: Any
+    to: str
+    role: Role
+    sent: int  # the account's transaction count before the killed transfer
+
+
+def kill_and_restart(chain: AnvilNode, tmp_path: Path, name: str, key_index: int, method: str) -> Restarted:
+    make, _ = ROLES[name]
     web3 = Web3(Web3.HTTPProvider(chain.rpc_url))
-    account = Account.from_key(chain.private_keys[7])
+    account = Account.from_key(chain.private_keys[key_index])
     to = Account.create().address
     role = make(tmp_path, account.address)
-    die_after(role, "record_sent")
+    die_after(role, method)
     sent = web3.eth.get_transaction_count(account.address)
     with pytest.raises(Killed):
         transfer_to(web3, to, account, role)
     role.close()
     NONCES.reset()  # a restarted process
-    role = make(tmp_path, account.address)
+    return Restarted(web3, account, to, make(tmp_path, account.address), sent)
+
+
+@pytest.mark.parametrize("name", ROLES)
+def test_killed_after_journalling_resends_only_while_not_done(chain: AnvilNode, tmp_path: Path, name: str) -> None:
+    _, confirms = ROLES[name]
+    r = kill_and_restart(chain, tmp_path, name, 7, "record_sent")
+    web3, account, to, role, sent = r.web3, r.account, r.to, r.role, r.sent
     recorded = role.journal.recorded(role.kind, role.key)
     assert recorded is not None and tx_state(web3, recorded.tx_hash) is TxState.UNKNOWN  # journalled, never sent
     receipt = transfer_to(web3, to, account, role)
@@ -119,18 +136,9 @@ def test_killed_after_journalling_resends_only_while_not_done(chain: AnvilNode, 
 
 @pytest.mark.parametrize("name", ROLES)
 def test_killed_after_mining_never_sends_twice(chain: AnvilNode, tmp_path: Path, name: str) -> None:
-    make, confirms = ROLES[name]
-    web3 = Web3(Web3.HTTPProvider(chain.rpc_url))
-    account = Account.from_key(chain.private_keys[8])
-    to = Account.create().address
-    role = make(tmp_path, account.address)
-    die_after(role, "record_confirmed")
-    sent = web3.eth.get_transaction_count(account.address)
-    with pytest.raises(Killed):
-        transfer_to(web3, to, account, role)
-    role.close()
-    NONCES.reset()
-    role = make(tmp_path, account.address)
+    _, confirms = ROLES[name]
+    r = kill_and_restart(chain, tmp_path, name, 8, "record_confirmed")
+    web3, account, to, role, sent = r.web3, r.account, r.to, r.role, r.sent
     # done() says no: only the journal's hash stands between the restart and a second transfer.
     receipt = transfer_to(web3, to, account, role, done=lambda: False)
     assert receipt is not None and web3.eth.get_balance(to) == AMOUNT
